@@ -1,0 +1,45 @@
+"""Durable execution for Celery tasks: journaled steps that replay after a crash."""
+
+from celery_durable.codec import Codec, JsonCodec, PickleCodec
+from celery_durable.context import DurableContext
+from celery_durable.errors import (
+    CodecError,
+    ConfigurationError,
+    ContextError,
+    DurableError,
+    InvocationConflictError,
+    JournalError,
+    NonDeterminismError,
+    RetryableError,
+    TerminalError,
+)
+from celery_durable.inspect import get_invocation, list_invocations
+from celery_durable.journal import Invocation, Step
+from celery_durable.rand import DurableRandom
+from celery_durable.task import DurableTask
+
+__all__ = [  # noqa: RUF022 - grouped by purpose, as users read it
+    # Tasks and their context
+    "DurableTask",
+    "DurableContext",
+    "DurableRandom",
+    # Codecs
+    "Codec",
+    "JsonCodec",
+    "PickleCodec",
+    # Reading journals
+    "Invocation",
+    "Step",
+    "get_invocation",
+    "list_invocations",
+    # Errors
+    "DurableError",
+    "TerminalError",
+    "RetryableError",
+    "NonDeterminismError",
+    "InvocationConflictError",
+    "JournalError",
+    "CodecError",
+    "ConfigurationError",
+    "ContextError",
+]

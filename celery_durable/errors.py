@@ -1,0 +1,108 @@
+"""Every error celery-durable raises, grouped by who is expected to handle it.
+
+Celery pickles exceptions into the result backend, so each class with extra
+constructor arguments defines ``__reduce__`` to survive the round trip.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class DurableError(Exception):
+    """Root of every error celery-durable raises on purpose."""
+
+
+# -- Raised to user code on purpose -------------------------------------------------
+
+
+class TerminalError(DurableError):
+    """Raised to say: this failed for good, do not retry.
+
+    Raise it inside a step to journal the failure; ``ctx.run`` then raises it on
+    this execution and on every replay, without running the step again.
+
+    Attributes:
+        message: What went wrong, for people.
+        metadata: Optional JSON-serialisable details for the handler.
+        error_type: Name of the original exception type when the failure came from
+            another error (an exhausted retry policy); ``"TerminalError"`` otherwise.
+        attempts: How many times the step ran before it failed for good.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        metadata: dict[str, Any] | None = None,
+        *,
+        error_type: str | None = None,
+        attempts: int = 1,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = dict(metadata or {})
+        self.error_type = error_type or type(self).__name__
+        self.attempts = attempts
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (
+            _rebuild_terminal,
+            (type(self), self.message, self.metadata, self.error_type, self.attempts),
+        )
+
+    def __str__(self) -> str:
+        if self.error_type in ("TerminalError", type(self).__name__):
+            return self.message
+        return f"{self.error_type}: {self.message}"
+
+
+def _rebuild_terminal(
+    cls: type[TerminalError],
+    message: str,
+    metadata: dict[str, Any],
+    error_type: str,
+    attempts: int,
+) -> TerminalError:
+    return cls(message, metadata, error_type=error_type, attempts=attempts)
+
+
+class RetryableError(DurableError):
+    """Raised inside a step to ask for another attempt after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after = retry_after
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.message, self.retry_after))
+
+
+# -- Raised when the journal and the code disagree ----------------------------------
+
+
+class NonDeterminismError(DurableError):
+    """Raised when replayed code asks for a different step than the journal recorded."""
+
+
+class InvocationConflictError(DurableError):
+    """Raised when a task id is reused for another task or other arguments."""
+
+
+# -- Raised when the journal cannot be used -----------------------------------------
+
+
+class JournalError(DurableError):
+    """Raised when the journal cannot be read or written (Redis unreachable, bad data)."""
+
+
+class CodecError(DurableError):
+    """Raised when a step's value cannot be encoded or decoded by its codec."""
+
+
+class ConfigurationError(DurableError):
+    """Raised when a ``durable_*`` setting, or the Redis it points at, is unusable."""
+
+
+class ContextError(DurableError):
+    """Raised when the durable context is used where it has no meaning."""

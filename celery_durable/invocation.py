@@ -1,0 +1,96 @@
+"""The life of one execution: begin (one round trip), run the body, finish (one more).
+
+This is the policy between a task and the journal, free of Celery so that it can
+be tested against the in-memory store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from celery_durable.codec import Codec
+from celery_durable.context import DurableContext, terminal_error_from
+from celery_durable.errors import CodecError, InvocationConflictError
+from celery_durable.journal import FINISHED, JournalStore, encode_outcome, error_record
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """An invocation that finished before this delivery: its recorded outcome."""
+
+    status: str
+    outcome: str
+
+    def replay(self, codec: Codec[Any]) -> Any:
+        """Return the recorded result, or raise the recorded terminal error."""
+        record = json.loads(self.outcome)
+        if record["s"] == "error":
+            raise terminal_error_from(record["e"])
+        return codec.decode(record["v"])
+
+
+def fingerprint(task_name: str, args: Any, kwargs: Any) -> str:
+    """Return a stable digest of a task's arguments, to catch reused task ids."""
+    text = json.dumps([list(args or ()), dict(kwargs or {})], sort_keys=True, default=repr)
+    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def begin(
+    store: JournalStore,
+    task_id: str,
+    task_name: str,
+    args: Any,
+    kwargs: Any,
+    codec: Codec[Any],
+) -> DurableContext | Finished:
+    """Start an execution: a context to run the body with, or the recorded outcome.
+
+    Raises:
+        InvocationConflictError: ``task_id`` belongs to another task or other arguments.
+    """
+    digest = fingerprint(task_name, args, kwargs)
+    started = store.start(task_id, task_name, digest, int.from_bytes(os.urandom(8), "little"))
+    if not started.created and (started.task_name, started.fingerprint) != (task_name, digest):
+        what = (
+            f"task {started.task_name!r}" if started.task_name != task_name else "other arguments"
+        )
+        raise InvocationConflictError(
+            f"task id {task_id} already names an invocation of {what} "
+            f"(status {started.status}); this delivery of {task_name!r} with args={args!r} "
+            f"kwargs={kwargs!r} will not replay someone else's journal. Send it with a new "
+            f"task id, or forget the old invocation first (`celery durable forget {task_id}`)."
+        )
+    if started.status in FINISHED and started.outcome is not None:
+        return Finished(started.status, started.outcome)
+    return DurableContext(store, task_id, started.seed, started.entries, codec)
+
+
+def complete(
+    store: JournalStore, ctx: DurableContext, value: Any, codec: Codec[Any], retention: float
+) -> Any:
+    """Journal the body's return value; return it as decoded from the journal.
+
+    Raises:
+        CodecError: the codec cannot store the value (nothing was journaled).
+    """
+    try:
+        payload = codec.encode(value)
+    except CodecError as exc:
+        raise CodecError(
+            f"invocation {ctx.invocation_id} returned a {type(value).__name__} that its "
+            f"codec cannot store: {exc}"
+        ) from exc.__cause__
+    outcome = encode_outcome(codec.name, payload, None)
+    earlier = store.finish(ctx.invocation_id, "completed", outcome, retention)
+    return Finished(*(earlier or ("completed", outcome))).replay(codec)
+
+
+def fail(store: JournalStore, ctx: DurableContext, exc: BaseException, retention: float) -> None:
+    """Journal that the body failed for good with ``exc``."""
+    store.finish(
+        ctx.invocation_id, "failed", encode_outcome("json", None, error_record(exc)), retention
+    )

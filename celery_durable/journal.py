@@ -1,0 +1,206 @@
+"""The journal: its records, their JSON form, and the protocol a journal store follows.
+
+A journal entry is one JSON object per completed durable operation::
+
+    {"k": "run", "n": "reserve", "s": "ok", "t0": 1763726400.12, "t1": 1763726400.13,
+     "v": {"sku": "A1"}}
+
+``k`` kind, ``n`` name, ``s`` status (``ok`` or ``error``), ``a`` attempts (left out
+when 1), ``t0``/``t1`` start and finish time, ``c`` codec (left out for json), ``v``
+the value as its codec wrote it, ``e`` the error of a failed step. Entries are built
+by string joining because the per-step path is hot; the payload is already JSON.
+
+An invocation's final outcome uses the same shape without ``k``, ``n`` and times.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+
+from celery_durable.errors import TerminalError
+
+Status = Literal["running", "suspended", "completed", "failed", "paused"]
+FINISHED: frozenset[str] = frozenset({"completed", "failed"})
+
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def encode_entry(
+    kind: str,
+    name: str,
+    started_at: float,
+    finished_at: float,
+    codec_name: str,
+    payload: str | None = None,
+    error: dict[str, Any] | None = None,
+    attempts: int = 1,
+) -> str:
+    """Return the JSON text of a journal entry; ``payload`` is already-encoded JSON."""
+    head = f'{{"k":"{kind}","n":{_dumps(name)},"t0":{started_at:.6f},"t1":{finished_at:.6f}'
+    if attempts != 1:
+        head += f',"a":{attempts}'
+    if codec_name != "json":
+        head += f',"c":{_dumps(codec_name)}'
+    if error is not None:
+        return f'{head},"s":"error","e":{_dumps(error)}}}'
+    return f'{head},"s":"ok","v":{payload}}}'
+
+
+def encode_outcome(codec_name: str, payload: str | None, error: dict[str, Any] | None) -> str:
+    """Return the JSON text of an invocation's final outcome."""
+    codec = "" if codec_name == "json" else f',"c":{_dumps(codec_name)}'
+    if error is not None:
+        return f'{{"s":"error","e":{_dumps(error)}{codec}}}'
+    return f'{{"s":"ok","v":{payload}{codec}}}'
+
+
+def error_record(exc: BaseException, attempts: int = 1) -> dict[str, Any]:
+    """Return the JSON form of an error: its type name, message and details."""
+    if isinstance(exc, TerminalError):
+        return {
+            "type": exc.error_type,
+            "message": exc.message,
+            "metadata": exc.metadata,
+            "attempts": exc.attempts,
+        }
+    return {"type": type(exc).__name__, "message": str(exc), "metadata": {}, "attempts": attempts}
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """What one round trip at the start of an execution learns about its invocation."""
+
+    created: bool
+    """True when this execution created the invocation."""
+    task_name: str
+    fingerprint: str
+    seed: int
+    status: str
+    outcome: str | None
+    """The final outcome's JSON text once the invocation has finished."""
+    entries: list[str]
+    """The journal's entries as stored, parsed only when replay reaches them."""
+
+
+class JournalStore(Protocol):
+    """Where journals live. Every method is one round trip to the store."""
+
+    def start(self, task_id: str, task_name: str, fingerprint: str, seed: int) -> Started:
+        """Create the invocation unless it exists; return its whole state."""
+        ...
+
+    def append(self, task_id: str, index: int, entry: str) -> str | None:
+        """Store ``entry`` at ``index`` unless one is there (first writer wins).
+
+        Returns:
+            None when this call wrote the entry, else the entry already at ``index``.
+        """
+        ...
+
+    def finish(
+        self, task_id: str, status: str, outcome: str, retention: float
+    ) -> tuple[str, str] | None:
+        """Record the final outcome and let the invocation expire after ``retention``.
+
+        Returns:
+            None when this call finished the invocation, else the (status, outcome)
+            that an earlier call recorded (first writer wins).
+        """
+        ...
+
+    def pause(self, task_id: str, reason: str) -> None:
+        """Mark the invocation paused: kept, without expiry, until someone acts."""
+        ...
+
+    def read(self, task_id: str) -> tuple[dict[str, str], list[str]] | None:
+        """Return the invocation's metadata and raw entries, or None if it is gone."""
+        ...
+
+    def read_many(self, task_ids: Sequence[str]) -> list[tuple[dict[str, str], list[str]] | None]:
+        """Return what ``read`` returns for each id, in one round trip."""
+        ...
+
+    def recent_ids(self, limit: int, offset: int = 0) -> list[str]:
+        """Return invocation ids, newest first."""
+        ...
+
+    def forget_index(self, task_ids: Sequence[str]) -> None:
+        """Drop ids of invocations that no longer exist from the listing."""
+        ...
+
+
+# -- Records for people reading journals ------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One journaled durable operation, as ``get_invocation`` reports it."""
+
+    index: int
+    name: str
+    kind: str
+    status: str
+    """``completed`` or ``failed``."""
+    attempts: int
+    value: Any
+    """The stored value as JSON (a pickled value stays base64 text)."""
+    error: dict[str, Any] | None
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """One invocation (one Celery task id) and its journal."""
+
+    id: str
+    task_name: str
+    status: str
+    steps: list[Step] = field(default_factory=list)
+    result: Any = None
+    error: dict[str, Any] | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    seed: int | None = None
+    paused_reason: str | None = None
+
+
+def parse_step(index: int, text: str) -> Step:
+    """Return the ``Step`` that a stored entry describes."""
+    raw = json.loads(text)
+    return Step(
+        index=index,
+        name=raw["n"],
+        kind=raw["k"],
+        status="completed" if raw["s"] == "ok" else "failed",
+        attempts=raw.get("a", 1),
+        value=raw.get("v"),
+        error=raw.get("e"),
+        started_at=_when(raw.get("t0")),
+        finished_at=_when(raw.get("t1")),
+    )
+
+
+def parse_invocation(task_id: str, meta: dict[str, str], entries: list[str]) -> Invocation:
+    """Return the ``Invocation`` that stored metadata and entries describe."""
+    outcome = json.loads(meta["outcome"]) if meta.get("outcome") else {}
+    return Invocation(
+        id=task_id,
+        task_name=meta.get("task", ""),
+        status=meta.get("status", "running"),
+        steps=[parse_step(i, text) for i, text in enumerate(entries)],
+        result=outcome.get("v"),
+        error=outcome.get("e"),
+        created_at=_when(meta.get("created_at")),
+        updated_at=_when(meta.get("updated_at")),
+        seed=int(meta["seed"]) if "seed" in meta else None,
+        paused_reason=meta.get("paused_reason"),
+    )
+
+
+def _when(stamp: float | str | None) -> datetime | None:
+    return None if stamp is None else datetime.fromtimestamp(float(stamp), UTC)

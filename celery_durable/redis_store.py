@@ -1,0 +1,241 @@
+"""The Redis journal store: one Lua script per operation, one round trip each.
+
+This is the only module that imports ``redis``. Scripts live in ``lua/`` and are
+called by SHA1; the source is sent only when Redis answers ``NOSCRIPT`` (after a
+restart or a ``SCRIPT FLUSH``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+from typing import Any, TypeVar
+
+import redis
+from redis.exceptions import NoScriptError, RedisError, ResponseError
+
+from celery_durable.errors import ConfigurationError, JournalError
+from celery_durable.journal import Started
+from celery_durable.keys import KeySpace
+
+T = TypeVar("T")
+
+#: maxmemory policies under which Redis never evicts a key that has no expiry.
+#: Running journals have none; finished ones do and could go before their time.
+_SAFE_POLICIES = frozenset({"noeviction"})
+_VOLATILE_POLICIES = frozenset({"volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl"})
+
+
+class _Script:
+    """A Lua script from ``lua/``, called by SHA1."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = resources.files("celery_durable").joinpath(f"lua/{name}.lua").read_text()
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+
+_START, _APPEND, _FINISH = _Script("start"), _Script("append"), _Script("finish")
+
+
+class RedisJournalStore:
+    """Keeps journals in Redis under one key prefix."""
+
+    def __init__(self, client: redis.Redis, keys: KeySpace, where: str = "Redis") -> None:
+        self._client = client
+        self._keys = keys
+        self._where = where
+        # Typed here once: redis-py leaves execute_command untyped.
+        self._command: Callable[..., Any] = client.execute_command
+
+    @classmethod
+    def from_url(cls, url: str, keys: KeySpace) -> RedisJournalStore:
+        """Return a store on a new connection pool to ``url``."""
+        client = redis.Redis.from_url(
+            url, decode_responses=True, socket_connect_timeout=5, socket_timeout=30
+        )
+        return cls(client, keys, where=_redact(url))
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._client
+
+    # -- JournalStore ---------------------------------------------------------------
+
+    def start(self, task_id: str, task_name: str, fingerprint: str, seed: int) -> Started:
+        k = self._keys.invocation(task_id)
+        now = time.time()
+        args = (k.meta, k.journal, task_name, fingerprint, str(seed), f"{now:.6f}")
+
+        def call() -> Any:
+            pipe = self._client.pipeline(transaction=False)
+            command: Callable[..., Any] = pipe.execute_command
+            command("EVALSHA", _START.sha, 2, *args)
+            command("ZADD", self._keys.index, "NX", now, task_id)
+            return pipe.execute()[0]
+
+        with self._errors(task_id, "start"):
+            reply = self._retrying_noscript(call)
+        created, name, fp, stored_seed, status, outcome, entries = reply
+        return Started(
+            created=bool(created),
+            task_name=name,
+            fingerprint=fp,
+            seed=int(stored_seed),
+            status=status,
+            outcome=outcome,
+            entries=entries,
+        )
+
+    def append(self, task_id: str, index: int, entry: str) -> str | None:
+        k = self._keys.invocation(task_id)
+        with self._errors(task_id, f"write step {index} of"):
+            reply: str | None = self._eval(
+                _APPEND, k.meta, k.journal, index, entry, f"{time.time():.6f}"
+            )
+            return reply
+
+    def finish(
+        self, task_id: str, status: str, outcome: str, retention: float
+    ) -> tuple[str, str] | None:
+        k = self._keys.invocation(task_id)
+        ms = max(1, int(retention * 1000))
+        with self._errors(task_id, "finish"):
+            reply = self._eval(
+                _FINISH, k.meta, k.journal, status, outcome, f"{time.time():.6f}", ms
+            )
+        return None if reply is None else (reply[0], reply[1])
+
+    def pause(self, task_id: str, reason: str) -> None:
+        k = self._keys.invocation(task_id)
+        with self._errors(task_id, "pause"):
+            self._client.hset(
+                k.meta,
+                mapping={"status": "paused", "paused_reason": reason, "updated_at": time.time()},
+            )
+
+    def read(self, task_id: str) -> tuple[dict[str, str], list[str]] | None:
+        return self.read_many([task_id])[0]
+
+    def read_many(self, task_ids: Sequence[str]) -> list[tuple[dict[str, str], list[str]] | None]:
+        """Return the metadata and raw entries of several invocations in one round trip."""
+        pipe = self._client.pipeline(transaction=False)
+        for task_id in task_ids:
+            k = self._keys.invocation(task_id)
+            pipe.hgetall(k.meta)
+            pipe.lrange(k.journal, 0, -1)
+        with self._errors(",".join(task_ids[:3]), "read"):
+            replies = pipe.execute()
+        pairs = zip(replies[::2], replies[1::2], strict=True)
+        return [(meta, entries) if meta else None for meta, entries in pairs]
+
+    def recent_ids(self, limit: int, offset: int = 0) -> list[str]:
+        with self._errors("*", "list"):
+            ids = self._command("ZREVRANGE", self._keys.index, offset, offset + limit - 1)
+        return list(ids)
+
+    def forget_index(self, task_ids: Sequence[str]) -> None:
+        """Drop ids whose invocation expired from the listing index."""
+        if task_ids:
+            with self._errors("*", "clean the index of"):
+                self._client.zrem(self._keys.index, *task_ids)
+
+    # -- Worker start-up --------------------------------------------------------------
+
+    def check_eviction_policy(self, mode: str) -> str | None:
+        """Refuse or describe a ``maxmemory-policy`` that could evict journals.
+
+        Args:
+            mode: ``refuse`` raises for any policy that could evict a running journal,
+                ``warn`` only returns the warning, ``ignore`` skips the check.
+
+        Returns:
+            A warning to log, or None when the policy is safe or not checked.
+
+        Raises:
+            ConfigurationError: the policy could evict running journals and ``mode``
+                is ``refuse``.
+        """
+        if mode == "ignore":
+            return None
+        try:
+            policy = self._client.config_get("maxmemory-policy").get("maxmemory-policy", "")
+        except ResponseError as exc:  # managed Redis often forbids CONFIG
+            return (
+                f"could not read maxmemory-policy of {self._where} ({exc}); make sure it is "
+                "'noeviction' or journals may be evicted"
+            )
+        except RedisError as exc:
+            raise ConfigurationError(
+                f"durable_redis_url: cannot reach {self._where} to check it at worker "
+                f"start ({type(exc).__name__}: {exc}). Start Redis or fix the setting."
+            ) from exc
+        if policy in _SAFE_POLICIES:
+            return None
+        if policy in _VOLATILE_POLICIES:
+            return (
+                f"{self._where} has maxmemory-policy {policy!r}: finished journals may be "
+                "evicted before durable_retention ends, and a late redelivery would then run "
+                "the task again. Set it to 'noeviction'."
+            )
+        message = (
+            f"{self._where} has maxmemory-policy {policy!r}, which can evict running journals "
+            "and make tasks repeat steps. Set maxmemory-policy to 'noeviction' (CONFIG SET "
+            "maxmemory-policy noeviction), or set durable_eviction_check = 'warn' to run anyway."
+        )
+        if mode == "refuse":
+            raise ConfigurationError(message)
+        return message
+
+    # -- Plumbing ---------------------------------------------------------------------
+
+    def _eval(self, script: _Script, *keys_then_args: Any) -> Any:
+        command = self._command
+        try:
+            return command("EVALSHA", script.sha, 2, *keys_then_args)
+        except NoScriptError:
+            return command("EVAL", script.source, 2, *keys_then_args)
+
+    def _retrying_noscript(self, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except NoScriptError:
+            for script in (_START, _APPEND, _FINISH):
+                self._command("SCRIPT", "LOAD", script.source)
+            return call()
+
+    @contextmanager
+    def _errors(self, task_id: str, action: str) -> Iterator[None]:
+        try:
+            yield
+        except ResponseError as exc:
+            text = str(exc)
+            if text.startswith("GONE"):
+                raise JournalError(
+                    f"cannot {action} invocation {task_id}: it no longer exists in "
+                    f"{self._where} (forgotten or expired while it ran). Nothing was written."
+                ) from exc
+            raise JournalError(
+                f"{self._where} refused to {action} invocation {task_id}: {text}"
+            ) from exc
+        except RedisError as exc:
+            raise JournalError(
+                f"cannot {action} invocation {task_id}: {self._where} is unavailable "
+                f"({type(exc).__name__}: {exc}). The journal is unchanged; the step did not "
+                "count as done. Bring Redis back and the next delivery resumes from the journal."
+            ) from exc
+
+
+def _redact(url: str) -> str:
+    """Return ``url`` without its password, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    if "@" in rest:
+        creds, _, host = rest.rpartition("@")
+        user = creds.split(":", 1)[0]
+        rest = f"{user}:***@{host}" if user else f"***@{host}"
+    return f"Redis at {scheme}{sep}{rest}"

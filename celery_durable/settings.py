@@ -1,0 +1,133 @@
+"""The ``durable_*`` settings, read once from ``app.conf`` and validated.
+
+A wrong value is a ``ConfigurationError`` that names the setting. An unknown
+``durable_*`` key is refused too, because a misspelt setting that is silently
+ignored is worse than none.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from celery_durable.codec import Codec, resolve_codec
+from celery_durable.errors import ConfigurationError
+
+logger = logging.getLogger("celery_durable")
+
+DEFAULT_REDIS_URL = "redis://localhost:6379/0"
+EVICTION_CHECKS = ("refuse", "warn", "ignore")
+KNOWN = frozenset(
+    {
+        "durable_redis_url",
+        "durable_key_prefix",
+        "durable_retention",
+        "durable_lease_ttl",
+        "durable_codec",
+        "durable_eviction_check",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DurableSettings:
+    """Validated settings of one Celery app."""
+
+    redis_url: str
+    """Where journals live."""
+    key_prefix: str = "durable"
+    """First part of every key."""
+    retention: float = 86400.0
+    """Seconds a finished journal is kept."""
+    lease_ttl: float = 30.0
+    """Seconds an execution owns its invocation without renewing."""
+    codec: Codec[Any] = field(default_factory=lambda: resolve_codec("json"))
+    """Default codec of steps and results."""
+    eviction_check: str = "refuse"
+    """What a worker does at start when Redis could evict journals: refuse, warn, ignore."""
+
+    @classmethod
+    def from_conf(cls, conf: Mapping[str, Any]) -> DurableSettings:
+        """Read and validate the settings in a Celery ``app.conf``.
+
+        Raises:
+            ConfigurationError: a setting is unknown or has a wrong value.
+        """
+        unknown = sorted(k for k in conf if k.startswith("durable_") and k not in KNOWN)
+        if unknown:
+            raise ConfigurationError(
+                f"unknown setting {unknown[0]!r}; the durable_* settings are {sorted(KNOWN)}."
+            )
+        return cls(
+            redis_url=_redis_url(conf),
+            key_prefix=_key_prefix(conf.get("durable_key_prefix", "durable")),
+            retention=_seconds(
+                "durable_retention", conf.get("durable_retention", conf.get("result_expires"))
+            )
+            or 86400.0,
+            lease_ttl=_seconds("durable_lease_ttl", conf.get("durable_lease_ttl", 30.0)) or 30.0,
+            codec=resolve_codec(conf.get("durable_codec", "json"), "durable_codec"),
+            eviction_check=_choice(
+                "durable_eviction_check",
+                conf.get("durable_eviction_check", "refuse"),
+                EVICTION_CHECKS,
+            ),
+        )
+
+
+def _redis_url(conf: Mapping[str, Any]) -> str:
+    url = conf.get("durable_redis_url")
+    if url is not None:
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigurationError(
+                f"durable_redis_url={url!r} is not a Redis URL; "
+                "write it as redis://host:port/db (or rediss:// or unix://)."
+            )
+        return url
+    broker = conf.get("broker_url")
+    if isinstance(broker, str) and broker.startswith(("redis://", "rediss://")):
+        return broker
+    message = (
+        f"durable_redis_url is not set and the broker is not Redis; journals go to "
+        f"{DEFAULT_REDIS_URL}. Set durable_redis_url to say where they belong."
+    )
+    # Workers run as daemons, where a warning alone may never be seen.
+    logger.warning(message)
+    warnings.warn(message, stacklevel=2)
+    return DEFAULT_REDIS_URL
+
+
+def _key_prefix(value: Any) -> str:
+    if (
+        not isinstance(value, str)
+        or not value
+        or any(c in value for c in "{}")
+        or value.endswith(":")
+    ):
+        raise ConfigurationError(
+            f"durable_key_prefix={value!r} must be a non-empty string without braces that "
+            "does not end in ':' (keys are built as <prefix>:{<task_id>}:<part>)."
+        )
+    return value
+
+
+def _seconds(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigurationError(
+            f"{name}={value!r} must be a positive number of seconds or a timedelta."
+        )
+    return float(value)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigurationError(f"{name}={value!r} must be one of {list(choices)}.")
+    return str(value)

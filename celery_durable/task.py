@@ -1,0 +1,114 @@
+"""``DurableTask``: a Celery task whose body replays from its journal on redelivery."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from contextvars import ContextVar
+from typing import Any
+
+from celery import Task, bootsteps, signals
+from celery.exceptions import Ignore, Reject, Retry
+
+from celery_durable import invocation
+from celery_durable.codec import Codec, resolve_codec
+from celery_durable.context import DurableContext
+from celery_durable.errors import (
+    ContextError,
+    InvocationConflictError,
+    JournalError,
+    NonDeterminismError,
+)
+from celery_durable.runtime import runtime_for
+
+logger = logging.getLogger("celery_durable")
+
+_current: ContextVar[DurableContext | None] = ContextVar("celery_durable_context", default=None)
+
+#: Raised through the body without finishing the invocation: Celery's own control
+#: flow (the task will run again or was handed elsewhere), and errors that say the
+#: journal must stay as it is (someone else's, paused, or unreachable).
+_NOT_FINAL = (Retry, Ignore, Reject, JournalError, NonDeterminismError, InvocationConflictError)
+
+
+class DurableTask(Task):  # type: ignore[misc]
+    """A Celery task with a durable context, ``self.ctx``.
+
+    Late acknowledgement and ``reject_on_worker_lost`` are on, because a message
+    that comes back after a crash is what lets the journal resume the work.
+    """
+
+    acks_late = True
+    reject_on_worker_lost = True
+
+    #: Codec of step values and of the result when a step names none; a codec name
+    #: or object. None means the app's ``durable_codec`` setting.
+    durable_codec: str | Codec[Any] | None = None
+
+    @property
+    def ctx(self) -> DurableContext:
+        """The durable context of the invocation running now."""
+        ctx = _current.get()
+        if ctx is None:
+            raise ContextError(
+                f"self.ctx of {self.name} was used outside a running invocation. "
+                "It exists only while the task body runs (through a worker, apply(), or a "
+                "direct call)."
+            )
+        ctx.ensure_usable("self.ctx")
+        return ctx
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        runtime = runtime_for(self.app)
+        codec = self._codec(runtime.settings.codec)
+        task_id = self.request.id or str(uuid.uuid4())
+        started = invocation.begin(runtime.store, task_id, self.name, args, kwargs, codec)
+        if isinstance(started, invocation.Finished):
+            logger.info(
+                "%s[%s] already %s: returning the recorded outcome",
+                self.name,
+                task_id,
+                started.status,
+            )
+            return started.replay(codec)
+
+        retention = runtime.settings.retention
+        token = _current.set(started)
+        try:
+            try:
+                value = super().__call__(*args, **kwargs)
+            finally:
+                started.close()
+            return invocation.complete(runtime.store, started, value, codec, retention)
+        except _NOT_FINAL:
+            raise
+        except Exception as exc:
+            invocation.fail(runtime.store, started, exc, retention)
+            raise
+        finally:
+            _current.reset(token)
+
+    def _codec(self, default: Codec[Any]) -> Codec[Any]:
+        if self.durable_codec is None:
+            return default
+        return resolve_codec(self.durable_codec, f"{self.name}.durable_codec")
+
+
+class EvictionPolicyCheck(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Worker start-up step: refuse (or warn about) a Redis that could evict journals."""
+
+    label = "durable eviction check"
+
+    def start(self, worker: Any) -> None:
+        app = worker.app
+        if not any(isinstance(task, DurableTask) for task in app.tasks.values()):
+            return
+        runtime = runtime_for(app)
+        warning = runtime.store.check_eviction_policy(runtime.settings.eviction_check)
+        if warning:
+            logger.warning("celery-durable: %s", warning)
+
+
+@signals.worker_init.connect  # type: ignore[untyped-decorator]
+def _add_startup_check(sender: Any, **_: Any) -> None:
+    sender.app.steps["worker"].add(EvictionPolicyCheck)
