@@ -13,7 +13,7 @@ from celery_durable.errors import (
     RetryableError,
     TerminalError,
 )
-from celery_durable.inspect import get_invocation, list_invocations
+from celery_durable.inspect import forget_invocation, get_invocation, list_invocations
 from celery_durable.journal import Invocation, Step
 from celery_durable.rand import DurableRandom
 from celery_durable.task import DurableTask
@@ -32,6 +32,7 @@ __all__ = [  # noqa: RUF022 - grouped by purpose, as users read it
     "Step",
     "get_invocation",
     "list_invocations",
+    "forget_invocation",
     # Errors
     "DurableError",
     "TerminalError",

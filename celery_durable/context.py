@@ -163,7 +163,7 @@ class DurableContext:
             "Steps are matched by (index, kind, name), so renaming, adding or reordering "
             "steps breaks replay of invocations already running. Deploy code that asks for "
             f"the recorded step and the invocation resumes, or forget it with "
-            f"`celery durable forget {self._id}`. It is paused until then."
+            f"celery_durable.forget_invocation(app, {self._id!r}). It is paused until then."
         )
         self._store.pause(self._id, message)
         self._active = False

@@ -1,4 +1,4 @@
-"""Reading journals: what ran, what it returned, where it stands."""
+"""Reading journals, and forgetting them: what ran, what it returned, where it stands."""
 
 from __future__ import annotations
 
@@ -32,3 +32,12 @@ def list_invocations(app: Any, status: str | None = None, limit: int = 100) -> l
             if record is not None and (status is None or record[0].get("status") == status):
                 found.append(parse_invocation(task_id, *record))
     return found[:limit]
+
+
+def forget_invocation(app: Any, task_id: str) -> bool:
+    """Delete the journal of ``task_id``, so that its id may run afresh.
+
+    Returns:
+        Whether there was a journal to delete.
+    """
+    return runtime_for(app).store.forget(task_id)

@@ -139,6 +139,16 @@ class RedisJournalStore:
             ids = self._command("ZREVRANGE", self._keys.index, offset, offset + limit - 1)
         return list(ids)
 
+    def forget(self, task_id: str) -> bool:
+        """Delete an invocation's keys; return whether it existed."""
+        k = self._keys.invocation(task_id)
+        with self._errors(task_id, "forget"):
+            pipe = self._client.pipeline(transaction=False)
+            pipe.delete(k.meta, k.journal)
+            pipe.zrem(self._keys.index, task_id)
+            deleted, _ = pipe.execute()
+        return bool(deleted)
+
     def forget_index(self, task_ids: Sequence[str]) -> None:
         """Drop ids whose invocation expired from the listing index."""
         if task_ids:
