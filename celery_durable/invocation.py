@@ -62,7 +62,8 @@ def begin(
             f"task id {task_id} already names an invocation of {what} "
             f"(status {started.status}); this delivery of {task_name!r} with args={args!r} "
             f"kwargs={kwargs!r} will not replay someone else's journal. Send it with a new "
-            f"task id, or forget the old invocation first (celery_durable.forget_invocation(app, {task_id!r}))."
+            "task id, or first forget the old invocation: "
+            f"celery_durable.forget_invocation(app, {task_id!r})."
         )
     if started.status in FINISHED and started.outcome is not None:
         return Finished(started.status, started.outcome)
