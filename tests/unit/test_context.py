@@ -1,0 +1,204 @@
+"""Context and execution logic against the in-memory store: replay, errors, round trips."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from celery_durable import invocation
+from celery_durable.codec import JsonCodec
+from celery_durable.context import DurableContext
+from celery_durable.errors import (
+    CodecError,
+    ContextError,
+    InvocationConflictError,
+    NonDeterminismError,
+    TerminalError,
+)
+from celery_durable.memory_store import MemoryJournalStore
+
+Body = Callable[[DurableContext], Any]
+CODEC = JsonCodec[Any]()
+
+
+def execute(store: MemoryJournalStore, body: Body, task_id: str = "inv-1", args: Any = ()) -> Any:
+    """One execution, as DurableTask runs it: begin, body, complete."""
+    started = invocation.begin(store, task_id, "shop.checkout", args, {}, CODEC)
+    if isinstance(started, invocation.Finished):
+        return started.replay(CODEC)
+    try:
+        value = body(started)
+    finally:
+        started.close()
+    return invocation.complete(store, started, value, CODEC, retention=60)
+
+
+class Crash(BaseException):
+    """Stands in for the worker dying: nothing after it runs, nothing is finished."""
+
+
+@pytest.fixture
+def store() -> MemoryJournalStore:
+    return MemoryJournalStore()
+
+
+def test_replay_returns_recorded_values_without_running_steps(store: MemoryJournalStore) -> None:
+    runs: list[str] = []
+    executions: list[int] = []
+
+    def step(name: str) -> Any:
+        runs.append(name)
+        return (name, len(runs))
+
+    def body(ctx: DurableContext) -> Any:
+        executions.append(1)
+        first = ctx.run("a", step, "a")
+        second = ctx.run("b", step, "b")
+        if len(executions) == 1:
+            raise Crash  # dies after b is journaled, before finishing
+        return [first, second]
+
+    with pytest.raises(Crash):
+        execute(store, body)
+    assert execute(store, body) == [["a", 1], ["b", 2]]
+    assert runs == ["a", "b"]
+
+
+def test_a_step_returns_the_decoded_value_on_the_first_run_too(store: MemoryJournalStore) -> None:
+    seen: list[Any] = []
+    execute(store, lambda ctx: seen.append(ctx.run("t", lambda: (1, 2))))
+    assert seen == [[1, 2]]
+
+
+def test_is_replaying_is_true_only_while_recorded_steps_remain(store: MemoryJournalStore) -> None:
+    states: list[bool] = []
+
+    def body(ctx: DurableContext) -> None:
+        states.append(ctx.is_replaying)
+        ctx.run("a", lambda: 1)
+        states.append(ctx.is_replaying)
+        if len(states) == 2:
+            raise Crash
+
+    with pytest.raises(Crash):
+        execute(store, body)
+    execute(store, body)
+    assert states == [False, False, True, False]
+
+
+def test_random_values_repeat_and_depend_on_journal_position(store: MemoryJournalStore) -> None:
+    draws: list[list[int]] = []
+
+    def body(ctx: DurableContext) -> None:
+        mine = [ctx.rand.uint64()]
+        ctx.run("a", lambda: None)
+        mine.append(ctx.rand.uint64())
+        draws.append(mine)
+        if len(draws) == 1:
+            raise Crash
+
+    with pytest.raises(Crash):
+        execute(store, body)
+    execute(store, body)
+    assert draws[0] == draws[1]
+    assert draws[0][0] != draws[0][1]
+
+
+def test_a_terminal_error_is_journaled_and_replayed(store: MemoryJournalStore) -> None:
+    runs: list[int] = []
+    caught: list[TerminalError] = []
+
+    def decline() -> None:
+        runs.append(1)
+        raise TerminalError("card declined", {"code": 51})
+
+    def body(ctx: DurableContext) -> str:
+        try:
+            ctx.run("charge", decline)
+        except TerminalError as exc:
+            caught.append(exc)
+        if len(caught) == 1:
+            raise Crash
+        return "compensated"
+
+    with pytest.raises(Crash):
+        execute(store, body)
+    assert execute(store, body) == "compensated"
+    assert runs == [1]
+    assert [(e.message, e.metadata) for e in caught] == [("card declined", {"code": 51})] * 2
+
+
+def test_a_finished_invocation_returns_its_result_without_running(
+    store: MemoryJournalStore,
+) -> None:
+    runs: list[int] = []
+
+    def body(ctx: DurableContext) -> int:
+        runs.append(1)
+        return 42
+
+    assert execute(store, body) == 42
+    assert execute(store, body) == 42
+    assert runs == [1]
+    assert store.expires_in["inv-1"] == 60
+
+
+def test_a_changed_step_name_pauses_the_invocation(store: MemoryJournalStore) -> None:
+    def old(ctx: DurableContext) -> None:
+        ctx.run("reserve", lambda: 1)
+        raise Crash
+
+    def new(ctx: DurableContext) -> None:
+        ctx.run("reserve_stock", lambda: 1)
+
+    with pytest.raises(Crash):
+        execute(store, old)
+    with pytest.raises(NonDeterminismError) as info:
+        execute(store, new)
+    message = str(info.value)
+    assert "invocation inv-1" in message
+    assert "index 0" in message
+    assert "recorded run 'reserve'" in message
+    assert "asked for run 'reserve_stock'" in message
+    assert store.meta["inv-1"]["status"] == "paused"
+    assert len(store.journals["inv-1"]) == 1
+
+
+def test_a_reused_id_with_other_arguments_is_refused(store: MemoryJournalStore) -> None:
+    execute(store, lambda ctx: ctx.run("a", lambda: 1), args=("order-1",))
+    with pytest.raises(InvocationConflictError, match="other arguments"):
+        execute(store, lambda ctx: ctx.run("a", lambda: 2), args=("order-2",))
+    assert store.meta["inv-1"]["status"] == "completed"
+
+
+def test_an_unencodable_value_journals_nothing(store: MemoryJournalStore) -> None:
+    def body(ctx: DurableContext) -> None:
+        ctx.run("make_set", lambda: {1, 2})
+
+    with pytest.raises(CodecError, match=r"step 'make_set' \(index 0\).*set"):
+        execute(store, body)
+    assert store.journals["inv-1"] == []
+
+
+def test_the_context_is_refused_inside_a_step(store: MemoryJournalStore) -> None:
+    def body(ctx: DurableContext) -> None:
+        ctx.run("outer", lambda: ctx.run("inner", lambda: 1))
+
+    with pytest.raises(ContextError, match="inside the function of step 'outer'"):
+        execute(store, body)
+
+
+def test_the_context_is_refused_after_the_execution(store: MemoryJournalStore) -> None:
+    kept: list[DurableContext] = []
+    execute(store, kept.append)
+    with pytest.raises(ContextError, match="after invocation inv-1 stopped"):
+        kept[0].run("late", lambda: 1)
+
+
+def test_round_trips_are_one_to_start_one_per_step_one_to_finish(
+    store: MemoryJournalStore,
+) -> None:
+    execute(store, lambda ctx: [ctx.run(f"s{i}", int, i) for i in range(10)])
+    assert store.round_trips == 1 + 10 + 1

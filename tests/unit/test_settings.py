@@ -1,0 +1,55 @@
+"""Settings: defaults, and errors that name the setting."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from celery_durable.errors import ConfigurationError
+from celery_durable.settings import DurableSettings
+
+REDIS = {"broker_url": "redis://10.0.0.1:6379/2"}
+
+
+def read(**conf: Any) -> DurableSettings:
+    return DurableSettings.from_conf({**REDIS, **conf})
+
+
+def test_defaults_follow_the_broker_and_result_expires() -> None:
+    settings = read(result_expires=timedelta(hours=2))
+    assert settings.redis_url == "redis://10.0.0.1:6379/2"
+    assert settings.key_prefix == "durable"
+    assert settings.retention == 7200.0
+    assert settings.lease_ttl == 30.0
+    assert settings.codec.name == "json"
+    assert settings.eviction_check == "refuse"
+
+
+def test_retention_defaults_to_a_day() -> None:
+    assert read().retention == 86400.0
+
+
+def test_a_non_redis_broker_falls_back_with_a_warning() -> None:
+    with pytest.warns(UserWarning, match="durable_redis_url is not set"):
+        settings = DurableSettings.from_conf({"broker_url": "amqp://guest@localhost//"})
+    assert settings.redis_url == "redis://localhost:6379/0"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("durable_redis_url", "http://x", "durable_redis_url='http://x' is not a Redis URL"),
+        ("durable_key_prefix", "a:", "durable_key_prefix='a:' must be"),
+        ("durable_key_prefix", "{x}", "durable_key_prefix='{x}' must be"),
+        ("durable_retention", -5, "durable_retention=-5 must be a positive"),
+        ("durable_lease_ttl", "30", "durable_lease_ttl='30' must be a positive"),
+        ("durable_codec", "yaml", "durable_codec='yaml' is not a codec"),
+        ("durable_eviction_check", "maybe", "durable_eviction_check='maybe' must be one of"),
+        ("durable_retension", 5, "unknown setting 'durable_retension'"),
+    ],
+)
+def test_a_wrong_setting_is_named(name: str, value: Any, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        read(**{name: value})
