@@ -53,7 +53,9 @@ app.conf.update(
 services = Services(redis.Redis.from_url(REDIS_URL, decode_responses=True), PREFIX)
 
 
-def charge_card(order_id: str, card: str, amount_cents: int, idempotency_key: str) -> Any:
+def charge_card(
+    order_id: str, card: str, amount_cents: int, idempotency_key: str
+) -> dict[str, Any]:
     """Charge the card; a declined card is a TerminalError, because retrying cannot help."""
     try:
         return services.charge(order_id, card, amount_cents, idempotency_key)
@@ -61,7 +63,7 @@ def charge_card(order_id: str, card: str, amount_cents: int, idempotency_key: st
         raise TerminalError(str(exc), {"code": "card_declined"}) from exc
 
 
-@app.task(base=DurableTask, bind=True, name="example_project.place_order")
+@app.task(base=DurableTask, bind=True, name="example_project.place_order")  # type: ignore[untyped-decorator]
 def place_order(
     self: DurableTask, order_id: str, items: list[dict[str, Any]], card: str, address: str
 ) -> dict[str, Any]:

@@ -55,7 +55,7 @@ class Services:
         # The first request with a key creates the charge; a repeat gets the same charge
         # back instead of a second one. This is what makes the charge step safe to rerun.
         self.redis.hsetnx(self.key("charges"), idempotency_key, json.dumps(charge))
-        recorded: dict[str, Any] = json.loads(self.redis.hget(self.key("charges"), idempotency_key))
+        recorded = self.charges()[idempotency_key]
         # The card has been charged but the step has not returned yet, so its result is
         # not in the journal: the worst moment for a crash. The demo kills the worker here.
         self.pause_point("charge_card")
@@ -76,7 +76,8 @@ class Services:
 
     def charges(self) -> dict[str, dict[str, Any]]:
         """Every charge the provider made, by idempotency key."""
-        return {k: json.loads(v) for k, v in self.redis.hgetall(self.key("charges")).items()}
+        charges = self.redis.hgetall(self.key("charges"))
+        return {str(key): json.loads(charge) for key, charge in charges.items()}
 
     def hold(self, point: str) -> None:
         """Make the next worker that reaches ``point`` wait there until ``release``."""
