@@ -34,3 +34,10 @@ def runtime_for(app: Any) -> Runtime:
         store = RedisJournalStore.from_url(settings.redis_url, KeySpace(settings.key_prefix))
         runtime = _runtimes[app] = Runtime(settings, store)
     return runtime
+
+
+def release_runtime(app: Any) -> None:
+    """Close the journal store's connections of ``app``; the next use opens new ones."""
+    runtime = _runtimes.pop(app, None)
+    if runtime is not None:
+        runtime.store.client.close()

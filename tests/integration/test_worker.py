@@ -1,0 +1,218 @@
+"""DurableTask through a real (in-thread) worker and the real Redis."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+
+from celery_durable import (
+    CodecError,
+    ContextError,
+    DurableTask,
+    JsonCodec,
+    TerminalError,
+    get_invocation,
+    list_invocations,
+)
+
+TIMEOUT = 30
+
+
+@dataclasses.dataclass
+class Parcel:
+    tracking: str
+    weight: float
+
+
+def test_steps_run_once_and_the_journal_shows_them(app: Celery, worker: Any) -> None:
+    runs: Counter[str] = Counter()
+
+    def reserve(order: str) -> dict[str, Any]:
+        runs["reserve"] += 1
+        return {"order": order, "items": (1, 2)}
+
+    @app.task(base=DurableTask, bind=True)
+    def checkout(self: DurableTask, order: str) -> dict[str, Any]:
+        stock = self.ctx.run("reserve", reserve, order)
+        key = str(self.ctx.rand.uuid4())
+        return {"stock": stock, "key": key}
+
+    with worker():
+        async_result = checkout.delay("o-1")
+        result = async_result.get(timeout=TIMEOUT)
+
+    assert result["stock"] == {"order": "o-1", "items": [1, 2]}
+    assert runs == {"reserve": 1}
+    inv = get_invocation(app, async_result.id)
+    assert inv is not None
+    assert [i.id for i in list_invocations(app)] == [async_result.id]
+    assert inv.task_name == checkout.name
+    assert inv.status == "completed"
+    assert inv.result == result
+    assert [(s.index, s.name, s.kind, s.status, s.value) for s in inv.steps] == [
+        (0, "reserve", "run", "completed", {"order": "o-1", "items": [1, 2]})
+    ]
+    assert inv.steps[0].started_at is not None
+    assert inv.steps[0].finished_at is not None
+    assert inv.steps[0].started_at <= inv.steps[0].finished_at
+
+
+def test_a_celery_retry_replays_the_steps_before_it(app: Celery, worker: Any) -> None:
+    runs: Counter[str] = Counter()
+    seen_keys: list[str] = []
+
+    def step(name: str) -> str:
+        runs[name] += 1
+        return name.upper()
+
+    @app.task(base=DurableTask, bind=True)
+    def flaky(self: DurableTask) -> list[str]:
+        first = self.ctx.run("first", step, "first")
+        seen_keys.append(str(self.ctx.rand.uuid4()))
+        if self.request.retries == 0:
+            raise self.retry(countdown=0)
+        second = self.ctx.run("second", step, "second")
+        return [first, second]
+
+    with worker():
+        assert flaky.delay().get(timeout=TIMEOUT) == ["FIRST", "SECOND"]
+    assert runs == {"first": 1, "second": 1}
+    assert len(seen_keys) == 2
+    assert seen_keys[0] == seen_keys[1]
+
+
+def test_a_handler_compensates_a_terminal_step_error(app: Celery, worker: Any) -> None:
+    runs: Counter[str] = Counter()
+
+    def charge() -> None:
+        runs["charge"] += 1
+        raise TerminalError("card declined", {"code": 51})
+
+    def release() -> str:
+        runs["release"] += 1
+        return "released"
+
+    @app.task(base=DurableTask, bind=True)
+    def saga(self: DurableTask) -> dict[str, Any]:
+        try:
+            self.ctx.run("charge", charge)
+        except TerminalError as exc:
+            return {"cancelled": exc.message, "release": self.ctx.run("release", release)}
+        return {"cancelled": None}
+
+    with worker():
+        result = saga.delay()
+        assert result.get(timeout=TIMEOUT) == {"cancelled": "card declined", "release": "released"}
+    inv = get_invocation(app, result.id)
+    assert inv is not None
+    assert [(s.name, s.status) for s in inv.steps] == [
+        ("charge", "failed"),
+        ("release", "completed"),
+    ]
+    assert inv.steps[0].error == {
+        "type": "TerminalError",
+        "message": "card declined",
+        "metadata": {"code": 51},
+        "attempts": 1,
+    }
+    assert runs == {"charge": 1, "release": 1}
+
+
+def test_an_uncaught_terminal_error_fails_the_task_and_is_journaled(
+    app: Celery, worker: Any
+) -> None:
+    @app.task(base=DurableTask, bind=True)
+    def doomed(self: DurableTask) -> None:
+        self.ctx.run("check", _refuse)
+
+    with worker():
+        result = doomed.delay()
+        with pytest.raises(TerminalError, match="out of stock"):
+            result.get(timeout=TIMEOUT)
+    inv = get_invocation(app, result.id)
+    assert inv is not None
+    assert inv.status == "failed"
+    assert inv.error is not None
+    assert inv.error["message"] == "out of stock"
+
+
+def _refuse() -> None:
+    raise TerminalError("out of stock")
+
+
+def test_a_finished_invocation_delivered_again_does_not_run(app: Celery, worker: Any) -> None:
+    runs: Counter[str] = Counter()
+
+    @app.task(base=DurableTask, bind=True)
+    def once(self: DurableTask, n: int) -> int:
+        runs["body"] += 1
+        return int(self.ctx.run("double", lambda: n * 2))
+
+    with worker():
+        first = once.delay(21)
+        assert first.get(timeout=TIMEOUT) == 42
+        again = once.apply_async((21,), task_id=first.id)
+        assert again.get(timeout=TIMEOUT) == 42
+    assert runs == {"body": 1}
+
+
+def test_typed_and_pickled_step_values_come_back_as_their_types(app: Celery, worker: Any) -> None:
+    @app.task(base=DurableTask, bind=True)
+    def ship(self: DurableTask) -> list[str]:
+        parcel = self.ctx.run("label", Parcel, "T-1", 2.5, codec=JsonCodec(Parcel))
+        tags = self.ctx.run("tags", lambda: {"fragile"}, codec="pickle")
+        return [type(parcel).__name__, parcel.tracking, type(tags).__name__]
+
+    with worker():
+        assert ship.delay().get(timeout=TIMEOUT) == ["Parcel", "T-1", "set"]
+
+
+def test_an_unencodable_step_value_fails_clearly_and_journals_nothing(
+    app: Celery, worker: Any
+) -> None:
+    @app.task(base=DurableTask, bind=True)
+    def bad(self: DurableTask) -> None:
+        self.ctx.run("make_set", lambda: {1, 2})
+
+    with worker():
+        result = bad.delay()
+        with pytest.raises(CodecError, match="step 'make_set'"):
+            result.get(timeout=TIMEOUT)
+    inv = get_invocation(app, result.id)
+    assert inv is not None
+    assert inv.steps == []
+    assert inv.status == "failed"
+
+
+def test_ctx_outside_an_invocation_is_a_clear_error(app: Celery) -> None:
+    @app.task(base=DurableTask, bind=True)
+    def task(self: DurableTask) -> None:
+        pass
+
+    with pytest.raises(ContextError, match="outside a running invocation"):
+        _ = task.ctx
+
+
+def test_finished_journals_expire_and_running_ones_do_not(
+    app: Celery, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    app.conf.durable_retention = 120
+
+    @app.task(base=DurableTask, bind=True)
+    def task(self: DurableTask, finish: bool) -> None:
+        self.ctx.run("a", lambda: 1)
+        if not finish:
+            raise KeyboardInterrupt  # leaves the invocation running, like a dying worker
+
+    task.apply((True,), task_id="done")
+    with pytest.raises(KeyboardInterrupt):
+        task.apply((False,), task_id="running")
+    for part in ("meta", "journal"):
+        assert 0 < redis_client.ttl(f"{key_prefix}:{{done}}:{part}") <= 120
+        assert redis_client.ttl(f"{key_prefix}:{{running}}:{part}") == -1
+    assert [i.id for i in list_invocations(app, status="running")] == ["running"]
