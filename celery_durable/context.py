@@ -161,9 +161,10 @@ class DurableContext:
             f"invocation {self._id} is not deterministic at journal index {index}: "
             f"the journal recorded {recorded}, but the code asked for {asked}. "
             "Steps are matched by (index, kind, name), so renaming, adding or reordering "
-            "steps breaks replay of invocations already running. Deploy code that asks for "
-            f"the recorded step and the invocation resumes, or forget it with "
-            f"celery_durable.forget_invocation(app, {self._id!r}). It is paused until then."
+            "steps breaks replay of invocations already running. It is paused: deploy code "
+            "that asks for the recorded step and send the task again with the same task id "
+            "and arguments to resume it from the journal, or forget it with "
+            f"celery_durable.forget_invocation(app, {self._id!r})."
         )
         self._store.pause(self._id, message)
         self._active = False

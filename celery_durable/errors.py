@@ -96,6 +96,10 @@ class JournalError(DurableError):
     """Raised when the journal cannot be read or written (Redis unreachable, bad data)."""
 
 
+class JournalUnavailableError(JournalError):
+    """Raised when the journal's Redis cannot be reached; ``DurableTask`` retries the task."""
+
+
 class CodecError(DurableError):
     """Raised when a step's value cannot be encoded or decoded by its codec."""
 

@@ -15,9 +15,11 @@ from importlib import resources
 from typing import Any, TypeVar
 
 import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from celery_durable.errors import ConfigurationError, JournalError
+from celery_durable.errors import ConfigurationError, JournalError, JournalUnavailableError
 from celery_durable.journal import Started
 from celery_durable.keys import KeySpace
 
@@ -233,11 +235,16 @@ class RedisJournalStore:
             raise JournalError(
                 f"{self._where} refused to {action} invocation {task_id}: {text}"
             ) from exc
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            raise JournalUnavailableError(
+                f"cannot {action} invocation {task_id}: {self._where} is unavailable "
+                f"({type(exc).__name__}: {exc}). The journal is unchanged and the step does "
+                "not count as done; the task is retried until Redis is back."
+            ) from exc
         except RedisError as exc:
             raise JournalError(
-                f"cannot {action} invocation {task_id}: {self._where} is unavailable "
-                f"({type(exc).__name__}: {exc}). The journal is unchanged; the step did not "
-                "count as done. Bring Redis back and the next delivery resumes from the journal."
+                f"cannot {action} invocation {task_id} in {self._where}: "
+                f"{type(exc).__name__}: {exc}"
             ) from exc
 
 

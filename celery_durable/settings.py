@@ -44,7 +44,8 @@ class DurableSettings:
     retention: float = 86400.0
     """Seconds a finished journal is kept."""
     lease_ttl: float = 30.0
-    """Seconds an execution owns its invocation without renewing."""
+    """Seconds an execution will own its invocation without renewing. Reserved: leases
+    (one execution at a time, DESIGN §2.8) are not enforced yet."""
     codec: Codec[Any] = field(default_factory=lambda: resolve_codec("json"))
     """Default codec of steps and results."""
     eviction_check: str = "refuse"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 import uuid
 from contextvars import ContextVar
 from typing import Any
@@ -17,6 +18,7 @@ from celery_durable.errors import (
     ContextError,
     InvocationConflictError,
     JournalError,
+    JournalUnavailableError,
     NonDeterminismError,
 )
 from celery_durable.runtime import runtime_for
@@ -59,17 +61,22 @@ class DurableTask(Task):  # type: ignore[misc]
         return ctx
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return self._execute(args, kwargs)
+        except JournalUnavailableError as exc:
+            if self.request.is_eager or self.request.called_directly:
+                raise  # nobody would redeliver it: the caller sees the outage
+            raise self._retry_until_redis_is_back(exc) from exc
+
+    def _execute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Run one execution: replay the journal, run what is new, record the outcome."""
         runtime = runtime_for(self.app)
         codec = self._codec(runtime.settings.codec)
         task_id = self.request.id or str(uuid.uuid4())
         started = invocation.begin(runtime.store, task_id, self.name, args, kwargs, codec)
         if isinstance(started, invocation.Finished):
-            logger.info(
-                "%s[%s] already %s: returning the recorded outcome",
-                self.name,
-                task_id,
-                started.status,
-            )
+            logger.info("%s[%s] is %s: returning its recorded outcome", self.name, task_id,
+                        started.status)  # fmt: skip
             return started.replay(codec)
 
         retention = runtime.settings.retention
@@ -87,6 +94,14 @@ class DurableTask(Task):  # type: ignore[misc]
             raise
         finally:
             _current.reset(token)
+
+    def _retry_until_redis_is_back(self, exc: JournalUnavailableError) -> Retry:
+        # A journal outage is nobody's fault in the task: never give up on it, and never
+        # let it fail the task, which would ack the message and lose the invocation.
+        countdown = min(2 ** min(self.request.retries, 6), 60)
+        logger.warning("%s[%s]: %s Retrying in %s s.", self.name, self.request.id, exc, countdown)
+        retry: Retry = self.retry(exc=exc, countdown=countdown, max_retries=sys.maxsize)
+        return retry
 
     def _codec(self, default: Codec[Any]) -> Codec[Any]:
         if self.durable_codec is None:

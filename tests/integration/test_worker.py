@@ -36,7 +36,7 @@ def test_steps_run_once_and_the_journal_shows_them(app: Celery, worker: Any) -> 
         runs["reserve"] += 1
         return {"order": order, "items": (1, 2)}
 
-    @app.task(base=DurableTask, bind=True)
+    @app.task(base=DurableTask, bind=True, shared=False)
     def checkout(self: DurableTask, order: str) -> dict[str, Any]:
         stock = self.ctx.run("reserve", reserve, order)
         key = str(self.ctx.rand.uuid4())
@@ -70,7 +70,7 @@ def test_a_celery_retry_replays_the_steps_before_it(app: Celery, worker: Any) ->
         runs[name] += 1
         return name.upper()
 
-    @app.task(base=DurableTask, bind=True)
+    @app.task(base=DurableTask, bind=True, shared=False)
     def flaky(self: DurableTask) -> list[str]:
         first = self.ctx.run("first", step, "first")
         seen_keys.append(str(self.ctx.rand.uuid4()))
@@ -97,7 +97,7 @@ def test_a_handler_compensates_a_terminal_step_error(app: Celery, worker: Any) -
         runs["release"] += 1
         return "released"
 
-    @app.task(base=DurableTask, bind=True)
+    @app.task(base=DurableTask, bind=True, shared=False)
     def saga(self: DurableTask) -> dict[str, Any]:
         try:
             self.ctx.run("charge", charge)
@@ -126,7 +126,7 @@ def test_a_handler_compensates_a_terminal_step_error(app: Celery, worker: Any) -
 def test_an_uncaught_terminal_error_fails_the_task_and_is_journaled(
     app: Celery, worker: Any
 ) -> None:
-    @app.task(base=DurableTask, bind=True)
+    @app.task(base=DurableTask, bind=True, shared=False)
     def doomed(self: DurableTask) -> None:
         self.ctx.run("check", _refuse)
 
@@ -148,7 +148,7 @@ def _refuse() -> None:
 def test_a_finished_invocation_delivered_again_does_not_run(app: Celery, worker: Any) -> None:
     runs: Counter[str] = Counter()
 
-    @app.task(base=DurableTask, bind=True)
+    @app.task(base=DurableTask, bind=True, shared=False)
     def once(self: DurableTask, n: int) -> int:
         runs["body"] += 1
         return int(self.ctx.run("double", lambda: n * 2))
@@ -162,7 +162,7 @@ def test_a_finished_invocation_delivered_again_does_not_run(app: Celery, worker:
 
 
 def test_typed_and_pickled_step_values_come_back_as_their_types(app: Celery, worker: Any) -> None:
-    @app.task(base=DurableTask, bind=True)
+    @app.task(base=DurableTask, bind=True, shared=False)
     def ship(self: DurableTask) -> list[str]:
         parcel = self.ctx.run("label", Parcel, "T-1", 2.5, codec=JsonCodec(Parcel))
         tags = self.ctx.run("tags", lambda: {"fragile"}, codec="pickle")
@@ -175,7 +175,7 @@ def test_typed_and_pickled_step_values_come_back_as_their_types(app: Celery, wor
 def test_an_unencodable_step_value_fails_clearly_and_journals_nothing(
     app: Celery, worker: Any
 ) -> None:
-    @app.task(base=DurableTask, bind=True)
+    @app.task(base=DurableTask, bind=True, shared=False)
     def bad(self: DurableTask) -> None:
         self.ctx.run("make_set", lambda: {1, 2})
 
@@ -190,7 +190,7 @@ def test_an_unencodable_step_value_fails_clearly_and_journals_nothing(
 
 
 def test_ctx_outside_an_invocation_is_a_clear_error(app: Celery) -> None:
-    @app.task(base=DurableTask, bind=True)
+    @app.task(base=DurableTask, bind=True, shared=False)
     def task(self: DurableTask) -> None:
         pass
 
@@ -203,7 +203,7 @@ def test_finished_journals_expire_and_running_ones_do_not(
 ) -> None:
     app.conf.durable_retention = 120
 
-    @app.task(base=DurableTask, bind=True)
+    @app.task(base=DurableTask, bind=True, shared=False)
     def task(self: DurableTask, finish: bool) -> None:
         self.ctx.run("a", lambda: 1)
         if not finish:

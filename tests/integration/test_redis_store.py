@@ -1,0 +1,204 @@
+"""The Redis journal store against real redis-servers: round trips, guards, outages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+
+from celery_durable import ConfigurationError, DurableTask, JournalError, get_invocation
+from celery_durable.keys import KeySpace
+from celery_durable.redis_store import RedisJournalStore
+from celery_durable.runtime import release_runtime
+from tests.conftest import REDIS_URL, SpareRedis
+
+
+def journal_app(app: Celery, url: str) -> Celery:
+    app.conf.durable_redis_url = url
+    release_runtime(app)
+    return app
+
+
+def commands_sent(spare: SpareRedis, action: Callable[[], object]) -> list[str]:
+    """Return the commands clients sent to ``spare`` during ``action`` (not Lua's own)."""
+    client = redis.Redis(port=spare.port, decode_responses=True)
+    marker = redis.Redis(port=spare.port)
+    marker.ping()  # connect before monitoring, so its handshake is not seen
+    with client.monitor() as monitor:
+        action()
+        marker.echo("end-of-action")
+        sent: list[str] = []
+        while (command := monitor.next_command())["command"] != "ECHO end-of-action":
+            if command["client_type"] != "lua":
+                sent.append(command["command"].split()[0])
+    client.close()
+    marker.close()
+    return sent
+
+
+@pytest.mark.parametrize("steps", [0, 1, 10])
+def test_k_steps_cost_k_plus_two_round_trips(
+    app: Celery, spare_redis: SpareRedis, steps: int
+) -> None:
+    journal_app(app, spare_redis.url)
+
+    @app.task(base=DurableTask, bind=True, shared=False)
+    def count_steps(self: DurableTask) -> int:
+        return sum(self.ctx.run(f"s{i}", int, i) for i in range(steps))
+
+    count_steps.apply().get()  # connect and load the scripts first: neither happens per task
+    sent = commands_sent(spare_redis, lambda: count_steps.apply().get())
+    # Start: EVALSHA and ZADD in one pipelined round trip. Then one EVALSHA per step
+    # and one to finish.
+    assert sent == ["EVALSHA", "ZADD"] + ["EVALSHA"] * steps + ["EVALSHA"]
+
+
+def test_scripts_are_reloaded_after_redis_forgets_them(
+    app: Celery, spare_redis: SpareRedis
+) -> None:
+    journal_app(app, spare_redis.url)
+
+    @app.task(base=DurableTask, bind=True, shared=False)
+    def seven(self: DurableTask) -> int:
+        return int(self.ctx.run("a", int, 7))
+
+    assert seven.apply().get() == 7
+    redis.Redis(port=spare_redis.port).script_flush()
+    assert seven.apply().get() == 7
+
+
+def test_the_first_writer_of_a_step_wins(spare_redis: SpareRedis) -> None:
+    store = RedisJournalStore.from_url(spare_redis.url, KeySpace("fw"))
+    store.start("inv", "t", "fp", 1)
+    assert store.append("inv", 0, '{"first":1}') is None
+    assert store.append("inv", 0, '{"second":1}') == '{"first":1}'
+    with pytest.raises(JournalError, match="entry 5 written while the journal holds 1"):
+        store.append("inv", 5, "{}")
+    store.client.close()
+
+
+def test_a_step_write_after_the_invocation_was_forgotten_is_refused(
+    spare_redis: SpareRedis,
+) -> None:
+    store = RedisJournalStore.from_url(spare_redis.url, KeySpace("gone"))
+    store.start("inv", "t", "fp", 1)
+    store.forget("inv")
+    with pytest.raises(JournalError, match="no longer exists"):
+        store.append("inv", 0, "{}")
+    assert store.read("inv") is None
+    store.client.close()
+
+
+@pytest.mark.parametrize(
+    ("policy", "refused", "warned"),
+    [
+        ("noeviction", False, False),
+        ("volatile-lru", False, True),
+        ("allkeys-lru", True, True),
+    ],
+)
+def test_the_eviction_check_refuses_policies_that_can_evict_running_journals(
+    spare_redis: SpareRedis, policy: str, refused: bool, warned: bool
+) -> None:
+    redis.Redis(port=spare_redis.port).config_set("maxmemory-policy", policy)
+    store = RedisJournalStore.from_url(spare_redis.url, KeySpace())
+    if refused:
+        with pytest.raises(ConfigurationError, match=f"maxmemory-policy '{policy}'.*noeviction"):
+            store.check_eviction_policy("refuse")
+    else:
+        assert (store.check_eviction_policy("refuse") is not None) == warned
+    assert (store.check_eviction_policy("warn") is not None) == warned
+    assert store.check_eviction_policy("ignore") is None
+    store.client.close()
+
+
+WORKER_APP = """
+from celery import Celery
+from celery_durable import DurableTask
+
+app = Celery("refuse", broker="{broker}")
+app.conf.update(durable_redis_url="{journal}", task_default_queue="{queue}")
+
+
+@app.task(base=DurableTask, bind=True)
+def idle(self):
+    pass
+"""
+
+
+def test_a_worker_refuses_to_start_on_an_evicting_redis(
+    spare_redis: SpareRedis, tmp_path: Path, key_prefix: str
+) -> None:
+    redis.Redis(port=spare_redis.port).config_set("maxmemory-policy", "allkeys-lru")
+    (tmp_path / "evicting_app.py").write_text(
+        WORKER_APP.format(broker=REDIS_URL, journal=spare_redis.url, queue=key_prefix)
+    )
+    worker = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "evicting_app", "worker", "--pool=solo"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert worker.returncode != 0
+    assert "maxmemory-policy 'allkeys-lru'" in worker.stderr + worker.stdout
+
+
+def test_redis_going_away_is_a_clear_error_and_nothing_is_half_written(
+    app: Celery, spare_redis: SpareRedis
+) -> None:
+    journal_app(app, spare_redis.url)
+    runs: list[str] = []
+
+    @app.task(base=DurableTask, bind=True, shared=False)
+    def two_steps(self: DurableTask) -> list[str]:
+        self.ctx.run("a", runs.append, "a")
+        if len(runs) == 1:
+            spare_redis.stop()  # Redis dies while step b runs
+        self.ctx.run("b", runs.append, "b")
+        return runs
+
+    result = two_steps.apply()
+    with pytest.raises(JournalError, match=r"cannot write step 1 of invocation .*unavailable"):
+        result.get()
+    # Redis comes back empty (it keeps nothing on disk): the next delivery starts over.
+    spare_redis.start()
+    assert two_steps.apply(task_id=result.id).get() == ["a", "b", "a", "b"]
+    inv = get_invocation(app, result.id)
+    assert inv is not None
+    assert [s.name for s in inv.steps] == ["a", "b"]
+    assert inv.status == "completed"
+
+
+def test_a_worker_retries_a_task_until_the_journal_redis_is_back(
+    app: Celery, worker: Any, spare_redis: SpareRedis
+) -> None:
+    journal_app(app, spare_redis.url)
+    app.conf.durable_eviction_check = "ignore"  # the check would refuse a Redis that is down
+    runs: list[str] = []
+
+    @app.task(base=DurableTask, bind=True, shared=False)
+    def patient(self: DurableTask) -> list[str]:
+        self.ctx.run("a", runs.append, "a")
+        return runs
+
+    spare_redis.stop()
+    with worker():
+        result = patient.delay()
+        deadline = time.monotonic() + 20
+        while result.state != "RETRY":
+            assert time.monotonic() < deadline, f"no retry; state {result.state}"
+            time.sleep(0.05)
+        assert runs == []
+        spare_redis.start()
+        assert result.get(timeout=30) == ["a"]
+    inv = get_invocation(app, result.id)
+    assert inv is not None
+    assert inv.status == "completed"
