@@ -66,8 +66,19 @@ def _rebuild_terminal(
     return cls(message, metadata, error_type=error_type, attempts=attempts)
 
 
+class StepInterruptedError(TerminalError):
+    """Raised on replay when an execution died inside an ``at_most_once`` step.
+
+    The step may or may not have taken effect, and it is not run a second time.
+    """
+
+
 class RetryableError(DurableError):
-    """Raised inside a step to ask for another attempt after ``retry_after`` seconds."""
+    """Raised inside a step to ask for another attempt, after ``retry_after`` seconds if set.
+
+    It is retried under the step's policy even when ``retry_on`` does not list it;
+    ``retry_after`` replaces the policy's delay for the next attempt.
+    """
 
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -110,3 +121,24 @@ class ConfigurationError(DurableError):
 
 class ContextError(DurableError):
     """Raised when the durable context is used where it has no meaning."""
+
+
+# -- Control flow: never catch these ------------------------------------------------
+
+
+class StepRetry(BaseException):
+    """Raised through the task body to retry it after a step failed.
+
+    It derives from ``BaseException`` so that an ``except Exception`` in user code
+    does not swallow it: the failed attempt is already journaled, and the task must
+    end now so that Celery can run it again after ``countdown`` seconds.
+    """
+
+    def __init__(self, step: str, countdown: float, error: BaseException | None) -> None:
+        super().__init__(f"step {step!r} failed; retrying in {countdown:.3g} s")
+        self.step = step
+        self.countdown = countdown
+        self.error = error
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.step, self.countdown, self.error))

@@ -16,6 +16,7 @@ from celery_durable.codec import Codec
 from celery_durable.context import DurableContext, terminal_error_from
 from celery_durable.errors import CodecError, InvocationConflictError
 from celery_durable.journal import FINISHED, JournalStore, encode_outcome, error_record
+from celery_durable.policy import RetryPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +47,7 @@ def begin(
     args: Any,
     kwargs: Any,
     codec: Codec[Any],
+    policy: RetryPolicy,
 ) -> DurableContext | Finished:
     """Start an execution: a context to run the body with, or the recorded outcome.
 
@@ -67,7 +69,7 @@ def begin(
         )
     if started.status in FINISHED and started.outcome is not None:
         return Finished(started.status, started.outcome)
-    return DurableContext(store, task_id, started.seed, started.entries, codec)
+    return DurableContext(store, task_id, started, codec, policy)
 
 
 def complete(

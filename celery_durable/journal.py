@@ -58,16 +58,21 @@ def encode_outcome(codec_name: str, payload: str | None, error: dict[str, Any] |
     return f'{{"s":"ok","v":{payload}{codec}}}'
 
 
-def error_record(exc: BaseException, attempts: int = 1) -> dict[str, Any]:
-    """Return the JSON form of an error: its type name, message and details."""
+def error_record(exc: BaseException, attempts: int | None = None) -> dict[str, Any]:
+    """Return the JSON form of an error: its type name, message, details and attempts."""
     if isinstance(exc, TerminalError):
         return {
             "type": exc.error_type,
             "message": exc.message,
             "metadata": exc.metadata,
-            "attempts": exc.attempts,
+            "attempts": exc.attempts if attempts is None else attempts,
         }
-    return {"type": type(exc).__name__, "message": str(exc), "metadata": {}, "attempts": attempts}
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "metadata": {},
+        "attempts": attempts or 1,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +89,12 @@ class Started:
     """The final outcome's JSON text once the invocation has finished."""
     entries: list[str]
     """The journal's entries as stored, parsed only when replay reaches them."""
+    crashes: int = 0
+    """Earlier executions that started where this one does and never ended cleanly."""
+    attempt: str | None = None
+    """The failed attempts of the next step, as JSON, if it failed before."""
+    guard: int | None = None
+    """Index of an at-most-once step that an earlier execution started."""
 
 
 class JournalStore(Protocol):
@@ -99,6 +110,28 @@ class JournalStore(Protocol):
         Returns:
             None when this call wrote the entry, else the entry already at ``index``.
         """
+        ...
+
+    def record_attempt(self, task_id: str, index: int, attempt: str) -> str | None:
+        """Record failed attempts of the step at ``index``, the next journal entry.
+
+        This also marks the execution as ending cleanly (it is about to retry).
+
+        Returns:
+            None when recorded, else the entry another execution journaled at ``index``.
+        """
+        ...
+
+    def guard(self, task_id: str, index: int) -> str | None:
+        """Mark the at-most-once step at ``index`` as started.
+
+        Returns:
+            None when marked, else the entry another execution journaled at ``index``.
+        """
+        ...
+
+    def settle(self, task_id: str) -> None:
+        """Note that the execution ends cleanly without finishing (a Celery retry)."""
         ...
 
     def finish(
@@ -144,8 +177,9 @@ class Step:
     name: str
     kind: str
     status: str
-    """``completed`` or ``failed``."""
+    """``completed``, ``failed``, or ``retrying`` for a step waiting for its next attempt."""
     attempts: int
+    """Attempts so far, the first one included (worker deaths count as attempts)."""
     value: Any
     """The stored value as JSON (a pickled value stays base64 text)."""
     error: dict[str, Any] | None
@@ -186,13 +220,32 @@ def parse_step(index: int, text: str) -> Step:
 
 
 def parse_invocation(task_id: str, meta: dict[str, str], entries: list[str]) -> Invocation:
-    """Return the ``Invocation`` that stored metadata and entries describe."""
+    """Return the ``Invocation`` that stored metadata and entries describe.
+
+    A step that failed and waits for its retry is listed last, with status ``retrying``.
+    """
     outcome = json.loads(meta["outcome"]) if meta.get("outcome") else {}
+    steps = [parse_step(i, text) for i, text in enumerate(entries)]
+    if meta.get("attempt"):
+        attempt = json.loads(meta["attempt"])
+        steps.append(
+            Step(
+                index=attempt["i"],
+                name=attempt["n"],
+                kind="run",
+                status="retrying",
+                attempts=attempt["a"],
+                value=None,
+                error=attempt["e"],
+                started_at=_when(attempt["t"]),
+                finished_at=None,
+            )
+        )
     return Invocation(
         id=task_id,
         task_name=meta.get("task", ""),
         status=meta.get("status", "running"),
-        steps=[parse_step(i, text) for i, text in enumerate(entries)],
+        steps=steps,
         result=outcome.get("v"),
         error=outcome.get("e"),
         created_at=_when(meta.get("created_at")),

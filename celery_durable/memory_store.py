@@ -34,14 +34,26 @@ class MemoryJournalStore:
                 "status": "running",
                 "created_at": now,
                 "updated_at": now,
+                "frontier": "0",
+                "frontier_starts": "1",
             }
             self.journals[task_id] = []
             return Started(True, task_name, fingerprint, seed, "running", None, [])
+        if meta["status"] in FINISHED:
+            return Started(
+                False, meta["task"], meta["fingerprint"], int(meta["seed"]), meta["status"],
+                meta.get("outcome"), [],
+            )  # fmt: skip
+        entries = list(self.journals[task_id])
+        starts = 1
+        if meta.get("frontier") == str(len(entries)):
+            starts = int(meta.get("frontier_starts", "0")) + 1
+        meta.update(frontier=str(len(entries)), frontier_starts=str(starts), updated_at=now)
         if meta["status"] == "paused" and (meta["task"], meta["fingerprint"]) == (
             task_name,
             fingerprint,
         ):
-            meta.update(status="running", updated_at=now)
+            meta.update(status="running")
             meta.pop("paused_reason", None)
         return Started(
             False,
@@ -50,7 +62,10 @@ class MemoryJournalStore:
             int(meta["seed"]),
             meta["status"],
             meta.get("outcome"),
-            list(self.journals[task_id]),
+            entries,
+            crashes=starts - 1,
+            attempt=meta.get("attempt"),
+            guard=int(meta["guard"]) if "guard" in meta else None,
         )
 
     def append(self, task_id: str, index: int, entry: str) -> str | None:
@@ -61,10 +76,32 @@ class MemoryJournalStore:
         if len(journal) == index:
             journal.append(entry)
             self.meta[task_id]["updated_at"] = str(time.time())
+            self.meta[task_id].pop("attempt", None)
+            self.meta[task_id].pop("guard", None)
             return None
         if len(journal) > index:
             return journal[index]
         raise JournalError(f"entry {index} written while the journal holds {len(journal)}")
+
+    def record_attempt(self, task_id: str, index: int, attempt: str) -> str | None:
+        return self._mark(task_id, index, attempt=attempt, frontier_starts="0")
+
+    def guard(self, task_id: str, index: int) -> str | None:
+        return self._mark(task_id, index, guard=str(index))
+
+    def settle(self, task_id: str) -> None:
+        self.round_trips += 1
+        self.meta[task_id]["frontier_starts"] = "0"
+
+    def _mark(self, task_id: str, index: int, **fields: str) -> str | None:
+        self.round_trips += 1
+        if task_id not in self.meta:
+            raise JournalError(f"cannot mark step {index} of invocation {task_id}: it is gone")
+        journal = self.journals[task_id]
+        if len(journal) > index:
+            return journal[index]
+        self.meta[task_id].update(fields)
+        return None
 
     def finish(
         self, task_id: str, status: str, outcome: str, retention: float

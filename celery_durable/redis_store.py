@@ -42,7 +42,9 @@ class _Script:
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
 
-_START, _APPEND, _FINISH = _Script("start"), _Script("append"), _Script("finish")
+_START, _APPEND, _ATTEMPT, _GUARD, _FINISH = (
+    _Script(name) for name in ("start", "append", "attempt", "guard", "finish")
+)
 
 
 class RedisJournalStore:
@@ -83,7 +85,7 @@ class RedisJournalStore:
 
         with self._errors(task_id, "start"):
             reply = self._retrying_noscript(call)
-        created, name, fp, stored_seed, status, outcome, entries = reply
+        created, name, fp, stored_seed, status, outcome, entries, crashes, attempt, guard = reply
         return Started(
             created=bool(created),
             task_name=name,
@@ -92,6 +94,9 @@ class RedisJournalStore:
             status=status,
             outcome=outcome,
             entries=entries,
+            crashes=int(crashes),
+            attempt=attempt,
+            guard=None if guard is None else int(guard),
         )
 
     def append(self, task_id: str, index: int, entry: str) -> str | None:
@@ -101,6 +106,25 @@ class RedisJournalStore:
                 _APPEND, k.meta, k.journal, index, entry, f"{time.time():.6f}"
             )
             return reply
+
+    def record_attempt(self, task_id: str, index: int, attempt: str) -> str | None:
+        k = self._keys.invocation(task_id)
+        with self._errors(task_id, f"record a failed attempt of step {index} of"):
+            reply: str | None = self._eval(
+                _ATTEMPT, k.meta, k.journal, index, attempt, f"{time.time():.6f}"
+            )
+        return reply
+
+    def guard(self, task_id: str, index: int) -> str | None:
+        k = self._keys.invocation(task_id)
+        with self._errors(task_id, f"guard at-most-once step {index} of"):
+            reply: str | None = self._eval(_GUARD, k.meta, k.journal, index)
+        return reply
+
+    def settle(self, task_id: str) -> None:
+        k = self._keys.invocation(task_id)
+        with self._errors(task_id, "settle"):
+            self._command("HSET", k.meta, "frontier_starts", 0)
 
     def finish(
         self, task_id: str, status: str, outcome: str, retention: float
@@ -217,7 +241,7 @@ class RedisJournalStore:
         try:
             return call()
         except NoScriptError:
-            for script in (_START, _APPEND, _FINISH):
+            for script in (_START, _APPEND, _ATTEMPT, _GUARD, _FINISH):
                 self._command("SCRIPT", "LOAD", script.source)
             return call()
 

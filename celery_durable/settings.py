@@ -16,6 +16,7 @@ from typing import Any
 
 from celery_durable.codec import Codec, resolve_codec
 from celery_durable.errors import ConfigurationError
+from celery_durable.policy import RetryPolicy
 
 logger = logging.getLogger("celery_durable")
 
@@ -29,6 +30,7 @@ KNOWN = frozenset(
         "durable_lease_ttl",
         "durable_codec",
         "durable_eviction_check",
+        "durable_retry",
     }
 )
 
@@ -50,6 +52,9 @@ class DurableSettings:
     """Default codec of steps and results."""
     eviction_check: str = "refuse"
     """What a worker does at start when Redis could evict journals: refuse, warn, ignore."""
+    retry: RetryPolicy | None = None
+    """Retry policy of steps that name none, in tasks that name none; None means the
+    policy each task's Celery retry options describe."""
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any]) -> DurableSettings:
@@ -77,6 +82,7 @@ class DurableSettings:
                 conf.get("durable_eviction_check", "refuse"),
                 EVICTION_CHECKS,
             ),
+            retry=_policy(conf.get("durable_retry")),
         )
 
 
@@ -126,6 +132,14 @@ def _seconds(name: str, value: Any) -> float | None:
             f"{name}={value!r} must be a positive number of seconds or a timedelta."
         )
     return float(value)
+
+
+def _policy(value: Any) -> RetryPolicy | None:
+    if value is not None and not isinstance(value, RetryPolicy):
+        raise ConfigurationError(
+            f"durable_retry={value!r} must be a RetryPolicy, e.g. RetryPolicy(max_attempts=5)."
+        )
+    return value
 
 
 def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:

@@ -20,7 +20,11 @@ from celery_durable.errors import (
     JournalError,
     JournalUnavailableError,
     NonDeterminismError,
+    RetryableError,
+    StepRetry,
+    TerminalError,
 )
+from celery_durable.policy import RetryPolicy
 from celery_durable.runtime import runtime_for
 
 logger = logging.getLogger("celery_durable")
@@ -42,10 +46,16 @@ class DurableTask(Task):  # type: ignore[misc]
 
     acks_late = True
     reject_on_worker_lost = True
+    #: A terminal error means "do not retry": ``autoretry_for`` must not retry it.
+    dont_autoretry_for: tuple[type[BaseException], ...] = (TerminalError,)
 
     #: Codec of step values and of the result when a step names none; a codec name
     #: or object. None means the app's ``durable_codec`` setting.
     durable_codec: str | Codec[Any] | None = None
+
+    #: Retry policy of steps that name none. None means the app's ``durable_retry``
+    #: setting, else the policy this task's Celery retry options describe.
+    durable_retry: RetryPolicy | None = None
 
     @property
     def ctx(self) -> DurableContext:
@@ -63,22 +73,31 @@ class DurableTask(Task):  # type: ignore[misc]
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return self._execute(args, kwargs)
+        except StepRetry as signal:
+            # Celery's max_retries must never cut a step's own policy short.
+            exc = signal.error or RetryableError(str(signal))
+            raise self.retry(exc=exc, countdown=signal.countdown, max_retries=sys.maxsize) from None
         except JournalUnavailableError as exc:
             if self.request.is_eager or self.request.called_directly:
                 raise  # nobody would redeliver it: the caller sees the outage
             raise self._retry_until_redis_is_back(exc) from exc
+        except _TerminalEscape as escape:
+            raise escape.error from None
 
     def _execute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run one execution: replay the journal, run what is new, record the outcome."""
         runtime = runtime_for(self.app)
         codec = self._codec(runtime.settings.codec)
+        policy = self._default_policy(runtime.settings.retry)
         task_id = self.request.id or str(uuid.uuid4())
-        started = invocation.begin(runtime.store, task_id, self.name, args, kwargs, codec)
+        store = runtime.store
+        started = invocation.begin(store, task_id, self.name, args, kwargs, codec, policy)
         if isinstance(started, invocation.Finished):
             logger.info("%s[%s] is %s: returning its recorded outcome", self.name, task_id,
                         started.status)  # fmt: skip
             return started.replay(codec)
 
+        self._shield_terminal_errors_from_autoretry()
         retention = runtime.settings.retention
         token = _current.set(started)
         try:
@@ -86,14 +105,43 @@ class DurableTask(Task):  # type: ignore[misc]
                 value = super().__call__(*args, **kwargs)
             finally:
                 started.close()
-            return invocation.complete(runtime.store, started, value, codec, retention)
+            return invocation.complete(store, started, value, codec, retention)
+        except (Retry, Ignore, Reject):
+            store.settle(task_id)  # it ends cleanly: not a crash of the next step
+            raise
         except _NOT_FINAL:
             raise
+        except _TerminalEscape as escape:
+            invocation.fail(store, started, escape.error, retention)
+            raise
         except Exception as exc:
-            invocation.fail(runtime.store, started, exc, retention)
+            invocation.fail(store, started, exc, retention)
             raise
         finally:
             _current.reset(token)
+
+    def _default_policy(self, setting: RetryPolicy | None) -> RetryPolicy:
+        if self.durable_retry is not None:
+            return self.durable_retry
+        if setting is not None:
+            return setting
+        return RetryPolicy.from_celery_options(self)
+
+    def _shield_terminal_errors_from_autoretry(self) -> None:
+        # Celery's autoretry wrapper is built with the dont_autoretry_for the task was
+        # declared with, which may leave TerminalError out. Carry terminal errors past it.
+        run = self.__dict__.get("_orig_run")
+        if run is None or getattr(run, "_durable_shielded", False):
+            return
+
+        def shielded(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return run(*args, **kwargs)
+            except TerminalError as exc:
+                raise _TerminalEscape(exc) from exc
+
+        shielded._durable_shielded = True  # type: ignore[attr-defined]
+        self._orig_run = shielded
 
     def _retry_until_redis_is_back(self, exc: JournalUnavailableError) -> Retry:
         # A journal outage is nobody's fault in the task: never give up on it, and never
@@ -107,6 +155,14 @@ class DurableTask(Task):  # type: ignore[misc]
         if self.durable_codec is None:
             return default
         return resolve_codec(self.durable_codec, f"{self.name}.durable_codec")
+
+
+class _TerminalEscape(BaseException):
+    """Carries a TerminalError past Celery's autoretry wrapper, which catches Exception."""
+
+    def __init__(self, error: TerminalError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class EvictionPolicyCheck(bootsteps.StartStopStep):  # type: ignore[misc]

@@ -6,6 +6,7 @@
 -- ARGV[3]  now, seconds since the epoch
 -- Returns  nil when this call wrote the entry, else the entry already at that index.
 --          An error when the invocation is gone or the index would leave a gap.
+--          Writing an entry ends the failed attempts and the guard of its step.
 local meta, journal = KEYS[1], KEYS[2]
 if redis.call('EXISTS', meta) == 0 then
   return redis.error_reply('GONE the invocation no longer exists (forgotten or expired)')
@@ -15,6 +16,7 @@ local i = tonumber(ARGV[1])
 if n == i then
   redis.call('RPUSH', journal, ARGV[2])
   redis.call('HSET', meta, 'updated_at', ARGV[3])
+  redis.call('HDEL', meta, 'attempt', 'guard')
   return false
 end
 if n > i then

@@ -5,19 +5,34 @@
 -- ARGV[2]  argument fingerprint
 -- ARGV[3]  seed, stored only when this call creates the invocation
 -- ARGV[4]  now, seconds since the epoch
--- Returns  {created (0|1), task, fingerprint, seed, status, outcome or nil, {entries...}}
+-- Returns  {created (0|1), task, fingerprint, seed, status, outcome or nil, {entries...},
+--           crashes, attempt or nil, guard or nil}
+--          entries is empty for a finished invocation: its outcome is all that matters.
+--          crashes counts earlier executions that started at this journal length and
+--          never ended cleanly: workers that died before journaling the next step.
 --          A paused invocation whose task and arguments match is set running again.
 local meta, journal = KEYS[1], KEYS[2]
-local f = redis.call('HMGET', meta, 'task', 'fingerprint', 'seed', 'status', 'outcome')
+local f = redis.call('HMGET', meta, 'task', 'fingerprint', 'seed', 'status', 'outcome',
+                     'frontier', 'frontier_starts', 'attempt', 'guard')
 if not f[1] then
   redis.call('HSET', meta, 'task', ARGV[1], 'fingerprint', ARGV[2], 'seed', ARGV[3],
-             'status', 'running', 'created_at', ARGV[4], 'updated_at', ARGV[4])
-  return {1, ARGV[1], ARGV[2], ARGV[3], 'running', false, {}}
+             'status', 'running', 'created_at', ARGV[4], 'updated_at', ARGV[4],
+             'frontier', 0, 'frontier_starts', 1)
+  return {1, ARGV[1], ARGV[2], ARGV[3], 'running', false, {}, 0, false, false}
 end
 local status = f[4]
+if status == 'completed' or status == 'failed' then
+  return {0, f[1], f[2], f[3], status, f[5], {}, 0, false, false}
+end
+local entries = redis.call('LRANGE', journal, 0, -1)
+local starts = 1
+if tonumber(f[6]) == #entries then
+  starts = (tonumber(f[7]) or 0) + 1
+end
+redis.call('HSET', meta, 'frontier', #entries, 'frontier_starts', starts, 'updated_at', ARGV[4])
 if status == 'paused' and f[1] == ARGV[1] and f[2] == ARGV[2] then
-  redis.call('HSET', meta, 'status', 'running', 'updated_at', ARGV[4])
+  redis.call('HSET', meta, 'status', 'running')
   redis.call('HDEL', meta, 'paused_reason')
   status = 'running'
 end
-return {0, f[1], f[2], f[3], status, f[5], redis.call('LRANGE', journal, 0, -1)}
+return {0, f[1], f[2], f[3], status, f[5], entries, starts - 1, f[8], f[9]}

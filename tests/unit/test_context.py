@@ -18,14 +18,21 @@ from celery_durable.errors import (
     TerminalError,
 )
 from celery_durable.memory_store import MemoryJournalStore
+from celery_durable.policy import RetryPolicy
 
 Body = Callable[[DurableContext], Any]
 CODEC = JsonCodec[Any]()
 
 
-def execute(store: MemoryJournalStore, body: Body, task_id: str = "inv-1", args: Any = ()) -> Any:
+def execute(
+    store: MemoryJournalStore,
+    body: Body,
+    task_id: str = "inv-1",
+    args: Any = (),
+    policy: RetryPolicy = RetryPolicy(),
+) -> Any:
     """One execution, as DurableTask runs it: begin, body, complete."""
-    started = invocation.begin(store, task_id, "shop.checkout", args, {}, CODEC)
+    started = invocation.begin(store, task_id, "shop.checkout", args, {}, CODEC, policy)
     if isinstance(started, invocation.Finished):
         return started.replay(CODEC)
     try:

@@ -1,0 +1,17 @@
+-- Mark an at-most-once step as started, before it runs. If the execution dies inside
+-- it, the next execution finds the guard and fails the step instead of repeating it.
+-- KEYS[1]  meta hash of the invocation
+-- KEYS[2]  journal list of the invocation
+-- ARGV[1]  index of the step (0-based); it must be the next entry of the journal
+-- Returns  nil when marked, else the entry another execution journaled at that index.
+local meta, journal = KEYS[1], KEYS[2]
+if redis.call('EXISTS', meta) == 0 then
+  return redis.error_reply('GONE the invocation no longer exists (forgotten or expired)')
+end
+local n = redis.call('LLEN', journal)
+local i = tonumber(ARGV[1])
+if n > i then
+  return redis.call('LINDEX', journal, i)
+end
+redis.call('HSET', meta, 'guard', i)
+return false
