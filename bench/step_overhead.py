@@ -1,0 +1,205 @@
+"""Step overhead: one ``ctx.run`` of a no-op function, against one Redis round trip.
+
+Inside one running invocation (``invocation.begin``, no Celery), each iteration times,
+one after the other on the same redis-py client:
+
+- ``PING``: the round-trip floor;
+- ``ctx.run("step", noop)``: one journaled step (one EVALSHA of append.lua);
+- the same EVALSHA of append.lua sent directly through redis-py, on another invocation:
+  what the step costs without celery-durable's Python around it.
+
+Each op is timed on its own; the figure is the median per op, per repetition, and the
+median over repetitions. Then the same steps against ``MemoryJournalStore``: the pure
+Python cost of the step path.
+
+    /work/venv/bin/python bench/step_overhead.py [--steps 2000] [--repeats 7]
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import time
+from importlib import resources
+from typing import Any
+
+import _common as c
+from celery import Celery
+
+from celery_durable.codec import JsonCodec
+from celery_durable.context import DurableContext
+from celery_durable.journal import encode_entry
+from celery_durable.memory_store import MemoryJournalStore
+from celery_durable.runtime import release_runtime, runtime_for
+
+TARGET = 1.3
+CODEC: JsonCodec[Any] = JsonCodec()
+APPEND_LUA = resources.files("celery_durable").joinpath("lua/append.lua").read_text()
+APPEND_SHA = hashlib.sha1(APPEND_LUA.encode()).hexdigest()
+
+
+def noop() -> None:
+    return None
+
+
+def begin(store: Any, task_id: str) -> DurableContext:
+    ctx = c.begin(store, task_id, "bench.steps", CODEC)
+    assert isinstance(ctx, DurableContext)
+    return ctx
+
+
+def one_repeat(store: Any, prefix: str, rep: int, steps: int) -> dict[str, list[float]]:
+    """Time ``steps`` iterations of PING, ctx.run and a raw EVALSHA, interleaved."""
+    client = store.client
+    ping = client.ping
+    evalsha = client.evalsha
+    ctx = begin(store, f"{prefix}-steps-{rep}")
+    raw_id = f"{prefix}-raw-{rep}"
+    begin(store, raw_id)  # creates the meta key the script checks
+    raw_meta = f"{prefix}:{{{raw_id}}}:meta"
+    raw_journal = f"{prefix}:{{{raw_id}}}:journal"
+    now = time.time()
+    entry = encode_entry("run", "step", now, now, "json", "null")
+    clock = time.perf_counter
+    pings, runs, raws = [], [], []
+    for i in range(steps):
+        t0 = clock()
+        ping()
+        t1 = clock()
+        ctx.run("step", noop)
+        t2 = clock()
+        evalsha(APPEND_SHA, 2, raw_meta, raw_journal, i, entry, f"{time.time():.6f}")
+        t3 = clock()
+        pings.append(t1 - t0)
+        runs.append(t2 - t1)
+        raws.append(t3 - t2)
+    ctx.close()
+    return {"ping": pings, "step": runs, "raw": raws}
+
+
+def memory_repeat(steps: int, rep: int, ping: Any) -> dict[str, list[float]]:
+    ctx = begin(MemoryJournalStore(), f"mem-{rep}")
+    clock = time.perf_counter
+    pings, runs = [], []
+    for _ in range(steps):
+        t0 = clock()
+        ping()
+        t1 = clock()
+        ctx.run("step", noop)
+        t2 = clock()
+        pings.append(t1 - t0)
+        runs.append(t2 - t1)
+    ctx.close()
+    return {"ping": pings, "step": runs}
+
+
+def main() -> None:
+    p = c.parser(__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=2000, help="steps per invocation")
+    p.add_argument("--repeats", type=int, default=7, help="invocations (repetitions)")
+    args = p.parse_args()
+    prefix = c.unique_prefix("steps")
+
+    with c.redis_for(args, prefix) as url:
+        info = c.machine(url)
+        c.print_machine(info)
+        app = Celery("bench-steps", set_as_current=False)
+        app.conf.update(durable_redis_url=url, durable_key_prefix=prefix)
+        store = runtime_for(app).store
+        store.client.script_load(APPEND_LUA)
+        # Warm up: connection, scripts, code paths.
+        one_repeat(store, prefix, -1, 200)
+        memory_repeat(200, -1, store.client.ping)
+
+        store.client.config_resetstat()
+        reps: list[dict[str, float]] = []
+        for rep in range(args.repeats):
+            gc.collect()
+            real = one_repeat(store, prefix, rep, args.steps)
+            mem = memory_repeat(args.steps, rep, store.client.ping)
+            us = {
+                "ping": c.median(real["ping"]) * 1e6,
+                "step": c.median(real["step"]) * 1e6,
+                "raw": c.median(real["raw"]) * 1e6,
+                "mem_ping": c.median(mem["ping"]) * 1e6,
+                "mem_step": c.median(mem["step"]) * 1e6,
+                "step_mean": sum(real["step"]) / len(real["step"]) * 1e6,
+                "ping_mean": sum(real["ping"]) / len(real["ping"]) * 1e6,
+            }
+            us["ratio"] = us["step"] / us["ping"]
+            us["raw_ratio"] = us["raw"] / us["ping"]
+            us["mem_ratio"] = us["mem_step"] / us["mem_ping"]
+            us["mean_ratio"] = us["step_mean"] / us["ping_mean"]
+            reps.append(us)
+            print(
+                f"repeat {rep}: ping {us['ping']:.1f} us, step {us['step']:.1f} us "
+                f"(x{us['ratio']:.2f}), raw evalsha {us['raw']:.1f} us (x{us['raw_ratio']:.2f}), "
+                f"memory step {us['mem_step']:.2f} us"
+            )
+        stats = store.client.info("commandstats")
+        server_us = {
+            name: stats[f"cmdstat_{name}"]["usec_per_call"] for name in ("ping", "evalsha")
+        }
+        release_runtime(app)
+
+    def med(key: str) -> float:
+        return c.median([r[key] for r in reps])
+
+    def spread(key: str, fmt: str = ".1f") -> str:
+        values = [r[key] for r in reps]
+        return f"{min(values):{fmt}}-{max(values):{fmt}}"
+
+    ratio = med("ratio")
+    rows = [
+        ["PING (round-trip floor)", f"{med('ping'):.1f}", spread("ping"), "1.00", ""],
+        [
+            "ctx.run no-op, Redis store",
+            f"{med('step'):.1f}",
+            spread("step"),
+            f"{ratio:.2f}",
+            f"<= {TARGET}: {'met' if ratio <= TARGET else 'MISSED'}",
+        ],
+        [
+            "raw EVALSHA append.lua (redis-py only)",
+            f"{med('raw'):.1f}",
+            spread("raw"),
+            f"{med('raw_ratio'):.2f}",
+            "",
+        ],
+        [
+            "ctx.run no-op, memory store",
+            f"{med('mem_step'):.2f}",
+            spread("mem_step", ".2f"),
+            f"{med('mem_step') / med('ping'):.2f}",
+            "pure Python step path",
+        ],
+    ]
+    print()
+    print(
+        f"Step overhead: {args.steps} steps per invocation, {args.repeats} repeats; "
+        "median per op (us), spread of the per-repeat medians, ratio to PING in the same run"
+    )
+    print(c.table(["op", "median us", "range us", "x PING", "target"], rows))
+    print(
+        f"ratio of means (step/PING): {med('mean_ratio'):.2f}; "
+        f"celery-durable's Python around the EVALSHA: {med('step') - med('raw'):.1f} us"
+    )
+    print(
+        f"inside Redis (INFO commandstats usec_per_call): PING {server_us['ping']:.2f} us, "
+        f"EVALSHA append.lua {server_us['evalsha']:.2f} us"
+    )
+    c.write_json(
+        args.json,
+        {
+            "machine": info,
+            "steps": args.steps,
+            "repeats": reps,
+            "ratio": ratio,
+            "target": TARGET,
+            "server_usec_per_call": server_us,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
