@@ -45,9 +45,10 @@ class MemoryJournalStore:
                 meta.get("outcome"), [],
             )  # fmt: skip
         entries = list(self.journals[task_id])
-        starts = 1
-        if meta.get("frontier") == str(len(entries)):
-            starts = int(meta.get("frontier_starts", "0")) + 1
+        unclean = int(meta.get("frontier_starts", "0"))
+        if meta.get("frontier") != str(len(entries)):
+            unclean = min(unclean, 1)
+        starts = unclean + 1
         meta.update(frontier=str(len(entries)), frontier_starts=str(starts), updated_at=now)
         if meta["status"] == "paused" and (meta["task"], meta["fingerprint"]) == (
             task_name,
@@ -117,7 +118,7 @@ class MemoryJournalStore:
 
     def pause(self, task_id: str, reason: str) -> None:
         self.round_trips += 1
-        self.meta[task_id].update(status="paused", paused_reason=reason)
+        self.meta[task_id].update(status="paused", paused_reason=reason, frontier_starts="0")
 
     def read(self, task_id: str) -> tuple[dict[str, str], list[str]] | None:
         return self.read_many([task_id])[0]

@@ -142,7 +142,12 @@ class RedisJournalStore:
         with self._errors(task_id, "pause"):
             self._client.hset(
                 k.meta,
-                mapping={"status": "paused", "paused_reason": reason, "updated_at": time.time()},
+                mapping={
+                    "status": "paused",
+                    "paused_reason": reason,
+                    "updated_at": time.time(),
+                    "frontier_starts": 0,  # it ends cleanly: not a crash
+                },
             )
 
     def read(self, task_id: str) -> tuple[dict[str, str], list[str]] | None:

@@ -8,8 +8,9 @@
 -- Returns  {created (0|1), task, fingerprint, seed, status, outcome or nil, {entries...},
 --           crashes, attempt or nil, guard or nil}
 --          entries is empty for a finished invocation: its outcome is all that matters.
---          crashes counts earlier executions that started at this journal length and
---          never ended cleanly: workers that died before journaling the next step.
+--          crashes counts workers that died before journaling the next step: earlier
+--          executions that never ended cleanly (frontier_starts counts those, and clean
+--          ends reset it), at most one of them if the journal grew since they started.
 --          A paused invocation whose task and arguments match is set running again.
 local meta, journal = KEYS[1], KEYS[2]
 local f = redis.call('HMGET', meta, 'task', 'fingerprint', 'seed', 'status', 'outcome',
@@ -25,10 +26,11 @@ if status == 'completed' or status == 'failed' then
   return {0, f[1], f[2], f[3], status, f[5], {}, 0, false, false}
 end
 local entries = redis.call('LRANGE', journal, 0, -1)
-local starts = 1
-if tonumber(f[6]) == #entries then
-  starts = (tonumber(f[7]) or 0) + 1
+local unclean = tonumber(f[7]) or 0
+if tonumber(f[6]) ~= #entries then
+  unclean = math.min(unclean, 1)
 end
+local starts = unclean + 1
 redis.call('HSET', meta, 'frontier', #entries, 'frontier_starts', starts, 'updated_at', ARGV[4])
 if status == 'paused' and f[1] == ARGV[1] and f[2] == ARGV[2] then
   redis.call('HSET', meta, 'status', 'running')

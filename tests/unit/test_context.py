@@ -22,6 +22,7 @@ from celery_durable.policy import RetryPolicy
 
 Body = Callable[[DurableContext], Any]
 CODEC = JsonCodec[Any]()
+DEFAULT_POLICY = RetryPolicy()
 
 
 def execute(
@@ -29,7 +30,7 @@ def execute(
     body: Body,
     task_id: str = "inv-1",
     args: Any = (),
-    policy: RetryPolicy = RetryPolicy(),
+    policy: RetryPolicy = DEFAULT_POLICY,
 ) -> Any:
     """One execution, as DurableTask runs it: begin, body, complete."""
     started = invocation.begin(store, task_id, "shop.checkout", args, {}, CODEC, policy)
