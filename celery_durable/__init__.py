@@ -12,10 +12,12 @@ from celery_durable.errors import (
     JournalUnavailableError,
     NonDeterminismError,
     RetryableError,
+    StepInterruptedError,
     TerminalError,
 )
 from celery_durable.inspect import forget_invocation, get_invocation, list_invocations
 from celery_durable.journal import Invocation, Step
+from celery_durable.policy import RetryPolicy
 from celery_durable.rand import DurableRandom
 from celery_durable.task import DurableTask
 
@@ -24,6 +26,7 @@ __all__ = [  # noqa: RUF022 - grouped by purpose, as users read it
     "DurableTask",
     "DurableContext",
     "DurableRandom",
+    "RetryPolicy",
     # Codecs
     "Codec",
     "JsonCodec",
@@ -38,6 +41,7 @@ __all__ = [  # noqa: RUF022 - grouped by purpose, as users read it
     "DurableError",
     "TerminalError",
     "RetryableError",
+    "StepInterruptedError",
     "NonDeterminismError",
     "InvocationConflictError",
     "JournalError",

@@ -1,7 +1,7 @@
 """Every error celery-durable raises, grouped by who is expected to handle it.
 
-Celery pickles exceptions into the result backend, so each class with extra
-constructor arguments defines ``__reduce__`` to survive the round trip.
+Celery stores exceptions in the result backend, pickled or rebuilt as ``cls(*args)``,
+so every constructor argument is kept in ``args`` or restored by ``__reduce__``.
 """
 
 from __future__ import annotations
@@ -34,36 +34,20 @@ class TerminalError(DurableError):
         self,
         message: str,
         metadata: dict[str, Any] | None = None,
-        *,
         error_type: str | None = None,
         attempts: int = 1,
     ) -> None:
-        super().__init__(message)
         self.message = message
         self.metadata = dict(metadata or {})
         self.error_type = error_type or type(self).__name__
         self.attempts = attempts
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (
-            _rebuild_terminal,
-            (type(self), self.message, self.metadata, self.error_type, self.attempts),
-        )
+        # Every field is in args: Celery's result backend rebuilds errors as cls(*args).
+        super().__init__(message, self.metadata, self.error_type, attempts)
 
     def __str__(self) -> str:
         if self.error_type in ("TerminalError", type(self).__name__):
             return self.message
         return f"{self.error_type}: {self.message}"
-
-
-def _rebuild_terminal(
-    cls: type[TerminalError],
-    message: str,
-    metadata: dict[str, Any],
-    error_type: str,
-    attempts: int,
-) -> TerminalError:
-    return cls(message, metadata, error_type=error_type, attempts=attempts)
 
 
 class StepInterruptedError(TerminalError):
