@@ -1,0 +1,1 @@
+"""System tests: real worker subprocesses, killed with SIGKILL mid-invocation."""

@@ -1,0 +1,106 @@
+"""What the test process and the worker subprocesses share: the app factory and key names.
+
+The worker subprocesses import ``tests.system.proj``, which builds its app with
+``make_app`` from environment variables. The test process builds a client app with the
+same function, so both agree on the broker key prefix, the queue and the journal prefix.
+
+Everything a worker does that a test wants to check is recorded in Redis under
+``<prefix>:rec:``, outside the journal, by the step functions and by task signals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from celery import Celery
+
+PIPELINE = "system.pipeline"
+
+# Environment variables the worker subprocesses read.
+ENV_REDIS_URL = "DURABLE_TEST_REDIS_URL"
+ENV_PREFIX = "DURABLE_TEST_PREFIX"
+ENV_QUEUE = "DURABLE_TEST_QUEUE"
+ENV_VISIBILITY = "DURABLE_TEST_VISIBILITY"
+ENV_RENAME = "DURABLE_TEST_RENAME"
+ENV_MAX_RETRIES = "DURABLE_TEST_MAX_RETRIES"
+ENV_RETRY_DELAY = "DURABLE_TEST_RETRY_DELAY"
+ENV_WATCH_PID = "DURABLE_TEST_WATCH_PID"
+
+
+def make_app(redis_url: str, prefix: str, queue: str, visibility_timeout: float = 2.0) -> Celery:
+    """Return an app whose broker keys, queue and journals belong to ``prefix`` alone."""
+    app = Celery(f"system-{prefix}", broker=redis_url, backend=redis_url, set_as_current=False)
+    app.conf.update(
+        broker_transport_options={
+            # Redelivery of a message whose worker died comes after this many seconds.
+            "visibility_timeout": visibility_timeout,
+            "unacked_restore_interval": 1,
+            "unacked_restore_throttle": 1,
+            # Every kombu key (queue, unacked hash and index, mutex) carries the test's
+            # prefix, so no other worker on this Redis ever restores or reads our messages.
+            "global_keyprefix": f"{prefix}:kombu:",
+        },
+        broker_connection_retry_on_startup=True,
+        task_default_queue=queue,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=True,
+        result_expires=600,
+        durable_redis_url=redis_url,
+        durable_key_prefix=f"{prefix}:durable",
+        durable_retention=600,
+    )
+    return app
+
+
+def step_name(index: int) -> str:
+    return f"step-{index}"
+
+
+@dataclass(frozen=True)
+class Records:
+    """Names of the keys where workers record what ran, outside the journal."""
+
+    prefix: str
+
+    def _key(self, *parts: object) -> str:
+        return ":".join([self.prefix, "rec", *map(str, parts)])
+
+    def runs(self, task_id: str, step: str) -> str:
+        """Counter: how many times the function of ``step`` started."""
+        return self._key("runs", task_id, step)
+
+    def pids(self, task_id: str, step: str) -> str:
+        """List: the pid of the process of each run of ``step``."""
+        return self._key("pids", task_id, step)
+
+    def block(self, task_id: str, step: str) -> str:
+        """One-shot flag the test sets: the next run of ``step`` waits for ``release``."""
+        return self._key("block", task_id, step)
+
+    def release(self, task_id: str, step: str) -> str:
+        """List a blocked run of ``step`` waits on."""
+        return self._key("release", task_id, step)
+
+    def bodies(self, task_id: str) -> str:
+        """Counter: how many times the task body started (one per execution)."""
+        return self._key("bodies", task_id)
+
+    def draws(self, task_id: str, execution: int) -> str:
+        """List: the random values that execution number ``execution`` drew, in order."""
+        return self._key("draws", task_id, execution)
+
+    def deliveries(self, task_id: str) -> str:
+        """Counter: how many times a worker started the task (task_prerun)."""
+        return self._key("deliveries", task_id)
+
+    def outcomes(self, task_id: str) -> str:
+        """List: JSON of each delivery that ended (task_postrun): state and value or error."""
+        return self._key("outcomes", task_id)
+
+    def hold_after(self, task_id: str) -> str:
+        """One-shot flag the test sets: the next task_postrun waits, before the late ack."""
+        return self._key("hold-after", task_id)
+
+    def hold_release(self, task_id: str) -> str:
+        """List a held task_postrun waits on."""
+        return self._key("hold-release", task_id)

@@ -1,0 +1,141 @@
+"""The Celery app of the worker subprocesses: ``celery -A tests.system.proj worker``.
+
+Configured from environment variables (see ``harness``). The durable task records every
+run of a step, every random value it draws and every delivery in Redis, and blocks
+where the test asks, so that the test can SIGKILL the worker at a known point.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import threading
+import time
+import uuid
+from typing import Any
+
+import redis
+from celery import signals
+
+from celery_durable import DurableTask
+from tests.system import harness
+
+REDIS_URL = os.environ.get(harness.ENV_REDIS_URL, "redis://127.0.0.1:6379/0")
+PREFIX = os.environ.get(harness.ENV_PREFIX, "sys-unset")
+QUEUE = os.environ.get(harness.ENV_QUEUE, f"{PREFIX}-q")
+VISIBILITY = float(os.environ.get(harness.ENV_VISIBILITY, "2"))
+#: "old=new,old2=new2": ask for step ``new`` where the code used to ask for ``old``.
+RENAMES = dict(
+    pair.split("=", 1) for pair in os.environ.get(harness.ENV_RENAME, "").split(",") if pair
+)
+#: The task's Celery retry options, which give its steps' default retry policy. A worker
+#: that dies inside a step counts as a failed attempt of it, retried after this delay.
+MAX_RETRIES = int(os.environ.get(harness.ENV_MAX_RETRIES, "4"))
+RETRY_DELAY = float(os.environ.get(harness.ENV_RETRY_DELAY, "0"))
+#: A blocked step gives up after this long, in case nobody kills the worker.
+BLOCK_SECONDS = 300
+
+app = harness.make_app(REDIS_URL, PREFIX, QUEUE, VISIBILITY)
+rec = harness.Records(PREFIX)
+r = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+
+
+def _wait_for_release(key: str) -> None:
+    if r.blpop([key], timeout=BLOCK_SECONDS) is None:
+        raise RuntimeError(f"nobody released {key} within {BLOCK_SECONDS}s")
+
+
+def do_step(task_id: str, name: str, order: str, index: int) -> dict[str, Any]:
+    """A step with a side effect: count the run, note the process, maybe block."""
+    pipe = r.pipeline(transaction=True)
+    pipe.delete(rec.block(task_id, name))
+    pipe.incr(rec.runs(task_id, name))
+    pipe.rpush(rec.pids(task_id, name), os.getpid())
+    blocked, _, _ = pipe.execute()
+    if blocked:
+        _wait_for_release(rec.release(task_id, name))
+    return {
+        "index": index,
+        "order": order,
+        "amount": 10 * (index + 1),
+        "pid": os.getpid(),
+        # Different on every run: a replayed step must hand back the journaled one.
+        "token": uuid.uuid4().hex,
+    }
+
+
+@app.task(
+    base=DurableTask,
+    bind=True,
+    name=harness.PIPELINE,
+    max_retries=MAX_RETRIES,
+    default_retry_delay=RETRY_DELAY,
+)
+def pipeline(self: DurableTask, order: str, n_steps: int) -> dict[str, Any]:
+    task_id = self.request.id
+    execution = r.incr(rec.bodies(task_id))
+    draws: list[str] = []
+
+    def draw(value: object) -> None:
+        draws.append(str(value))
+        r.rpush(rec.draws(task_id, execution), str(value))
+
+    ctx = self.ctx
+    draw(ctx.rand.uuid4())  # journal position 0
+    steps = []
+    for index in range(n_steps):
+        name = harness.step_name(index)
+        name = RENAMES.get(name, name)
+        steps.append(ctx.run(name, do_step, task_id, name, order, index))
+        draw(ctx.rand.uint64())  # journal position index + 1
+    return {
+        "order": order,
+        "steps": steps,
+        "draws": draws,
+        "total": sum(step["amount"] for step in steps),
+    }
+
+
+def _ours(task: Any) -> bool:
+    return getattr(task, "name", "").startswith("system.")
+
+
+@signals.task_prerun.connect
+def _count_delivery(task_id: str, task: Any, **_: Any) -> None:
+    if _ours(task):
+        r.incr(rec.deliveries(task_id))
+
+
+@signals.task_postrun.connect
+def _record_outcome(task_id: str, task: Any, retval: Any, state: str, **_: Any) -> None:
+    if not _ours(task):
+        return
+    record: dict[str, Any] = {"state": state, "pid": os.getpid()}
+    if isinstance(retval, BaseException):
+        record.update(type=type(retval).__name__, message=str(retval))
+    else:
+        record["value"] = retval
+    r.rpush(rec.outcomes(task_id), json.dumps(record, default=repr))
+    # The result is in the backend and the journal by now; the late ack is still to come.
+    if r.delete(rec.hold_after(task_id)):
+        _wait_for_release(rec.hold_release(task_id))
+
+
+def _watch_parent(pid: int) -> None:
+    """Kill this worker's process group if the test process dies without cleaning up."""
+    while True:
+        time.sleep(1)
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os.killpg(os.getpgid(0), signal.SIGKILL)
+
+
+if os.environ.get(harness.ENV_WATCH_PID):
+    threading.Thread(
+        target=_watch_parent,
+        args=(int(os.environ[harness.ENV_WATCH_PID]),),
+        name="watch-test-process",
+        daemon=True,
+    ).start()
