@@ -22,9 +22,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +120,39 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
+class Monitor:
+    """Record the commands Redis receives, with MONITOR, on a thread."""
+
+    def __init__(self, url: str) -> None:
+        self.client = redis.Redis.from_url(url, decode_responses=True)
+        self.stopper = redis.Redis.from_url(url, decode_responses=True)
+        self.stopper.ping()  # connected before MONITOR starts, so its handshake is not seen
+        self.stop_word = f"bench-stop-{uuid.uuid4().hex}"
+        self.commands: list[dict[str, Any]] = []
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self._listen, daemon=True)
+
+    def _listen(self) -> None:
+        with self.client.monitor() as monitor:
+            self.ready.set()
+            for command in monitor.listen():
+                if self.stop_word in command["command"]:
+                    return
+                self.commands.append(command)
+
+    def __enter__(self) -> Monitor:
+        self.thread.start()
+        self.ready.wait(5)
+        time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopper.echo(self.stop_word)
+        self.thread.join(10)
+        self.stopper.close()
+        self.client.close()
+
+
 # -- Statistics and output --------------------------------------------------------------
 
 
@@ -152,13 +186,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 def write_json(path: Path | None, data: dict[str, Any]) -> None:
     if path is not None:
         path.write_text(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def timed(fn: Callable[[], Any]) -> float:
-    """Seconds one call of ``fn`` takes."""
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
 
 
 # -- The package -------------------------------------------------------------------------
@@ -259,7 +286,8 @@ class Worker:
     """A ``celery -A bench.celery_app worker`` subprocess on a queue of its own."""
 
     def __init__(self, redis_url: str, prefix: str, *options: str) -> None:
-        self.queue = f"{prefix}-q"
+        self.queue = self.queue_of(prefix)
+        self.name = f"{prefix}@{socket.gethostname()}"
         self.env = dict(
             os.environ,
             BENCH_REDIS_URL=redis_url,
@@ -274,10 +302,14 @@ class Worker:
             prefix="bench-worker-", suffix=".log", delete=False
         )
 
+    @staticmethod
+    def queue_of(prefix: str) -> str:
+        return f"{prefix}-q"
+
     def start(self) -> None:
         celery_bin = Path(PYTHON).with_name("celery")
-        command = [str(celery_bin), "-A", "bench.celery_app", "worker", "-Q", self.queue,
-                   "--loglevel=WARNING", "--without-gossip", "--without-mingle",
+        command = [str(celery_bin), "-A", "bench.celery_app", "worker", "-n", self.name,
+                   "-Q", self.queue, "--loglevel=WARNING", "--without-gossip", "--without-mingle",
                    "--without-heartbeat", *self.options]  # fmt: skip
         self.process = subprocess.Popen(
             command,
@@ -287,6 +319,17 @@ class Worker:
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, so we can stop all of it
         )
+
+    def wait_ready(self, task: Any) -> None:
+        """Wait until the worker has run a first ``task(0)``: it is then consuming."""
+        deadline = time.monotonic() + 60
+        result = task.apply_async((0,))
+        while not result.ready():
+            self.check_alive()
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the worker did not start:\n{self.tail()}")
+            time.sleep(0.05)
+        result.get()
 
     def check_alive(self) -> None:
         if self.process is not None and self.process.poll() is not None:

@@ -1,9 +1,9 @@
 """The Celery app that the worker subprocesses of throughput.py and latency.py run.
 
 The worker reads where to connect from the environment (``BENCH_REDIS_URL``,
-``BENCH_PREFIX``, ``BENCH_QUEUE``); the benchmark process builds the same app with
-``make_app`` to send tasks. The durable task and the plain tasks run the same step
-function the same number of times, so their difference is what durability costs.
+``BENCH_PREFIX``, ``BENCH_QUEUE``); the benchmark process imports the same app and
+calls ``configure`` to send tasks. The durable task and the plain tasks run the same
+step function the same number of times, so their difference is what durability costs.
 """
 
 from __future__ import annotations
@@ -16,16 +16,14 @@ from celery_durable import DurableTask
 
 STEP_NAMES = [f"step-{i}" for i in range(10_000)]
 
-
-def step(i: int) -> int:
-    """What every step does: next to nothing, so that the figures show overhead."""
-    return i * i
+app = Celery("bench", set_as_current=False)
 
 
-def make_app(redis_url: str, prefix: str, queue: str) -> Celery:
-    """An app whose broker, result and journal keys all live under ``prefix``."""
-    app = Celery("bench", broker=redis_url, backend=redis_url, set_as_current=False)
+def configure(redis_url: str, prefix: str, queue: str) -> Celery:
+    """Point ``app`` at ``redis_url``, with broker, result and journal keys under ``prefix``."""
     app.conf.update(
+        broker_url=redis_url,
+        result_backend=redis_url,
         task_default_queue=queue,
         broker_connection_retry_on_startup=True,
         broker_transport_options={"global_keyprefix": f"{prefix}:kombu:"},
@@ -35,26 +33,60 @@ def make_app(redis_url: str, prefix: str, queue: str) -> Celery:
         durable_key_prefix=f"{prefix}:durable",
         durable_retention=600,
     )
-
-    @app.task(base=DurableTask, bind=True, name="bench.durable")
-    def durable(self: DurableTask, n: int) -> int:
-        run = self.ctx.run
-        return sum(run(STEP_NAMES[i], step, i) for i in range(n))
-
-    @app.task(name="bench.plain")
-    def plain(n: int) -> int:
-        return sum(step(i) for i in range(n))
-
-    @app.task(name="bench.plain_late", acks_late=True, reject_on_worker_lost=True)
-    def plain_late(n: int) -> int:
-        """The plain task with DurableTask's acknowledgement settings."""
-        return sum(step(i) for i in range(n))
-
     return app
 
 
-app = make_app(
-    os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/0"),
-    os.environ.get("BENCH_PREFIX", "bench"),
-    os.environ.get("BENCH_QUEUE", "bench"),
-)
+def step(i: int) -> int:
+    """What every step does: next to nothing, so that the figures show overhead."""
+    return i * i
+
+
+@app.task(base=DurableTask, bind=True, name="bench.durable")
+def durable(self: DurableTask, n: int) -> int:
+    run = self.ctx.run
+    return sum(run(STEP_NAMES[i], step, i) for i in range(n))
+
+
+@app.task(name="bench.plain")
+def plain(n: int) -> int:
+    return sum(step(i) for i in range(n))
+
+
+@app.task(name="bench.plain_late", acks_late=True, reject_on_worker_lost=True)
+def plain_late(n: int) -> int:
+    """The plain task with DurableTask's acknowledgement settings."""
+    return sum(step(i) for i in range(n))
+
+
+if "BENCH_REDIS_URL" in os.environ:
+    configure(
+        os.environ["BENCH_REDIS_URL"],
+        os.environ.get("BENCH_PREFIX", "bench"),
+        os.environ.get("BENCH_QUEUE", "bench"),
+    )
+
+
+@app.task(base=DurableTask, bind=True, name="bench.step_timing")
+def step_timing(self: DurableTask, n: int) -> dict[str, float]:
+    """Time, inside the worker, ``n`` steps and ``n`` PINGs on the journal's client."""
+    import statistics
+    import time
+
+    from celery_durable.runtime import runtime_for
+
+    ping = runtime_for(self.app).store.client.ping
+    run = self.ctx.run
+    clock = time.perf_counter
+    pings, steps = [], []
+    for i in range(n):
+        t0 = clock()
+        ping()
+        t1 = clock()
+        run(STEP_NAMES[i], step, i)
+        t2 = clock()
+        pings.append(t1 - t0)
+        steps.append(t2 - t1)
+    return {
+        "ping_us": statistics.median(pings) * 1e6,
+        "step_us": statistics.median(steps) * 1e6,
+    }

@@ -16,14 +16,11 @@ server, with MONITOR, every command from a client (commands run by Lua are liste
 
 from __future__ import annotations
 
-import threading
 import time
-import uuid
 from collections import Counter
 from typing import Any
 
 import _common as c
-import redis
 from celery import Celery
 from redis.connection import AbstractConnection
 
@@ -69,39 +66,6 @@ def replay(store: Any, task_id: str, n: int) -> tuple[float, float]:
     return t1 - t0, t2 - t0
 
 
-class Monitor:
-    """Record the commands Redis receives, with MONITOR, on a thread."""
-
-    def __init__(self, url: str) -> None:
-        self.client = redis.Redis.from_url(url, decode_responses=True)
-        self.stopper = redis.Redis.from_url(url, decode_responses=True)
-        self.stopper.ping()  # connected before MONITOR starts, so its handshake is not seen
-        self.stop_word = f"bench-stop-{uuid.uuid4().hex}"
-        self.commands: list[dict[str, Any]] = []
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._listen, daemon=True)
-
-    def _listen(self) -> None:
-        with self.client.monitor() as monitor:
-            self.ready.set()
-            for command in monitor.listen():
-                if self.stop_word in command["command"]:
-                    return
-                self.commands.append(command)
-
-    def __enter__(self) -> Monitor:
-        self.thread.start()
-        self.ready.wait(5)
-        time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stopper.echo(self.stop_word)
-        self.thread.join(10)
-        self.stopper.close()
-        self.client.close()
-
-
 def count_round_trips(store: Any, url: str, task_id: str, n: int) -> dict[str, Any]:
     sends = 0
     original = AbstractConnection.send_packed_command
@@ -111,7 +75,7 @@ def count_round_trips(store: Any, url: str, task_id: str, n: int) -> dict[str, A
         sends += 1
         original(self, command, check_health)
 
-    with Monitor(url) as monitor:
+    with c.Monitor(url) as monitor:
         AbstractConnection.send_packed_command = counting  # type: ignore[method-assign]
         try:
             replay(store, task_id, n)
