@@ -131,7 +131,10 @@ class JournalStore(Protocol):
         ...
 
     def settle(self, task_id: str) -> None:
-        """Note that the execution ends cleanly without finishing (a Celery retry)."""
+        """Note that this execution ends cleanly without finishing (a Celery retry).
+
+        Earlier executions that died still count as crashes of the next step.
+        """
         ...
 
     def finish(

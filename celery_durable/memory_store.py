@@ -45,7 +45,7 @@ class MemoryJournalStore:
                 meta.get("outcome"), [],
             )  # fmt: skip
         entries = list(self.journals[task_id])
-        unclean = int(meta.get("frontier_starts", "0"))
+        unclean = max(int(meta.get("frontier_starts", "0")), 0)
         if meta.get("frontier") != str(len(entries)):
             unclean = min(unclean, 1)
         starts = unclean + 1
@@ -92,7 +92,11 @@ class MemoryJournalStore:
 
     def settle(self, task_id: str) -> None:
         self.round_trips += 1
-        self.meta[task_id]["frontier_starts"] = "0"
+        self._settle(task_id)
+
+    def _settle(self, task_id: str) -> None:
+        starts = int(self.meta[task_id].get("frontier_starts", "0"))
+        self.meta[task_id]["frontier_starts"] = str(starts - 1)
 
     def _mark(self, task_id: str, index: int, **fields: str) -> str | None:
         self.round_trips += 1
@@ -118,7 +122,8 @@ class MemoryJournalStore:
 
     def pause(self, task_id: str, reason: str) -> None:
         self.round_trips += 1
-        self.meta[task_id].update(status="paused", paused_reason=reason, frontier_starts="0")
+        self.meta[task_id].update(status="paused", paused_reason=reason)
+        self._settle(task_id)
 
     def read(self, task_id: str) -> tuple[dict[str, str], list[str]] | None:
         return self.read_many([task_id])[0]

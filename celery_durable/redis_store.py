@@ -124,7 +124,7 @@ class RedisJournalStore:
     def settle(self, task_id: str) -> None:
         k = self._keys.invocation(task_id)
         with self._errors(task_id, "settle"):
-            self._command("HSET", k.meta, "frontier_starts", 0)
+            self._command("HINCRBY", k.meta, "frontier_starts", -1)
 
     def finish(
         self, task_id: str, status: str, outcome: str, retention: float
@@ -140,15 +140,13 @@ class RedisJournalStore:
     def pause(self, task_id: str, reason: str) -> None:
         k = self._keys.invocation(task_id)
         with self._errors(task_id, "pause"):
-            self._client.hset(
+            pipe = self._client.pipeline(transaction=False)
+            pipe.hset(
                 k.meta,
-                mapping={
-                    "status": "paused",
-                    "paused_reason": reason,
-                    "updated_at": time.time(),
-                    "frontier_starts": 0,  # it ends cleanly: not a crash
-                },
+                mapping={"status": "paused", "paused_reason": reason, "updated_at": time.time()},
             )
+            pipe.hincrby(k.meta, "frontier_starts", -1)  # this execution ends cleanly
+            pipe.execute()
 
     def read(self, task_id: str) -> tuple[dict[str, str], list[str]] | None:
         return self.read_many([task_id])[0]

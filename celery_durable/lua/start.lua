@@ -26,7 +26,7 @@ if status == 'completed' or status == 'failed' then
   return {0, f[1], f[2], f[3], status, f[5], {}, 0, false, false}
 end
 local entries = redis.call('LRANGE', journal, 0, -1)
-local unclean = tonumber(f[7]) or 0
+local unclean = math.max(tonumber(f[7]) or 0, 0)
 if tonumber(f[6]) ~= #entries then
   unclean = math.min(unclean, 1)
 end

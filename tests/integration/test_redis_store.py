@@ -202,3 +202,17 @@ def test_a_worker_retries_a_task_until_the_journal_redis_is_back(
     inv = get_invocation(app, result.id)
     assert inv is not None
     assert inv.status == "completed"
+
+
+def test_deaths_are_counted_at_start_and_clean_ends_are_not(spare_redis: SpareRedis) -> None:
+    store = RedisJournalStore.from_url(spare_redis.url, KeySpace("crash"))
+    assert store.start("inv", "t", "fp", 1).crashes == 0
+    assert store.start("inv", "t", "fp", 1).crashes == 1  # the first execution died
+    store.settle("inv")  # the second ended in a Celery retry
+    assert store.start("inv", "t", "fp", 1).crashes == 1
+    store.append("inv", 0, '{"k":"run"}')  # the third made progress, then died
+    assert store.start("inv", "t", "fp", 1).crashes == 1
+    assert store.record_attempt("inv", 1, '{"a":2}') is None  # crashes folded in
+    started = store.start("inv", "t", "fp", 1)
+    assert (started.crashes, started.attempt) == (0, '{"a":2}')
+    store.client.close()

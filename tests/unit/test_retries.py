@@ -161,6 +161,8 @@ def test_a_delivery_that_ended_in_a_celery_retry_is_not_a_crash() -> None:
         store.settle("inv-1")
     assert store.start("inv-1", "shop.checkout", "fp", 1).crashes == 0
     assert store.start("inv-1", "shop.checkout", "fp", 1).crashes == 1  # that one died
+    store.settle("inv-1")  # a clean end does not make the earlier death forgotten
+    assert store.start("inv-1", "shop.checkout", "fp", 1).crashes == 1
 
 
 def test_an_interrupted_at_most_once_step_is_never_run_twice() -> None:
