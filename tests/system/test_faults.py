@@ -14,8 +14,8 @@ import pytest
 
 from celery_durable import InvocationConflictError, NonDeterminismError, TerminalError
 from celery_durable.rand import DurableRandom
-from tests.system.conftest import WAIT_TIMEOUT, System, wait_for
 from tests.system.harness import step_name
+from tests.system.workers import WAIT_TIMEOUT, System, wait_for
 
 pytestmark = pytest.mark.system
 

@@ -1,0 +1,243 @@
+"""Worker subprocesses of a system test, and the test's view of Redis and the journal."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import redis
+from celery import Celery
+from celery.result import AsyncResult
+
+from celery_durable import Invocation, get_invocation
+from celery_durable.runtime import release_runtime
+from tests.system import harness
+
+ROOT = Path(__file__).resolve().parents[2]
+REDIS_URL = os.environ.get(harness.ENV_REDIS_URL, "redis://127.0.0.1:6379/0")
+#: Generous: a worker starts in 1-3 s, slower on a busy 2-core machine.
+STARTUP_TIMEOUT = 60.0
+WAIT_TIMEOUT = 60.0
+_READY = re.compile(r"@\S+ ready\.")
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], what: str, timeout: float = WAIT_TIMEOUT) -> T:
+    """Poll ``condition`` until it returns something truthy; return that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Worker:
+    """One ``celery worker`` subprocess, the leader of its own process group."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
+        def ready() -> bool:
+            if not self.alive():
+                raise AssertionError(
+                    f"worker {self.name} exited with {self.process.returncode} before it "
+                    f"was ready:\n{self.log()}"
+                )
+            return bool(_READY.search(self.log()))
+
+        wait_for(ready, f"worker {self.name} to be ready", timeout)
+
+    def kill(self) -> None:
+        """SIGKILL the worker and every process of its group (pool children too)."""
+        # Also when the leader is gone: pool children may outlive it in its group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+
+@dataclass
+class System:
+    """One test's world: its key prefix, queue, client app, records and workers."""
+
+    prefix: str
+    tmp_path: Path
+    client: redis.Redis
+    app: Celery = field(init=False)
+    rec: harness.Records = field(init=False)
+    workers: list[Worker] = field(default_factory=list)
+    task_ids: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.queue = f"{self.prefix}-q"
+        self.app = harness.make_app(REDIS_URL, self.prefix, self.queue)
+        self.rec = harness.Records(self.prefix)
+
+    # -- Workers ------------------------------------------------------------------------
+
+    def start_worker(
+        self,
+        pool: str = "solo",
+        visibility_timeout: float = 2.0,
+        retry_delay: float = 0.0,
+        max_retries: int = 4,
+        rename: str = "",
+    ) -> Worker:
+        """Start a worker subprocess on this test's queue and wait until it is ready.
+
+        Args:
+            pool: ``solo`` runs tasks in the worker process; ``prefork`` in one child.
+            visibility_timeout: Seconds after which this worker redelivers a message
+                that a dead worker took and never acked.
+            retry_delay: The task's ``default_retry_delay``: after a worker died inside
+                a step, the next execution retries it after this delay (0: at once).
+            max_retries: The task's ``max_retries``; its steps get one more attempt.
+            rename: ``old=new``: the task asks for step ``new`` where it asked for ``old``.
+        """
+        name = f"{self.queue}-{len(self.workers) + 1}"
+        log_path = self.tmp_path / f"{name}.log"
+        environ = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            "PYTHONUNBUFFERED": "1",
+            harness.ENV_REDIS_URL: REDIS_URL,
+            harness.ENV_PREFIX: self.prefix,
+            harness.ENV_QUEUE: self.queue,
+            harness.ENV_VISIBILITY: str(visibility_timeout),
+            harness.ENV_WATCH_PID: str(os.getpid()),
+            harness.ENV_RETRY_DELAY: str(retry_delay),
+            harness.ENV_MAX_RETRIES: str(max_retries),
+            harness.ENV_RENAME: rename,
+        }
+        command = [
+            sys.executable, "-m", "celery", "-A", "tests.system.proj", "worker",
+            f"--pool={pool}", "-c", "1", "-Q", self.queue, "-n", f"{name}@%h",
+            "--loglevel=info", "--without-gossip", "--without-mingle", "--without-heartbeat",
+        ]  # fmt: skip
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=environ,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        worker = Worker(name, process, log_path)
+        self.workers.append(worker)
+        worker.wait_ready()
+        return worker
+
+    def kill_all(self) -> None:
+        for worker in self.workers:
+            worker.kill()
+
+    def worker_logs(self) -> list[tuple[str, str]]:
+        return [(worker.name, worker.log()) for worker in self.workers]
+
+    # -- Tasks --------------------------------------------------------------------------
+
+    def new_task_id(self) -> str:
+        task_id = f"{self.prefix}-{uuid.uuid4().hex[:8]}"
+        self.task_ids.add(task_id)
+        return task_id
+
+    def send(self, task_id: str, order: str, n_steps: int, **options: Any) -> AsyncResult:
+        """Send the pipeline task with a chosen task id, as a client would."""
+        self.task_ids.add(task_id)
+        return self.app.send_task(
+            harness.PIPELINE, args=[order, n_steps], task_id=task_id, **options
+        )
+
+    def result(self, task_id: str) -> AsyncResult:
+        return AsyncResult(task_id, app=self.app)
+
+    def invocation(self, task_id: str) -> Invocation:
+        found = get_invocation(self.app, task_id)
+        assert found is not None, f"no journal for {task_id}"
+        return found
+
+    # -- Records ------------------------------------------------------------------------
+
+    def block(self, task_id: str, step: str) -> None:
+        """Make the next run of ``step`` wait (until the worker is killed)."""
+        self.client.set(self.rec.block(task_id, step), 1)
+
+    def hold_after(self, task_id: str) -> None:
+        """Make the next delivery wait after it finished, before its late ack."""
+        self.client.set(self.rec.hold_after(task_id), 1)
+
+    def release_hold(self, task_id: str) -> None:
+        """Let a delivery held by ``hold_after`` go on to its ack."""
+        self.client.rpush(self.rec.hold_release(task_id), 1)
+
+    def runs(self, task_id: str, *steps: str) -> dict[str, int]:
+        values = self.client.mget([self.rec.runs(task_id, step) for step in steps])
+        return {step: int(v or 0) for step, v in zip(steps, values, strict=True)}
+
+    def pids(self, task_id: str, step: str) -> list[int]:
+        return [int(p) for p in self.client.lrange(self.rec.pids(task_id, step), 0, -1)]
+
+    def wait_entered(self, task_id: str, step: str, times: int = 1) -> int:
+        """Wait until ``step`` started ``times`` times; return the pid of that run."""
+        pids = wait_for(
+            lambda: (p := self.pids(task_id, step)) and len(p) >= times and p,
+            f"{step} of {task_id} to start {times} time(s)",
+        )
+        return pids[times - 1]
+
+    def counter(self, key: str) -> int:
+        return int(self.client.get(key) or 0)
+
+    def executions(self, task_id: str) -> list[list[str]]:
+        """The random values each execution drew, execution by execution."""
+        count = self.counter(self.rec.bodies(task_id))
+        return [self.client.lrange(self.rec.draws(task_id, n), 0, -1) for n in range(1, count + 1)]
+
+    def outcomes(self, task_id: str) -> list[dict[str, Any]]:
+        return [json.loads(o) for o in self.client.lrange(self.rec.outcomes(task_id), 0, -1)]
+
+    def wait_outcomes(self, task_id: str, count: int) -> list[dict[str, Any]]:
+        """Wait until ``count`` deliveries of ``task_id`` ended; return their outcomes."""
+        return wait_for(
+            lambda: (o := self.outcomes(task_id)) and len(o) >= count and o,
+            f"{count} deliveries of {task_id} to end",
+        )
+
+    # -- Teardown -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        self.kill_all()
+        keys = list(self.client.scan_iter(f"{self.prefix}:*", count=1000))
+        keys += [f"celery-task-meta-{task_id}" for task_id in self.task_ids]
+        self.client.delete(*keys)
+        release_runtime(self.app)
+        self.app.close()
