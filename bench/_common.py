@@ -279,6 +279,35 @@ def print_machine(info: dict[str, Any]) -> None:
     print(f"# celery_durable: {info['package']}")
 
 
+# -- CPU time ---------------------------------------------------------------------------
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """User + system CPU seconds of the live processes in process group ``pgid``."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        # After the command: state, ppid, pgrp, ..., utime (12th), stime (13th).
+        if int(fields[2]) == pgid:
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def redis_cpu_seconds(client: redis.Redis) -> float:
+    """User + system CPU seconds the redis-server has used."""
+    cpu = client.info("cpu")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])
+
+
+def own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
 # -- Worker subprocesses ------------------------------------------------------------------
 
 
@@ -313,7 +342,9 @@ class Worker:
                    "--without-heartbeat", *self.options]  # fmt: skip
         self.process = subprocess.Popen(
             command,
-            cwd=ROOT,
+            # Not the repository: Python would put it before PYTHONPATH, and with it the
+            # working tree's celery_durable before an export that run_all.py put there.
+            cwd=tempfile.gettempdir(),
             env=self.env,
             stdout=self.log,
             stderr=subprocess.STDOUT,
@@ -330,6 +361,8 @@ class Worker:
                 raise RuntimeError(f"the worker did not start:\n{self.tail()}")
             time.sleep(0.05)
         result.get()
+        where = task.app.tasks["bench.where"].apply_async().get(timeout=30)
+        print(f"# worker {' '.join(self.options)}: celery_durable from {where}")
 
     def check_alive(self) -> None:
         if self.process is not None and self.process.poll() is not None:

@@ -12,6 +12,7 @@ import os
 
 from celery import Celery
 
+import celery_durable
 from celery_durable import DurableTask
 
 STEP_NAMES = [f"step-{i}" for i in range(10_000)]
@@ -64,6 +65,12 @@ if "BENCH_REDIS_URL" in os.environ:
         os.environ.get("BENCH_PREFIX", "bench"),
         os.environ.get("BENCH_QUEUE", "bench"),
     )
+
+
+@app.task(name="bench.where")
+def where() -> str:
+    """Where the worker imported celery_durable from."""
+    return str(celery_durable.__file__)
 
 
 @app.task(base=DurableTask, bind=True, name="bench.step_timing")

@@ -21,7 +21,7 @@ from typing import Any
 
 import _common as c
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # after any PYTHONPATH export
 from bench.celery_app import configure
 
 KINDS = ("durable", "plain", "plain_late")

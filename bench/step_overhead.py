@@ -6,7 +6,9 @@ one after the other on the same redis-py client:
 - ``PING``: the round-trip floor;
 - ``ctx.run("step", noop)``: one journaled step (one EVALSHA of append.lua);
 - the same EVALSHA of append.lua sent directly through redis-py, on another invocation:
-  what the step costs without celery-durable's Python around it.
+  what the step costs without celery-durable's Python around it;
+- an EVALSHA of a script that only returns, with the same arguments: the fixed cost of
+  calling a script, without append.lua's five commands.
 
 Each op is timed on its own; the figure is the median per op, per repetition, and the
 median over repetitions. Then the same steps against ``MemoryJournalStore``: the pure
@@ -36,6 +38,8 @@ TARGET = 1.3
 CODEC: JsonCodec[Any] = JsonCodec()
 APPEND_LUA = resources.files("celery_durable").joinpath("lua/append.lua").read_text()
 APPEND_SHA = hashlib.sha1(APPEND_LUA.encode()).hexdigest()
+EMPTY_LUA = "return false"
+EMPTY_SHA = hashlib.sha1(EMPTY_LUA.encode()).hexdigest()
 
 
 def noop() -> None:
@@ -61,7 +65,7 @@ def one_repeat(store: Any, prefix: str, rep: int, steps: int) -> dict[str, list[
     now = time.time()
     entry = encode_entry("run", "step", now, now, "json", "null")
     clock = time.perf_counter
-    pings, runs, raws = [], [], []
+    pings, runs, raws, empties = [], [], [], []
     for i in range(steps):
         t0 = clock()
         ping()
@@ -70,11 +74,38 @@ def one_repeat(store: Any, prefix: str, rep: int, steps: int) -> dict[str, list[
         t2 = clock()
         evalsha(APPEND_SHA, 2, raw_meta, raw_journal, i, entry, f"{time.time():.6f}")
         t3 = clock()
+        evalsha(EMPTY_SHA, 2, raw_meta, raw_journal, i, entry, f"{time.time():.6f}")
+        t4 = clock()
         pings.append(t1 - t0)
         runs.append(t2 - t1)
         raws.append(t3 - t2)
+        empties.append(t4 - t3)
     ctx.close()
-    return {"ping": pings, "step": runs, "raw": raws}
+    return {"ping": pings, "step": runs, "raw": raws, "empty": empties}
+
+
+def server_side(store: Any, prefix: str, n: int = 2000) -> dict[str, float]:
+    """Microseconds each command spends inside Redis (INFO commandstats), one kind at a time."""
+    client = store.client
+    task_id = f"{prefix}-server"
+    begin(store, task_id)
+    meta, journal = f"{prefix}:{{{task_id}}}:meta", f"{prefix}:{{{task_id}}}:journal"
+    now = time.time()
+    entry = encode_entry("run", "step", now, now, "json", "null")
+    calls = {
+        "ping": lambda i: client.ping(),
+        "append.lua": lambda i: client.evalsha(APPEND_SHA, 2, meta, journal, i, entry, "1.0"),
+        "return false": lambda i: client.evalsha(EMPTY_SHA, 2, meta, journal, i, entry, "1.0"),
+    }
+    out = {}
+    for name, call in calls.items():
+        client.config_resetstat()
+        for i in range(n):
+            call(i)
+        stats = client.info("commandstats")
+        command = "cmdstat_ping" if name == "ping" else "cmdstat_evalsha"
+        out[name] = float(stats[command]["usec_per_call"])
+    return out
 
 
 def memory_repeat(steps: int, rep: int, ping: Any) -> dict[str, list[float]]:
@@ -107,11 +138,11 @@ def main() -> None:
         app.conf.update(durable_redis_url=url, durable_key_prefix=prefix)
         store = runtime_for(app).store
         store.client.script_load(APPEND_LUA)
+        store.client.script_load(EMPTY_LUA)
         # Warm up: connection, scripts, code paths.
         one_repeat(store, prefix, -1, 200)
         memory_repeat(200, -1, store.client.ping)
 
-        store.client.config_resetstat()
         reps: list[dict[str, float]] = []
         for rep in range(args.repeats):
             gc.collect()
@@ -121,6 +152,7 @@ def main() -> None:
                 "ping": c.median(real["ping"]) * 1e6,
                 "step": c.median(real["step"]) * 1e6,
                 "raw": c.median(real["raw"]) * 1e6,
+                "empty": c.median(real["empty"]) * 1e6,
                 "mem_ping": c.median(mem["ping"]) * 1e6,
                 "mem_step": c.median(mem["step"]) * 1e6,
                 "step_mean": sum(real["step"]) / len(real["step"]) * 1e6,
@@ -128,6 +160,7 @@ def main() -> None:
             }
             us["ratio"] = us["step"] / us["ping"]
             us["raw_ratio"] = us["raw"] / us["ping"]
+            us["empty_ratio"] = us["empty"] / us["ping"]
             us["mem_ratio"] = us["mem_step"] / us["mem_ping"]
             us["mean_ratio"] = us["step_mean"] / us["ping_mean"]
             reps.append(us)
@@ -136,10 +169,7 @@ def main() -> None:
                 f"(x{us['ratio']:.2f}), raw evalsha {us['raw']:.1f} us (x{us['raw_ratio']:.2f}), "
                 f"memory step {us['mem_step']:.2f} us"
             )
-        stats = store.client.info("commandstats")
-        server_us = {
-            name: stats[f"cmdstat_{name}"]["usec_per_call"] for name in ("ping", "evalsha")
-        }
+        server_us = server_side(store, prefix)
         release_runtime(app)
 
     def med(key: str) -> float:
@@ -167,6 +197,13 @@ def main() -> None:
             "",
         ],
         [
+            "raw EVALSHA of 'return false'",
+            f"{med('empty'):.1f}",
+            spread("empty"),
+            f"{med('empty_ratio'):.2f}",
+            "",
+        ],
+        [
             "ctx.run no-op, memory store",
             f"{med('mem_step'):.2f}",
             spread("mem_step", ".2f"),
@@ -185,8 +222,8 @@ def main() -> None:
         f"celery-durable's Python around the EVALSHA: {med('step') - med('raw'):.1f} us"
     )
     print(
-        f"inside Redis (INFO commandstats usec_per_call): PING {server_us['ping']:.2f} us, "
-        f"EVALSHA append.lua {server_us['evalsha']:.2f} us"
+        "inside Redis (INFO commandstats usec_per_call): "
+        + ", ".join(f"{name} {us:.2f} us" for name, us in server_us.items())
     )
     c.write_json(
         args.json,

@@ -30,9 +30,10 @@ from pathlib import Path
 from typing import Any
 
 import _common as c
+import redis
 from celery.result import ResultSet
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.append(str(Path(__file__).resolve().parent.parent))  # after any PYTHONPATH export
 from bench.celery_app import configure
 
 KINDS = ("durable", "plain", "plain_late")
@@ -68,6 +69,35 @@ def check(values: list[Any], count: int) -> None:
 MODES = {"end to end": end_to_end, "drain": drain}
 
 
+class Meter:
+    """CPU seconds used by the worker's processes, the redis-server and this process."""
+
+    def __init__(self, worker: c.Worker, client: Any) -> None:
+        self.worker, self.client = worker, client
+
+    def read(self) -> tuple[float, float, float]:
+        assert self.worker.process is not None
+        return (
+            c.group_cpu_seconds(self.worker.process.pid),
+            c.redis_cpu_seconds(self.client),
+            c.own_cpu_seconds(),
+        )
+
+
+def measure(mode: str, task: Any, count: int, worker: c.Worker, meter: Meter) -> dict[str, float]:
+    """One timed batch: tasks per second, and CPU milliseconds per task by process."""
+    before = meter.read()
+    rate = MODES[mode](task, count, worker)
+    after = meter.read()
+    worker_s, redis_s, client_s = (a - b for a, b in zip(after, before, strict=True))
+    return {
+        "rate": rate,
+        "cpu_worker_ms": worker_s / count * 1e3,
+        "cpu_redis_ms": redis_s / count * 1e3,
+        "cpu_client_ms": client_s / count * 1e3,
+    }
+
+
 def main() -> None:
     p = c.parser(__doc__.splitlines()[0])
     p.add_argument("--concurrency", type=int, nargs="+", default=[4, 2])
@@ -78,44 +108,56 @@ def main() -> None:
     args = p.parse_args()
     prefix = c.unique_prefix("throughput")
 
-    figures: dict[str, dict[str, Any]] = {}
+    figures: list[dict[str, Any]] = []
     with c.redis_for(args, prefix) as url:
         info = c.machine(url)
         c.print_machine(info)
         app = configure(url, prefix, c.Worker.queue_of(prefix))
         tasks = {kind: app.tasks[f"bench.{kind}"] for kind in KINDS}
+        client = redis.Redis.from_url(url)
         for concurrency in args.concurrency:
             with c.Worker(url, prefix, "--pool=prefork", "-c", str(concurrency)) as worker:
                 worker.wait_ready(tasks["plain"])
+                meter = Meter(worker, client)
                 for kind in KINDS:
                     end_to_end(tasks[kind], args.warmup, worker)
                     drain(tasks[kind], args.warmup // 2, worker)
-                rates = {(m, k): [] for m in args.modes for k in KINDS}
+                runs: dict[tuple[str, str], list[dict[str, float]]] = {
+                    (m, k): [] for m in args.modes for k in KINDS
+                }
                 for r in range(args.rounds):
                     shift = r % len(KINDS)
                     for mode in args.modes:
                         for kind in KINDS[shift:] + KINDS[:shift]:
-                            rates[mode, kind].append(MODES[mode](tasks[kind], args.tasks, worker))
+                            runs[mode, kind].append(
+                                measure(mode, tasks[kind], args.tasks, worker, meter)
+                            )
                         print(
                             f"-c {concurrency} round {r} {mode}: "
-                            + ", ".join(f"{k} {rates[mode, k][-1]:.0f}/s" for k in KINDS)
+                            + ", ".join(f"{k} {runs[mode, k][-1]['rate']:.0f}/s" for k in KINDS)
                         )
                     worker.check_alive()
                 for mode in args.modes:
-                    figures[f"{concurrency} {mode}"] = {
-                        "concurrency": concurrency,
-                        "mode": mode,
-                        "rates": {k: rates[mode, k] for k in KINDS},
-                    }
+                    figures.append(
+                        {
+                            "concurrency": concurrency,
+                            "mode": mode,
+                            "runs": {k: runs[mode, k] for k in KINDS},
+                        }
+                    )
+        client.close()
         app.close()
 
-    rows = []
-    for f in figures.values():
-        rates = f["rates"]
-        med = {kind: c.median(rates[kind]) for kind in KINDS}
-        per_round = [d / p for d, p in zip(rates["durable"], rates["plain"], strict=True)]
-        f["ratio"] = med["durable"] / med["plain"]
-        f["ratio_late"] = med["durable"] / med["plain_late"]
+    rows, cpu_rows = [], []
+    for f in figures:
+        runs = f["runs"]
+        rates = {k: [run["rate"] for run in runs[k]] for k in KINDS}
+        med = {k: c.median(rates[k]) for k in KINDS}
+        paired = [d / p for d, p in zip(rates["durable"], rates["plain"], strict=True)]
+        paired_late = [d / p for d, p in zip(rates["durable"], rates["plain_late"], strict=True)]
+        f["ratio"] = c.median(paired)
+        f["ratio_of_medians"] = med["durable"] / med["plain"]
+        f["ratio_late"] = c.median(paired_late)
         headline = f["concurrency"] == 4 and f["mode"] == "end to end"
         target = f"{TARGET}: {'met' if f['ratio'] >= TARGET else 'MISSED'}"
         rows.append(
@@ -126,21 +168,41 @@ def main() -> None:
                 f"{med['plain']:.0f}",
                 f"{med['plain_late']:.0f}",
                 f"{f['ratio']:.2f}",
-                f"{min(per_round):.2f}-{max(per_round):.2f}",
+                f"{min(paired):.2f}-{max(paired):.2f}",
+                f"{f['ratio_of_medians']:.2f}",
                 f"{f['ratio_late']:.2f}",
                 target if headline else "",
             ]
         )
+        for k in KINDS:
+            cpu = {
+                part: c.median([run[f"cpu_{part}_ms"] for run in runs[k]])
+                for part in ("worker", "redis", "client")
+            }
+            cpu_rows.append(
+                [f["concurrency"], f["mode"], k]
+                + [f"{cpu[part]:.2f}" for part in ("worker", "redis", "client")]
+                + [f"{sum(cpu.values()):.2f}"]
+            )
     print()
     print(
         f"Throughput, {STEPS}-step tasks, prefork, {args.rounds} rounds x {args.tasks} tasks "
-        "per kind (median tasks/s)"
+        "per kind. Median tasks/s; ratios are medians of the per-round ratios (the kinds of "
+        "one round run back to back)"
     )
     print(
         c.table(
             ["-c", "mode", "durable/s", "plain/s", "plain_late/s", "durable/plain",
-             "per-round range", "durable/plain_late", "target >="],
+             "per-round range", "ratio of medians", "durable/plain_late", "target >="],
             rows,
+        )
+    )  # fmt: skip
+    print()
+    print("CPU milliseconds per task (median over rounds), by process")
+    print(
+        c.table(
+            ["-c", "mode", "kind", "worker (all processes)", "redis-server", "sender", "total"],
+            cpu_rows,
         )
     )  # fmt: skip
     c.write_json(args.json, {"machine": info, "figures": figures, "target": TARGET})
