@@ -34,7 +34,7 @@ _READY = re.compile(r"@\S+ ready\.")
 T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], T], what: str, timeout: float = WAIT_TIMEOUT) -> T:
+def wait_for(condition: Callable[[], T | None], what: str, timeout: float = WAIT_TIMEOUT) -> T:
     """Poll ``condition`` until it returns something truthy; return that."""
     deadline = time.monotonic() + timeout
     while True:
@@ -204,15 +204,16 @@ class System:
         return {step: int(v or 0) for step, v in zip(steps, values, strict=True)}
 
     def pids(self, task_id: str, step: str) -> list[int]:
-        return [int(p) for p in self.client.lrange(self.rec.pids(task_id, step), 0, -1)]
+        return [int(p) for p in self._strings(self.rec.pids(task_id, step))]
 
     def wait_entered(self, task_id: str, step: str, times: int = 1) -> int:
         """Wait until ``step`` started ``times`` times; return the pid of that run."""
-        pids = wait_for(
-            lambda: (p := self.pids(task_id, step)) and len(p) >= times and p,
-            f"{step} of {task_id} to start {times} time(s)",
-        )
-        return pids[times - 1]
+
+        def started() -> list[int] | None:
+            pids = self.pids(task_id, step)
+            return pids if len(pids) >= times else None
+
+        return wait_for(started, f"{step} of {task_id} to start {times} time(s)")[times - 1]
 
     def counter(self, key: str) -> int:
         return int(self.client.get(key) or 0)
@@ -220,17 +221,22 @@ class System:
     def executions(self, task_id: str) -> list[list[str]]:
         """The random values each execution drew, execution by execution."""
         count = self.counter(self.rec.bodies(task_id))
-        return [self.client.lrange(self.rec.draws(task_id, n), 0, -1) for n in range(1, count + 1)]
+        return [self._strings(self.rec.draws(task_id, n)) for n in range(1, count + 1)]
 
     def outcomes(self, task_id: str) -> list[dict[str, Any]]:
-        return [json.loads(o) for o in self.client.lrange(self.rec.outcomes(task_id), 0, -1)]
+        return [json.loads(o) for o in self._strings(self.rec.outcomes(task_id))]
 
     def wait_outcomes(self, task_id: str, count: int) -> list[dict[str, Any]]:
         """Wait until ``count`` deliveries of ``task_id`` ended; return their outcomes."""
-        return wait_for(
-            lambda: (o := self.outcomes(task_id)) and len(o) >= count and o,
-            f"{count} deliveries of {task_id} to end",
-        )
+
+        def ended() -> list[dict[str, Any]] | None:
+            outcomes = self.outcomes(task_id)
+            return outcomes if len(outcomes) >= count else None
+
+        return wait_for(ended, f"{count} deliveries of {task_id} to end")
+
+    def _strings(self, key: str) -> list[str]:
+        return [str(item) for item in self.client.lrange(key, 0, -1)]
 
     # -- Teardown -----------------------------------------------------------------------
 
