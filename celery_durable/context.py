@@ -218,9 +218,9 @@ class DurableContext:
         if verdict.give_up:
             error = {**lost, "metadata": {"gave_up": verdict.reason}, "attempts": attempts.failures}
             self._journal_error(index, name, now, error, codec)
-        if verdict.delay > 0:
-            self._record_attempts_and_retry(attempts, verdict.delay, None, codec)
-        return attempts  # run it again now; this start already counts if it dies too
+        # Run it again now, without the policy's delay: the redelivery was the retry, as
+        # reject_on_worker_lost intends. This start already counts if it dies too.
+        return attempts
 
     def _retry_or_give_up(
         self,
@@ -249,7 +249,7 @@ class DurableContext:
         self._record_attempts_and_retry(attempts, verdict.delay, exc, codec)
 
     def _record_attempts_and_retry(
-        self, attempts: Attempts, delay: float, exc: Exception | None, codec: Codec[Any]
+        self, attempts: Attempts, delay: float, exc: Exception, codec: Codec[Any]
     ) -> NoReturn:
         existing = self._store.record_attempt(self._id, attempts.index, attempts.to_json())
         if existing is not None:

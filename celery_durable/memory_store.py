@@ -44,16 +44,18 @@ class MemoryJournalStore:
                 False, meta["task"], meta["fingerprint"], int(meta["seed"]), meta["status"],
                 meta.get("outcome"), [],
             )  # fmt: skip
+        if (meta["task"], meta["fingerprint"]) != (task_name, fingerprint):
+            return Started(
+                False, meta["task"], meta["fingerprint"], int(meta["seed"]), meta["status"],
+                None, [],
+            )  # fmt: skip
         entries = list(self.journals[task_id])
         unclean = max(int(meta.get("frontier_starts", "0")), 0)
         if meta.get("frontier") != str(len(entries)):
             unclean = min(unclean, 1)
         starts = unclean + 1
         meta.update(frontier=str(len(entries)), frontier_starts=str(starts), updated_at=now)
-        if meta["status"] == "paused" and (meta["task"], meta["fingerprint"]) == (
-            task_name,
-            fingerprint,
-        ):
+        if meta["status"] == "paused":
             meta.update(status="running")
             meta.pop("paused_reason", None)
         return Started(

@@ -11,7 +11,8 @@
 --          crashes counts workers that died before journaling the next step: earlier
 --          executions that never ended cleanly (frontier_starts counts those, and clean
 --          ends reset it), at most one of them if the journal grew since they started.
---          A paused invocation whose task and arguments match is set running again.
+--          Nothing is written when the task or the arguments differ (a reused task id).
+--          A paused invocation is set running again.
 local meta, journal = KEYS[1], KEYS[2]
 local f = redis.call('HMGET', meta, 'task', 'fingerprint', 'seed', 'status', 'outcome',
                      'frontier', 'frontier_starts', 'attempt', 'guard')
@@ -25,6 +26,10 @@ local status = f[4]
 if status == 'completed' or status == 'failed' then
   return {0, f[1], f[2], f[3], status, f[5], {}, 0, false, false}
 end
+if f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then
+  -- Another task or other arguments: someone else's invocation. Touch nothing.
+  return {0, f[1], f[2], f[3], status, false, {}, 0, false, false}
+end
 local entries = redis.call('LRANGE', journal, 0, -1)
 local unclean = math.max(tonumber(f[7]) or 0, 0)
 if tonumber(f[6]) ~= #entries then
@@ -32,7 +37,7 @@ if tonumber(f[6]) ~= #entries then
 end
 local starts = unclean + 1
 redis.call('HSET', meta, 'frontier', #entries, 'frontier_starts', starts, 'updated_at', ARGV[4])
-if status == 'paused' and f[1] == ARGV[1] and f[2] == ARGV[2] then
+if status == 'paused' then
   redis.call('HSET', meta, 'status', 'running')
   redis.call('HDEL', meta, 'paused_reason')
   status = 'running'
