@@ -15,6 +15,12 @@ from dataclasses import dataclass
 from celery import Celery
 
 PIPELINE = "system.pipeline"
+#: Steps whose first attempt fails, retried after ``proj.FLAKY_COUNTDOWN`` seconds.
+FLAKY = "system.flaky"
+#: A step that SIGKILLs its own process on every attempt (prefork pool only).
+CRASH_LOOP = "system.crash_loop"
+#: An at-most-once step, whose interruption the task catches and compensates.
+AT_MOST_ONCE = "system.at_most_once"
 
 # Environment variables the worker subprocesses read.
 ENV_REDIS_URL = "DURABLE_TEST_REDIS_URL"
@@ -96,6 +102,14 @@ class Records:
     def outcomes(self, task_id: str) -> str:
         """List: JSON of each delivery that ended (task_postrun): state and value or error."""
         return self._key("outcomes", task_id)
+
+    def receipts(self, task_id: str) -> str:
+        """List: JSON of each message of the task a worker received (task_received)."""
+        return self._key("receipts", task_id)
+
+    def caught(self, task_id: str) -> str:
+        """List: JSON of each TerminalError the task body caught from a step."""
+        return self._key("caught", task_id)
 
     def hold_after(self, task_id: str) -> str:
         """One-shot flag the test sets: the next task_postrun waits, before the late ack."""

@@ -18,7 +18,7 @@ from typing import Any
 import redis
 from celery import signals
 
-from celery_durable import DurableTask
+from celery_durable import DurableTask, RetryPolicy, StepInterruptedError, TerminalError
 from tests.system import harness
 
 REDIS_URL = os.environ.get(harness.ENV_REDIS_URL, "redis://127.0.0.1:6379/0")
@@ -46,15 +46,21 @@ def _wait_for_release(key: str) -> None:
         raise RuntimeError(f"nobody released {key} within {BLOCK_SECONDS}s")
 
 
-def do_step(task_id: str, name: str, order: str, index: int) -> dict[str, Any]:
-    """A step with a side effect: count the run, note the process, maybe block."""
+def _enter(task_id: str, name: str) -> int:
+    """Count a run of step ``name``, note its process, maybe block; return the run number."""
     pipe = r.pipeline(transaction=True)
     pipe.delete(rec.block(task_id, name))
     pipe.incr(rec.runs(task_id, name))
     pipe.rpush(rec.pids(task_id, name), os.getpid())
-    blocked, _, _ = pipe.execute()
+    blocked, run, _ = pipe.execute()
     if blocked:
         _wait_for_release(rec.release(task_id, name))
+    return int(run)
+
+
+def do_step(task_id: str, name: str, order: str, index: int) -> dict[str, Any]:
+    """A step with a side effect: count the run, note the process, maybe block."""
+    _enter(task_id, name)
     return {
         "index": index,
         "order": order,
@@ -97,6 +103,83 @@ def pipeline(self: DurableTask, order: str, n_steps: int) -> dict[str, Any]:
     }
 
 
+#: Seconds before the second attempt of the flaky step. Long enough for a test to kill
+#: the worker that holds the retried message before its ETA comes.
+FLAKY_COUNTDOWN = 4.0
+
+
+def fail_first(task_id: str, name: str) -> dict[str, Any]:
+    """A step whose first run raises; later runs succeed."""
+    run = _enter(task_id, name)
+    if run == 1:
+        raise ValueError(f"{name} fails its first attempt")
+    return {"name": name, "run": run, "pid": os.getpid(), "token": uuid.uuid4().hex}
+
+
+@app.task(base=DurableTask, bind=True, name=harness.FLAKY)
+def flaky(self: DurableTask, order: str) -> dict[str, Any]:
+    task_id = self.request.id
+    r.incr(rec.bodies(task_id))
+    ctx = self.ctx
+    steps = [ctx.run(f"prep-{i}", do_step, task_id, f"prep-{i}", order, i) for i in range(2)]
+    policy = RetryPolicy(max_attempts=3, initial_interval=FLAKY_COUNTDOWN, factor=1)
+    steps.append(ctx.run("flaky", fail_first, task_id, "flaky", retry=policy))
+    return {"order": order, "steps": steps}
+
+
+def kill_own_process(task_id: str, name: str) -> None:
+    """A step that SIGKILLs the process it runs in, every time."""
+    _enter(task_id, name)
+    os.kill(os.getpid(), signal.SIGKILL)
+    raise AssertionError("unreachable: the process was killed")
+
+
+# max_retries=2: three attempts per step. The delay of an hour would show if a worker's
+# death were retried after the policy's delay instead of at once on redelivery.
+@app.task(
+    base=DurableTask, bind=True, name=harness.CRASH_LOOP, max_retries=2, default_retry_delay=3600
+)
+def crash_loop(self: DurableTask, order: str) -> dict[str, Any]:
+    task_id = self.request.id
+    r.incr(rec.bodies(task_id))
+    ctx = self.ctx
+    first = ctx.run("step-0", do_step, task_id, "step-0", order, 0)
+    ctx.run("crash", kill_own_process, task_id, "crash")
+    last = ctx.run("after", do_step, task_id, "after", order, 2)
+    return {"order": order, "steps": [first, last]}
+
+
+@app.task(
+    base=DurableTask,
+    bind=True,
+    name=harness.AT_MOST_ONCE,
+    durable_retry=RetryPolicy(max_attempts=3, initial_interval=3600),
+)
+def at_most_once(self: DurableTask, order: str, catch: bool = True) -> dict[str, Any]:
+    """Pay at most once; with ``catch``, a failed payment is refunded instead of failing."""
+    task_id = self.request.id
+    r.incr(rec.bodies(task_id))
+    ctx = self.ctx
+    first = ctx.run("step-0", do_step, task_id, "step-0", order, 0)
+    try:
+        paid = ctx.run("pay", do_step, task_id, "pay", order, 1, at_most_once=True)
+    except TerminalError as exc:
+        if not catch:
+            raise
+        caught = {
+            "class": type(exc).__name__,
+            "interrupted": isinstance(exc, StepInterruptedError),
+            "error_type": exc.error_type,
+            "attempts": exc.attempts,
+            "message": exc.message,
+            "pid": os.getpid(),
+        }
+        r.rpush(rec.caught(task_id), json.dumps(caught))
+        refund = ctx.run("refund", do_step, task_id, "refund", order, 2)
+        return {"order": order, "steps": [first], "paid": None, "refund": refund}
+    return {"order": order, "steps": [first], "paid": paid, "refund": None}
+
+
 def _ours(task: Any) -> bool:
     return getattr(task, "name", "").startswith("system.")
 
@@ -107,11 +190,22 @@ def _count_delivery(task_id: str, task: Any, **_: Any) -> None:
         r.incr(rec.deliveries(task_id))
 
 
+@signals.task_received.connect
+def _record_receipt(request: Any, **_: Any) -> None:
+    if request.name.startswith("system."):
+        receipt = {"pid": os.getpid(), "eta": request.eta and str(request.eta)}
+        r.rpush(rec.receipts(request.id), json.dumps(receipt))
+
+
 @signals.task_postrun.connect
 def _record_outcome(task_id: str, task: Any, retval: Any, state: str, **_: Any) -> None:
     if not _ours(task):
         return
-    record: dict[str, Any] = {"state": state, "pid": os.getpid()}
+    record: dict[str, Any] = {
+        "state": state,
+        "pid": os.getpid(),
+        "retries": task.request.retries,
+    }
     if isinstance(retval, BaseException):
         record.update(type=type(retval).__name__, message=str(retval))
     else:

@@ -177,6 +177,11 @@ class System:
             harness.PIPELINE, args=[order, n_steps], task_id=task_id, **options
         )
 
+    def send_named(self, name: str, task_id: str, *args: Any) -> AsyncResult:
+        """Send task ``name`` of ``proj`` with a chosen task id and positional arguments."""
+        self.task_ids.add(task_id)
+        return self.app.send_task(name, args=list(args), task_id=task_id)
+
     def result(self, task_id: str) -> AsyncResult:
         return AsyncResult(task_id, app=self.app)
 
@@ -234,6 +239,22 @@ class System:
             return outcomes if len(outcomes) >= count else None
 
         return wait_for(ended, f"{count} deliveries of {task_id} to end")
+
+    def receipts(self, task_id: str) -> list[dict[str, Any]]:
+        """Each message of ``task_id`` a worker received: its pid and ETA, in order."""
+        return [json.loads(o) for o in self._strings(self.rec.receipts(task_id))]
+
+    def caught(self, task_id: str) -> list[dict[str, Any]]:
+        """Each TerminalError the body of ``task_id`` caught, in order."""
+        return [json.loads(o) for o in self._strings(self.rec.caught(task_id))]
+
+    def unacked(self) -> int:
+        """Messages of this test's queue that a worker took and has not acked yet."""
+        return int(self.client.hlen(f"{self.prefix}:kombu:unacked"))
+
+    def queued(self) -> int:
+        """Messages waiting in this test's queue."""
+        return int(self.client.llen(f"{self.prefix}:kombu:{self.queue}"))
 
     def _strings(self, key: str) -> list[str]:
         return [str(item) for item in self.client.lrange(key, 0, -1)]
