@@ -26,6 +26,7 @@ from redis.connection import AbstractConnection
 
 from celery_durable.codec import JsonCodec
 from celery_durable.context import DurableContext
+from celery_durable.invocation import fingerprint
 from celery_durable.memory_store import MemoryJournalStore
 from celery_durable.runtime import release_runtime, runtime_for
 
@@ -92,6 +93,29 @@ def count_round_trips(store: Any, url: str, task_id: str, n: int) -> dict[str, A
     }
 
 
+def journal_loading(store: Any, prefix: str, task_id: str, repeats: int) -> dict[str, float]:
+    """The start script against a plain LRANGE of the same journal: client ms, Redis us."""
+    client = store.client
+    journal = f"{prefix}:{{{task_id}}}:journal"
+    calls = {
+        "start": lambda: store.start(task_id, TASK, fingerprint(TASK, (), {}), 1),
+        "lrange": lambda: client.lrange(journal, 0, -1),
+    }
+    out = {}
+    for name, call in calls.items():
+        client.config_resetstat()
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t0)
+        stats = client.info("commandstats")
+        command = "cmdstat_evalsha" if name == "start" else "cmdstat_lrange"
+        out[f"{name}_ms"] = c.median(times) * 1e3
+        out[f"{name}_server_us"] = float(stats[command]["usec_per_call"])
+    return out
+
+
 def main() -> None:
     p = c.parser(__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[10, 100, 1000, 10_000])
@@ -124,6 +148,7 @@ def main() -> None:
                 wholes.append(w)
                 mems.append(replay(memory, task_id, n)[1])
             trips = count_round_trips(store, url, task_id, n)
+            loading = journal_loading(store, prefix, task_id, args.repeats)
             entry_bytes = store.client.memory_usage(f"{prefix}:{{{task_id}}}:journal", samples=0)
             results[n] = {
                 "replay_ms": c.median(wholes) * 1e3,
@@ -133,12 +158,15 @@ def main() -> None:
                 "journal_bytes": entry_bytes,
                 "journal_built_s": built,
                 **trips,
+                **loading,
             }
             r = results[n]
             print(
                 f"N={n}: replay {r['replay_ms']:.2f} ms (begin {r['begin_ms']:.2f} ms), "
                 f"memory store {r['memory_store_ms']:.2f} ms, client requests "
                 f"{r['client_sends']}, server commands {r['server_commands']}, "
+                f"store.start {r['start_ms']:.2f} ms ({r['start_server_us']:.0f} us in Redis) "
+                f"vs LRANGE {r['lrange_ms']:.2f} ms ({r['lrange_server_us']:.0f} us), "
                 f"inside Lua {r['lua_commands']}"
             )
         release_runtime(app)
@@ -157,6 +185,8 @@ def main() -> None:
                 f"{r['memory_store_ms']:.2f}",
                 r["client_sends"],
                 cmds,
+                f"{r['start_ms']:.2f} / {r['start_server_us'] / 1e3:.2f}",
+                f"{r['lrange_ms']:.2f} / {r['lrange_server_us'] / 1e3:.2f}",
             ]
         )
     print()
@@ -167,7 +197,8 @@ def main() -> None:
     print(
         c.table(
             ["N", "replay ms", "range ms", "of which begin ms", "us/replayed step",
-             "memory store ms", "round trips", "commands Redis received"],
+             "memory store ms", "round trips", "commands Redis received",
+             "start.lua ms (client / in Redis)", "plain LRANGE ms (client / in Redis)"],
             rows,
         )
     )  # fmt: skip
