@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["step_overhead", "replay", "memory", "latency", "throughput"]
+SCRIPTS = ["step_overhead", "replay", "memory", "latency", "throughput", "append_variants"]
 
 
 def main() -> None:

@@ -123,6 +123,14 @@ def main() -> None:
             extra=f"; durable {ms(statistics.median(durable))}, "
             f"plain {ms(statistics.median(plain))}")  # fmt: skip
 
+    if all((run / "append_variants.json").exists() for run in runs):
+        variants = load("append_variants")
+        for name in ("EVALSHA append.lua", "EVALSHA lean append", "EVALSHA 'return false'",
+                     "RPUSH <entry>"):  # fmt: skip
+            row(1, f"append_variants: {name} ÷ `PING`",
+                [statistics.median(v["medians_us"][name]) / statistics.median(
+                    v["medians_us"]["PING"]) for v in variants], x2)  # fmt: skip
+
     print("| # | figure | median of runs (each run) | target | |")
     print("|---|---|---|---|---|")
     for r in rows:
