@@ -17,6 +17,7 @@ import dataclasses
 import json
 import pickle
 import typing
+from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 from celery_durable.errors import CodecError, ConfigurationError
@@ -54,7 +55,11 @@ class JsonCodec(Generic[T]):
 
     def encode(self, value: T) -> str:
         plain: Any = value
-        if self.type_ is not None:
+        if self.type_ is None:
+            scalar = _SCALAR_ENCODERS.get(type(value))
+            if scalar is not None:
+                return scalar(value)
+        else:
             plain = _to_plain(value)
         try:
             return _dumps(plain)
@@ -99,7 +104,21 @@ class PickleCodec:
         return "PickleCodec()"
 
 
-CODECS: dict[str, Codec[Any]] = {"json": JsonCodec(), "pickle": PickleCodec()}
+#: The default codec: JSON types, no declared type.
+PLAIN_JSON: JsonCodec[Any] = JsonCodec()
+
+#: Types whose JSON decodes back to an equal value of the same type.
+JSON_SCALARS = frozenset({type(None), bool, int, str})
+
+# Most step values are small scalars; JSONEncoder builds a new C encoder per call.
+_SCALAR_ENCODERS: dict[type[Any], Callable[[Any], str]] = {
+    type(None): lambda _: "null",
+    bool: lambda v: "true" if v else "false",
+    int: int.__repr__,
+    str: json.encoder.encode_basestring,
+}
+
+CODECS: dict[str, Codec[Any]] = {"json": PLAIN_JSON, "pickle": PickleCodec()}
 
 
 def resolve_codec(codec: str | Codec[Any], setting: str = "codec") -> Codec[Any]:

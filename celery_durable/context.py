@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar, cast
 
 from celery_durable.attempts import WORKER_LOST, Attempts, judge
-from celery_durable.codec import Codec, resolve_codec
+from celery_durable.codec import JSON_SCALARS, PLAIN_JSON, Codec, resolve_codec
 from celery_durable.errors import (
     CodecError,
     ConfigurationError,
@@ -29,6 +29,14 @@ from celery_durable.policy import RetryPolicy
 from celery_durable.rand import DurableRandom
 
 T = TypeVar("T")
+
+#: json.loads without its per-call checks: journal entries are always str.
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def _parse(text: str) -> Any:
+    return _scan(text, 0)[0]
+
 
 #: Errors of this library that a step's function may raise by misusing it.
 _MISUSE = (ContextError, CodecError, ConfigurationError, NonDeterminismError)
@@ -65,7 +73,7 @@ class DurableContext:
         # What earlier executions left about the first step this one will run.
         needs_resume = started.crashes or started.attempt or started.guard is not None
         self._resume: Started | None = started if needs_resume else None
-        self._resume_at = len(started.entries)
+        self._resume_at = started.length
 
     @property
     def invocation_id(self) -> str:
@@ -120,7 +128,9 @@ class DurableContext:
             return cast(T, self._replay(index, "run", name, chosen))
 
         policy = self._policy if retry is None else _checked(retry)
-        attempts = self._resume_attempts(index, name, policy, chosen)
+        attempts = None
+        if self._resume is not None:
+            attempts = self._resume_attempts(index, name, policy, chosen)
         if at_most_once and (existing := self._store.guard(self._id, index)) is not None:
             return cast(T, self._adopt(index, name, existing, chosen))
 
@@ -150,11 +160,14 @@ class DurableContext:
         entry = encode_entry(
             "run", name, started_at, time.time(), chosen.name, payload, attempts=failures + 1
         )
-        existing = self._store.append(self._id, index, entry)
+        ends_attempts = at_most_once or attempts is not None
+        existing = self._store.append(self._id, index, entry, ends_attempts)
         if existing is not None:
             return cast(T, self._adopt(index, name, existing, chosen))
         self._advance(index)
-        return cast(T, chosen.decode(json.loads(payload)))
+        if chosen is PLAIN_JSON and type(value) in JSON_SCALARS:
+            return value  # decoding its JSON would give it back as it is
+        return cast(T, chosen.decode(_parse(payload)))
 
     # -- Execution plumbing, used by the task -----------------------------------------
 
@@ -265,7 +278,8 @@ class DurableContext:
             "run", name, started_at, time.time(), codec.name, error=error,
             attempts=error.get("attempts", 1),
         )  # fmt: skip
-        existing = self._store.append(self._id, index, entry)
+        ends_attempts = error.get("attempts", 1) > 1 or error.get("type") == "StepInterruptedError"
+        existing = self._store.append(self._id, index, entry, ends_attempts)
         if existing is not None:
             self._adopt(index, name, existing, codec)
         self._advance(index)
@@ -279,7 +293,7 @@ class DurableContext:
         return self._replay(index, "run", name, codec)
 
     def _replay(self, index: int, kind: str, name: str, codec: Codec[Any]) -> Any:
-        entry = json.loads(self._entries[index])
+        entry = _parse(self._entries[index])
         if entry["k"] != kind or entry["n"] != name:
             self._mismatch(index, f"{entry['k']} {entry['n']!r}", f"{kind} {name!r}")
         recorded_codec = entry.get("c", "json")

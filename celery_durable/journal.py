@@ -2,13 +2,14 @@
 
 A journal entry is one JSON object per completed durable operation::
 
-    {"k": "run", "n": "reserve", "s": "ok", "t0": 1763726400.12, "t1": 1763726400.13,
-     "v": {"sku": "A1"}}
+    {"k":"run","n":"reserve","t":1763726400123,"d":1530,"s":"ok","v":{"sku":"A1"}}
 
-``k`` kind, ``n`` name, ``s`` status (``ok`` or ``error``), ``a`` attempts (left out
-when 1), ``t0``/``t1`` start and finish time, ``c`` codec (left out for json), ``v``
-the value as its codec wrote it, ``e`` the error of a failed step. Entries are built
-by string joining because the per-step path is hot; the payload is already JSON.
+``k`` kind, ``n`` name, ``t`` start (milliseconds since the epoch), ``d`` duration
+(microseconds), ``a`` attempts (left out when 1), ``c`` codec (left out for json),
+``s`` status (``ok`` or ``error``), ``v`` the value as its codec wrote it, ``e`` the
+error of a failed step. Entries are built by string joining because the per-step
+path is hot and the payload is already JSON; they stay short because Redis keeps
+every one of them.
 
 An invocation's final outcome uses the same shape without ``k``, ``n`` and times.
 """
@@ -40,7 +41,8 @@ def encode_entry(
     attempts: int = 1,
 ) -> str:
     """Return the JSON text of a journal entry; ``payload`` is already-encoded JSON."""
-    head = f'{{"k":"{kind}","n":{_dumps(name)},"t0":{started_at:.6f},"t1":{finished_at:.6f}'
+    took = int((finished_at - started_at) * 1e6)
+    head = f'{{"k":"{kind}","n":{_dumps(name)},"t":{int(started_at * 1000)},"d":{took}'
     if attempts != 1:
         head += f',"a":{attempts}'
     if codec_name != "json":
@@ -89,6 +91,9 @@ class Started:
     """The final outcome's JSON text once the invocation has finished."""
     entries: list[str]
     """The journal's entries as stored, parsed only when replay reaches them."""
+    length: int = 0
+    """The journal's length when the execution started; ``crashes``, ``attempt`` and
+    ``guard`` are about the step at this index."""
     crashes: int = 0
     """Earlier executions that started where this one does and never ended cleanly."""
     attempt: str | None = None
@@ -104,8 +109,10 @@ class JournalStore(Protocol):
         """Create the invocation unless it exists; return its whole state."""
         ...
 
-    def append(self, task_id: str, index: int, entry: str) -> str | None:
+    def append(self, task_id: str, index: int, entry: str, ends_attempts: bool) -> str | None:
         """Store ``entry`` at ``index`` unless one is there (first writer wins).
+
+        ``ends_attempts`` says the step had failed attempts or a guard, to be cleared.
 
         Returns:
             None when this call wrote the entry, else the entry already at ``index``.
@@ -217,8 +224,8 @@ def parse_step(index: int, text: str) -> Step:
         attempts=raw.get("a", 1),
         value=raw.get("v"),
         error=raw.get("e"),
-        started_at=_when(raw.get("t0")),
-        finished_at=_when(raw.get("t1")),
+        started_at=_when(raw["t"] / 1000),
+        finished_at=_when(raw["t"] / 1000 + raw["d"] / 1e6),
     )
 
 
@@ -252,7 +259,12 @@ def parse_invocation(task_id: str, meta: dict[str, str], entries: list[str]) -> 
         result=outcome.get("v"),
         error=outcome.get("e"),
         created_at=_when(meta.get("created_at")),
-        updated_at=_when(meta.get("updated_at")),
+        # Steps do not touch the metadata (one write less per step): the last one's
+        # finish time may be later than the metadata's own.
+        updated_at=max(
+            (t for t in (_when(meta.get("updated_at")), *(s.finished_at for s in steps[-1:])) if t),
+            default=None,
+        ),
         seed=int(meta["seed"]) if "seed" in meta else None,
         paused_reason=meta.get("paused_reason"),
     )

@@ -66,21 +66,22 @@ class MemoryJournalStore:
             meta["status"],
             meta.get("outcome"),
             entries,
+            length=len(entries),
             crashes=starts - 1,
             attempt=meta.get("attempt"),
             guard=int(meta["guard"]) if "guard" in meta else None,
         )
 
-    def append(self, task_id: str, index: int, entry: str) -> str | None:
+    def append(self, task_id: str, index: int, entry: str, ends_attempts: bool) -> str | None:
         self.round_trips += 1
         if task_id not in self.meta:
             raise JournalError(f"cannot write step {index} of invocation {task_id}: it is gone")
         journal = self.journals[task_id]
         if len(journal) == index:
             journal.append(entry)
-            self.meta[task_id]["updated_at"] = str(time.time())
-            self.meta[task_id].pop("attempt", None)
-            self.meta[task_id].pop("guard", None)
+            if ends_attempts:
+                self.meta[task_id].pop("attempt", None)
+                self.meta[task_id].pop("guard", None)
             return None
         if len(journal) > index:
             return journal[index]

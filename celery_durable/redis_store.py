@@ -56,6 +56,8 @@ class RedisJournalStore:
         self._where = where
         # Typed here once: redis-py leaves execute_command untyped.
         self._command: Callable[..., Any] = client.execute_command
+        self._last_id = ""
+        self._last_keys = keys.invocation("")
 
     @classmethod
     def from_url(cls, url: str, keys: KeySpace) -> RedisJournalStore:
@@ -76,16 +78,18 @@ class RedisJournalStore:
         now = time.time()
         args = (k.meta, k.journal, task_name, fingerprint, str(seed), f"{now:.6f}")
 
-        def call() -> Any:
+        def call() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
             command: Callable[..., Any] = pipe.execute_command
             command("EVALSHA", _START.sha, 2, *args)
+            command("LRANGE", k.journal, 0, -1)
             command("ZADD", self._keys.index, "NX", now, task_id)
-            return pipe.execute()[0]
+            replies: list[Any] = pipe.execute()
+            return replies
 
         with self._errors(task_id, "start"):
-            reply = self._retrying_noscript(call)
-        created, name, fp, stored_seed, status, outcome, entries, crashes, attempt, guard = reply
+            reply, entries, _ = self._retrying_noscript(call)
+        created, name, fp, stored_seed, status, outcome, length, crashes, attempt, guard = reply
         return Started(
             created=bool(created),
             task_name=name,
@@ -94,18 +98,23 @@ class RedisJournalStore:
             status=status,
             outcome=outcome,
             entries=entries,
+            length=int(length),
             crashes=int(crashes),
             attempt=attempt,
             guard=None if guard is None else int(guard),
         )
 
-    def append(self, task_id: str, index: int, entry: str) -> str | None:
-        k = self._keys.invocation(task_id)
-        with self._errors(task_id, f"write step {index} of"):
-            reply: str | None = self._eval(
-                _APPEND, k.meta, k.journal, index, entry, f"{time.time():.6f}"
-            )
-            return reply
+    def append(self, task_id: str, index: int, entry: str, ends_attempts: bool) -> str | None:
+        # The hot path: one EVALSHA, and nothing else that can be avoided.
+        if task_id != self._last_id:
+            self._last_id, self._last_keys = task_id, self._keys.invocation(task_id)
+        k = self._last_keys
+        flag = "1" if ends_attempts else "0"
+        try:
+            reply: str | None = self._eval(_APPEND, k.meta, k.journal, index, entry, flag)
+        except RedisError as exc:
+            raise self._journal_error(exc, task_id, f"write step {index} of") from exc
+        return reply
 
     def record_attempt(self, task_id: str, index: int, attempt: str) -> str | None:
         k = self._keys.invocation(task_id)
@@ -252,27 +261,27 @@ class RedisJournalStore:
     def _errors(self, task_id: str, action: str) -> Iterator[None]:
         try:
             yield
-        except ResponseError as exc:
+        except RedisError as exc:
+            raise self._journal_error(exc, task_id, action) from exc
+
+    def _journal_error(self, exc: RedisError, task_id: str, action: str) -> JournalError:
+        if isinstance(exc, ResponseError):
             text = str(exc)
             if text.startswith("GONE"):
-                raise JournalError(
+                return JournalError(
                     f"cannot {action} invocation {task_id}: it no longer exists in "
                     f"{self._where} (forgotten or expired while it ran). Nothing was written."
-                ) from exc
-            raise JournalError(
-                f"{self._where} refused to {action} invocation {task_id}: {text}"
-            ) from exc
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise JournalUnavailableError(
+                )
+            return JournalError(f"{self._where} refused to {action} invocation {task_id}: {text}")
+        if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+            return JournalUnavailableError(
                 f"cannot {action} invocation {task_id}: {self._where} is unavailable "
                 f"({type(exc).__name__}: {exc}). The journal is unchanged and the step does "
                 "not count as done; the task is retried until Redis is back."
-            ) from exc
-        except RedisError as exc:
-            raise JournalError(
-                f"cannot {action} invocation {task_id} in {self._where}: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+            )
+        return JournalError(
+            f"cannot {action} invocation {task_id} in {self._where}: {type(exc).__name__}: {exc}"
+        )
 
 
 def _redact(url: str) -> str:

@@ -45,7 +45,7 @@ def commands_sent(spare: SpareRedis, action: Callable[[], object]) -> list[str]:
 
 @pytest.mark.parametrize("steps", [0, 1, 10])
 def test_k_steps_cost_k_plus_two_round_trips(
-    app: Celery, spare_redis: SpareRedis, steps: int
+    app: Celery, spare_redis: SpareRedis, steps: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     journal_app(app, spare_redis.url)
 
@@ -55,9 +55,21 @@ def test_k_steps_cost_k_plus_two_round_trips(
 
     count_steps.apply().get()  # connect and load the scripts first: neither happens per task
     sent = commands_sent(spare_redis, lambda: count_steps.apply().get())
-    # Start: EVALSHA and ZADD in one pipelined round trip. Then one EVALSHA per step
-    # and one to finish.
-    assert sent == ["EVALSHA", "ZADD"] + ["EVALSHA"] * steps + ["EVALSHA"]
+    # Start: the script, the journal and the index in one pipelined round trip. Then one
+    # EVALSHA per step and one to finish.
+    assert sent == ["EVALSHA", "LRANGE", "ZADD"] + ["EVALSHA"] * steps + ["EVALSHA"]
+
+    writes: list[int] = []
+    send = redis.connection.AbstractConnection.send_packed_command
+
+    def counting_send(conn: Any, command: Any, check_health: bool = True) -> None:
+        if getattr(conn, "port", None) == spare_redis.port:
+            writes.append(1)  # one write of one or more commands, then their replies
+        send(conn, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting_send)
+    count_steps.apply().get()
+    assert len(writes) == 1 + steps + 1
 
 
 def test_scripts_are_reloaded_after_redis_forgets_them(
@@ -77,10 +89,10 @@ def test_scripts_are_reloaded_after_redis_forgets_them(
 def test_the_first_writer_of_a_step_wins(spare_redis: SpareRedis) -> None:
     store = RedisJournalStore.from_url(spare_redis.url, KeySpace("fw"))
     store.start("inv", "t", "fp", 1)
-    assert store.append("inv", 0, '{"first":1}') is None
-    assert store.append("inv", 0, '{"second":1}') == '{"first":1}'
+    assert store.append("inv", 0, '{"first":1}', False) is None
+    assert store.append("inv", 0, '{"second":1}', False) == '{"first":1}'
     with pytest.raises(JournalError, match="entry 5 written while the journal holds 1"):
-        store.append("inv", 5, "{}")
+        store.append("inv", 5, "{}", False)
     store.client.close()
 
 
@@ -91,7 +103,7 @@ def test_a_step_write_after_the_invocation_was_forgotten_is_refused(
     store.start("inv", "t", "fp", 1)
     store.forget("inv")
     with pytest.raises(JournalError, match="no longer exists"):
-        store.append("inv", 0, "{}")
+        store.append("inv", 0, "{}", False)
     assert store.read("inv") is None
     store.client.close()
 
@@ -210,7 +222,7 @@ def test_deaths_are_counted_at_start_and_clean_ends_are_not(spare_redis: SpareRe
     assert store.start("inv", "t", "fp", 1).crashes == 1  # the first execution died
     store.settle("inv")  # the second ended in a Celery retry
     assert store.start("inv", "t", "fp", 1).crashes == 1
-    store.append("inv", 0, '{"k":"run"}')  # the third made progress, then died
+    store.append("inv", 0, '{"k":"run"}', False)  # the third made progress, then died
     assert store.start("inv", "t", "fp", 1).crashes == 1
     assert store.record_attempt("inv", 1, '{"a":2}') is None  # crashes folded in
     started = store.start("inv", "t", "fp", 1)
