@@ -88,7 +88,10 @@ class MemoryJournalStore:
         raise JournalError(f"entry {index} written while the journal holds {len(journal)}")
 
     def record_attempt(self, task_id: str, index: int, attempt: str) -> str | None:
-        return self._mark(task_id, index, attempt=attempt, frontier_starts="0")
+        found = self._mark(task_id, index, attempt=attempt, frontier_starts="0")
+        if found is None:
+            self.meta[task_id].pop("guard", None)
+        return found
 
     def guard(self, task_id: str, index: int) -> str | None:
         return self._mark(task_id, index, guard=str(index))

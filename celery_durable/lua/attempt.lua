@@ -16,4 +16,6 @@ if n > i then
   return redis.call('LINDEX', journal, i)
 end
 redis.call('HSET', meta, 'attempt', ARGV[2], 'frontier_starts', 0, 'updated_at', ARGV[3])
+-- The step returned (by raising): an at-most-once guard has nothing left to guard.
+redis.call('HDEL', meta, 'guard')
 return false

@@ -193,3 +193,17 @@ def test_an_at_most_once_step_that_finishes_costs_one_extra_round_trip() -> None
     execute(store, lambda ctx: ctx.run("send", lambda: 1, at_most_once=True))
     assert store.round_trips == 1 + 2 + 1
     assert "guard" not in store.meta["inv-1"]
+
+
+def test_an_at_most_once_step_that_raises_is_retried_not_interrupted() -> None:
+    store = MemoryJournalStore()
+    runs: list[int] = []
+
+    def flaky() -> str:
+        runs.append(1)
+        if len(runs) == 1:
+            raise ValueError("the call failed cleanly")
+        return "sent"
+
+    assert deliver(store, lambda ctx: ctx.run("send", flaky, at_most_once=True), NO_WAIT) == "sent"
+    assert runs == [1, 1]
