@@ -103,27 +103,41 @@ def pipeline(self: DurableTask, order: str, n_steps: int) -> dict[str, Any]:
     }
 
 
-#: Seconds before the second attempt of the flaky step. Long enough for a test to kill
-#: the worker that holds the retried message before its ETA comes.
+#: Seconds before the second attempt of the flaky step, unless the test says otherwise.
+#: Long enough for a test to kill the worker that holds the retried message before its
+#: ETA comes.
 FLAKY_COUNTDOWN = 4.0
 
 
 def fail_first(task_id: str, name: str) -> dict[str, Any]:
-    """A step whose first run raises; later runs succeed."""
-    run = _enter(task_id, name)
+    """A step whose first run raises; later runs succeed, and block if the test asks."""
+    pipe = r.pipeline(transaction=True)
+    pipe.incr(rec.runs(task_id, name))
+    pipe.rpush(rec.pids(task_id, name), os.getpid())
+    run = int(pipe.execute()[0])
     if run == 1:
         raise ValueError(f"{name} fails its first attempt")
+    if r.delete(rec.block(task_id, name)):
+        _wait_for_release(rec.release(task_id, name))
     return {"name": name, "run": run, "pid": os.getpid(), "token": uuid.uuid4().hex}
 
 
 @app.task(base=DurableTask, bind=True, name=harness.FLAKY)
-def flaky(self: DurableTask, order: str) -> dict[str, Any]:
+def flaky(
+    self: DurableTask,
+    order: str,
+    countdown: float = FLAKY_COUNTDOWN,
+    max_attempts: int = 3,
+    at_most_once: bool = False,
+) -> dict[str, Any]:
     task_id = self.request.id
     r.incr(rec.bodies(task_id))
     ctx = self.ctx
     steps = [ctx.run(f"prep-{i}", do_step, task_id, f"prep-{i}", order, i) for i in range(2)]
-    policy = RetryPolicy(max_attempts=3, initial_interval=FLAKY_COUNTDOWN, factor=1)
-    steps.append(ctx.run("flaky", fail_first, task_id, "flaky", retry=policy))
+    policy = RetryPolicy(max_attempts=max_attempts, initial_interval=countdown, factor=1)
+    steps.append(
+        ctx.run("flaky", fail_first, task_id, "flaky", retry=policy, at_most_once=at_most_once)
+    )
     return {"order": order, "steps": steps}
 
 

@@ -111,6 +111,56 @@ def test_a_failed_step_is_retried_by_another_worker_process(system: System) -> N
     assert system.queued() == 0
 
 
+def test_a_failure_and_a_worker_death_together_spend_a_steps_attempts(system: System) -> None:
+    task_id = system.new_task_id()
+    # The first attempt of "flaky" raises; its retry, half a second later, blocks.
+    system.block(task_id, "flaky")
+    a = system.start_worker(visibility_timeout=3600)
+    async_result = system.send_named(
+        harness.FLAKY, task_id, "order-r2", countdown=0.5, max_attempts=2
+    )
+    assert system.wait_entered(task_id, "flaky", times=2) == a.pid
+    held = system.invocation(task_id)
+    assert [(s.name, s.status, s.attempts) for s in held.steps] == [
+        ("prep-0", "completed", 1),
+        ("prep-1", "completed", 1),
+        ("flaky", "retrying", 1),
+    ]
+    a.kill()
+
+    # B counts A's death as the second attempt. With max_attempts=2 the policy is spent
+    # by one raised error and one death: the step fails without a third run.
+    b = system.start_worker()
+    with pytest.raises(TerminalError) as raised:
+        async_result.get(timeout=WAIT_TIMEOUT)
+    assert raised.value.error_type == "WorkerLostError"
+    assert raised.value.attempts == 2
+
+    assert system.runs(task_id, "prep-0", "prep-1", "flaky") == {
+        "prep-0": 1,
+        "prep-1": 1,
+        "flaky": 2,
+    }
+    assert system.pids(task_id, "flaky") == [a.pid, a.pid]
+    assert system.counter(system.rec.bodies(task_id)) == 3
+    retried, failed = system.wait_outcomes(task_id, 2)
+    assert (retried["state"], retried["pid"]) == ("RETRY", a.pid)
+    assert (failed["state"], failed["pid"], failed["type"]) == ("FAILURE", b.pid, "TerminalError")
+
+    inv = system.invocation(task_id)
+    assert inv.status == "failed"
+    assert [(s.name, s.status, s.attempts) for s in inv.steps] == [
+        ("prep-0", "completed", 1),
+        ("prep-1", "completed", 1),
+        ("flaky", "failed", 2),
+    ]
+    assert inv.steps[:2] == held.steps[:2]
+    error = inv.steps[2].error
+    assert error is not None
+    assert (error["type"], error["attempts"]) == ("WorkerLostError", 2)
+    assert error["metadata"] == {"gave_up": "all 2 attempts failed"}
+
+
 def test_a_step_that_kills_its_worker_every_time_ends_after_its_attempts(
     system: System,
 ) -> None:
@@ -279,3 +329,34 @@ def test_an_uncaught_interruption_fails_the_task_for_good(system: System) -> Non
     assert system.counter(system.rec.bodies(task_id)) == 2
     assert system.runs(task_id, "pay") == {"pay": 1}
     assert system.invocation(task_id) == inv
+
+
+def test_an_at_most_once_step_that_raises_is_retried_like_any_other(system: System) -> None:
+    """No execution dies here: the step raises, so its policy retries it and it runs again.
+
+    At-most-once only changes what happens after an execution died inside the step.
+    """
+    task_id = system.new_task_id()
+    worker = system.start_worker()
+    async_result = system.send_named(
+        harness.FLAKY, task_id, "order-r7", countdown=0.5, at_most_once=True
+    )
+    try:
+        result = async_result.get(timeout=WAIT_TIMEOUT)
+    except TerminalError as exc:
+        inv = system.invocation(task_id)
+        pytest.fail(
+            f"the Celery retry of at-most-once step 'flaky', which raised ValueError on its "
+            f"first attempt while no worker died, raised {exc!r} instead of running it; "
+            f"runs {system.runs(task_id, 'flaky')}, journal {inv.steps[2]}"
+        )
+    assert system.runs(task_id, "flaky") == {"flaky": 2}
+    assert system.pids(task_id, "flaky") == [worker.pid, worker.pid]
+    assert result["steps"][2]["run"] == 2
+    inv = system.invocation(task_id)
+    assert inv.status == "completed"
+    assert [(s.name, s.status, s.attempts) for s in inv.steps] == [
+        ("prep-0", "completed", 1),
+        ("prep-1", "completed", 1),
+        ("flaky", "completed", 2),
+    ]

@@ -177,10 +177,10 @@ class System:
             harness.PIPELINE, args=[order, n_steps], task_id=task_id, **options
         )
 
-    def send_named(self, name: str, task_id: str, *args: Any) -> AsyncResult:
-        """Send task ``name`` of ``proj`` with a chosen task id and positional arguments."""
+    def send_named(self, name: str, task_id: str, *args: Any, **kwargs: Any) -> AsyncResult:
+        """Send task ``name`` of ``proj`` with a chosen task id and arguments."""
         self.task_ids.add(task_id)
-        return self.app.send_task(name, args=list(args), task_id=task_id)
+        return self.app.send_task(name, args=list(args), kwargs=kwargs, task_id=task_id)
 
     def result(self, task_id: str) -> AsyncResult:
         return AsyncResult(task_id, app=self.app)
