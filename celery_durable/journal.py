@@ -259,15 +259,16 @@ def parse_invocation(task_id: str, meta: dict[str, str], entries: list[str]) -> 
         result=outcome.get("v"),
         error=outcome.get("e"),
         created_at=_when(meta.get("created_at")),
-        # Steps do not touch the metadata (one write less per step): the last one's
-        # finish time may be later than the metadata's own.
-        updated_at=max(
-            (t for t in (_when(meta.get("updated_at")), *(s.finished_at for s in steps[-1:])) if t),
-            default=None,
-        ),
+        # Steps do not touch the metadata (one write less per step), so the last one
+        # may have finished after the metadata last changed.
+        updated_at=_latest(_when(meta.get("updated_at")), steps[-1].finished_at if steps else None),
         seed=int(meta["seed"]) if "seed" in meta else None,
         paused_reason=meta.get("paused_reason"),
     )
+
+
+def _latest(*stamps: datetime | None) -> datetime | None:
+    return max((s for s in stamps if s is not None), default=None)
 
 
 def _when(stamp: float | str | None) -> datetime | None:
