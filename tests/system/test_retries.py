@@ -66,8 +66,9 @@ def test_a_failed_step_is_retried_by_another_worker_process(system: System) -> N
     )
     assert system.unacked() == 1, "A died holding the retried message, unacked"
 
-    # B restores the unacked message after its visibility timeout, shorter than the
-    # time left to the ETA, so B never holds it long enough to restore it again.
+    # B restores the unacked message once it is 3 s old. The ETA is 4 s after the
+    # failure, so B holds it at most about a second: never long enough to restore it
+    # a second time and run it twice.
     b = system.start_worker(visibility_timeout=3)
     result = system.result(task_id).get(timeout=WAIT_TIMEOUT)
 
