@@ -130,7 +130,9 @@ class DurableContext:
         policy = self._policy if retry is None else _checked(retry)
         attempts = None
         if self._resume is not None:
-            attempts = self._resume_attempts(index, name, policy, chosen)
+            attempts, final = self._resume_attempts(index, name, policy)
+            if final is not None:
+                return cast(T, self._journal_error(index, name, time.time(), final, chosen))
         if at_most_once and (existing := self._store.guard(self._id, index)) is not None:
             return cast(T, self._adopt(index, name, existing, chosen))
 
@@ -141,11 +143,13 @@ class DurableContext:
             value = fn(*args, **kwargs)
         except TerminalError as exc:
             error = error_record(exc, attempts=failures + 1)
-            self._journal_error(index, name, started_at, error, chosen)
+            return cast(T, self._journal_error(index, name, started_at, error, chosen))
         except _MISUSE:
             raise  # a mistake in the code, not a failed attempt: retrying cannot help
         except Exception as exc:
-            self._retry_or_give_up(index, name, policy, attempts, exc, started_at, chosen)
+            return cast(
+                T, self._retry_or_give_up(index, name, policy, attempts, exc, started_at, chosen)
+            )
         finally:
             self._in_step = None
 
@@ -160,10 +164,8 @@ class DurableContext:
         entry = encode_entry(
             "run", name, started_at, time.time(), chosen.name, payload, attempts=failures + 1
         )
-        ends_attempts = at_most_once or attempts is not None
-        existing = self._store.append(self._id, index, entry, ends_attempts)
-        if existing is not None:
-            return cast(T, self._adopt(index, name, existing, chosen))
+        if not self._commit(index, entry, ends_attempts=at_most_once or attempts is not None):
+            return cast(T, self._replay(index, "run", name, chosen))
         self._advance(index)
         if chosen is PLAIN_JSON and type(value) in JSON_SCALARS:
             return value  # decoding its JSON would give it back as it is
@@ -192,16 +194,17 @@ class DurableContext:
     # -- Failures ---------------------------------------------------------------------
 
     def _resume_attempts(
-        self, index: int, name: str, policy: RetryPolicy, codec: Codec[Any]
-    ) -> Attempts | None:
+        self, index: int, name: str, policy: RetryPolicy
+    ) -> tuple[Attempts | None, dict[str, Any] | None]:
         """Return the step's failed attempts so far, counting worker deaths among them.
 
-        Raises for a step that earlier executions left unfinishable: an interrupted
-        at-most-once step, or one whose worker died more often than its policy allows.
+        Also returns the error to journal instead of running the step, when earlier
+        executions left it unfinishable: an interrupted at-most-once step, or one whose
+        worker died more often than its policy allows.
         """
         resume = self._resume
         if resume is None or index != self._resume_at:
-            return None
+            return None, None
         self._resume = None
         now = time.time()
         if resume.guard == index:
@@ -210,14 +213,14 @@ class DurableContext:
                 f"{name!r}; it may or may not have taken effect, so it is not run again",
                 error_type="StepInterruptedError",
             )
-            self._journal_error(index, name, now, error_record(interrupted), codec)
+            return None, error_record(interrupted)
         attempts = None
         if resume.attempt:
             recorded = Attempts.from_json(resume.attempt)
             if (recorded.index, recorded.name) == (index, name):
                 attempts = recorded
         if not resume.crashes:
-            return attempts
+            return attempts, None
         lost = {
             "type": WORKER_LOST,
             "message": f"the worker died while step {name!r} ran, before it was journaled "
@@ -229,11 +232,14 @@ class DurableContext:
             attempts = attempts.after(lost, resume.crashes)
         verdict = judge(policy, attempts, None, now, random.random)
         if verdict.give_up:
-            error = {**lost, "metadata": {"gave_up": verdict.reason}, "attempts": attempts.failures}
-            self._journal_error(index, name, now, error, codec)
+            return attempts, {
+                **lost,
+                "metadata": {"gave_up": verdict.reason},
+                "attempts": attempts.failures,
+            }
         # Run it again now, without the policy's delay: the redelivery was the retry, as
         # reject_on_worker_lost intends. This start already counts if it dies too.
-        return attempts
+        return attempts, None
 
     def _retry_or_give_up(
         self,
@@ -244,7 +250,11 @@ class DurableContext:
         exc: Exception,
         started_at: float,
         codec: Codec[Any],
-    ) -> NoReturn:
+    ) -> Any:
+        """Give up (journal a terminal error) or record the attempt and retry.
+
+        Returns only the outcome another execution journaled for this step first.
+        """
         now = time.time()
         error = {"type": type(exc).__name__, "message": str(exc)}
         if attempts is None:
@@ -258,32 +268,37 @@ class DurableContext:
                 "metadata": {"gave_up": verdict.reason},
                 "attempts": attempts.failures,
             }
-            self._journal_error(index, name, started_at, record, codec)
-        self._record_attempts_and_retry(attempts, verdict.delay, exc, codec)
-
-    def _record_attempts_and_retry(
-        self, attempts: Attempts, delay: float, exc: Exception, codec: Codec[Any]
-    ) -> NoReturn:
-        existing = self._store.record_attempt(self._id, attempts.index, attempts.to_json())
+            return self._journal_error(index, name, started_at, record, codec)
+        existing = self._store.record_attempt(self._id, index, attempts.to_json())
         if existing is not None:
-            self._adopt(attempts.index, attempts.name, existing, codec)
-            # The other execution journaled the step: this one ends, and its retry
-            # replays that outcome.
-        raise StepRetry(attempts.name, delay, exc)
+            return self._adopt(index, name, existing, codec)
+        raise StepRetry(name, verdict.delay, exc)
 
     def _journal_error(
         self, index: int, name: str, started_at: float, error: dict[str, Any], codec: Codec[Any]
-    ) -> NoReturn:
+    ) -> Any:
+        """Journal a terminal error for the step and raise it.
+
+        Returns only the outcome another execution journaled for this step first.
+        """
         entry = encode_entry(
             "run", name, started_at, time.time(), codec.name, error=error,
             attempts=error.get("attempts", 1),
         )  # fmt: skip
         ends_attempts = error.get("attempts", 1) > 1 or error.get("type") == "StepInterruptedError"
-        existing = self._store.append(self._id, index, entry, ends_attempts)
-        if existing is not None:
-            self._adopt(index, name, existing, codec)
+        if not self._commit(index, entry, ends_attempts):
+            return self._replay(index, "run", name, codec)
         self._advance(index)
         raise terminal_error_from(error)
+
+    def _commit(self, index: int, entry: str, ends_attempts: bool) -> bool:
+        """Journal ``entry`` at ``index``; False if another execution's entry was first.
+
+        Either way the entry now at ``index`` is kept, so that replay can reach it.
+        """
+        existing = self._store.append(self._id, index, entry, ends_attempts)
+        self._entries.append(entry if existing is None else existing)
+        return existing is None
 
     # -- Replay -----------------------------------------------------------------------
 

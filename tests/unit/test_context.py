@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -210,3 +211,35 @@ def test_round_trips_are_one_to_start_one_per_step_one_to_finish(
 ) -> None:
     execute(store, lambda ctx: [ctx.run(f"s{i}", int, i) for i in range(10)])
     assert store.round_trips == 1 + 10 + 1
+
+
+def begin_execution(store: MemoryJournalStore) -> DurableContext:
+    started = invocation.begin(store, "inv-1", "shop.checkout", (), {}, CODEC, DEFAULT_POLICY)
+    assert isinstance(started, DurableContext)
+    return started
+
+
+def test_overlapping_executions_continue_with_whichever_entry_came_first(
+    store: MemoryJournalStore,
+) -> None:
+    a, b = begin_execution(store), begin_execution(store)
+    assert a.run("s0", lambda: "a0") == "a0"
+    assert b.run("s0", lambda: "b0") == "a0"  # a wrote it first
+    assert b.run("s1", lambda: "b1") == "b1"
+    assert b.run("s2", lambda: "b2") == "b2"
+    assert a.run("s1", lambda: "a1") == "b1"  # b wrote these first
+    assert a.run("s2", lambda: "a2") == "b2"
+    assert a.run("s3", lambda: "a3") == "a3"
+    assert [json.loads(e)["v"] for e in store.journals["inv-1"]] == ["a0", "b1", "b2", "a3"]
+
+
+def test_a_step_error_that_lost_the_race_gives_the_winners_value(
+    store: MemoryJournalStore,
+) -> None:
+    a, b = begin_execution(store), begin_execution(store)
+    assert b.run("charge", lambda: "ok-from-b") == "ok-from-b"
+
+    def decline() -> str:
+        raise TerminalError("declined")
+
+    assert a.run("charge", decline) == "ok-from-b"  # not a compensation for a real charge
