@@ -48,14 +48,18 @@ def begin(
     kwargs: Any,
     codec: Codec[Any],
     policy: RetryPolicy,
+    retries: int = 0,
 ) -> DurableContext | Finished:
     """Start an execution: a context to run the body with, or the recorded outcome.
+
+    ``retries`` is the delivery's Celery retry count (``request.retries``).
 
     Raises:
         InvocationConflictError: ``task_id`` belongs to another task or other arguments.
     """
     digest = fingerprint(task_name, args, kwargs)
-    started = store.start(task_id, task_name, digest, int.from_bytes(os.urandom(8), "little"))
+    seed = int.from_bytes(os.urandom(8), "little")
+    started = store.start(task_id, task_name, digest, seed, retries)
     if not started.created and (started.task_name, started.fingerprint) != (task_name, digest):
         what = (
             f"task {started.task_name!r}" if started.task_name != task_name else "other arguments"

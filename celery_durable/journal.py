@@ -105,8 +105,14 @@ class Started:
 class JournalStore(Protocol):
     """Where journals live. Every method is one round trip to the store."""
 
-    def start(self, task_id: str, task_name: str, fingerprint: str, seed: int) -> Started:
-        """Create the invocation unless it exists; return its whole state."""
+    def start(
+        self, task_id: str, task_name: str, fingerprint: str, seed: int, retries: int
+    ) -> Started:
+        """Create the invocation unless it exists; return its whole state.
+
+        ``retries`` is the delivery's Celery retry count: a start with the same count
+        as the last one is a redelivery, so the execution before it died.
+        """
         ...
 
     def append(self, task_id: str, index: int, entry: str, ends_attempts: bool) -> str | None:
@@ -134,13 +140,6 @@ class JournalStore(Protocol):
 
         Returns:
             None when marked, else the entry another execution journaled at ``index``.
-        """
-        ...
-
-    def settle(self, task_id: str) -> None:
-        """Note that this execution ends cleanly without finishing (a Celery retry).
-
-        Earlier executions that died still count as crashes of the next step.
         """
         ...
 

@@ -22,7 +22,9 @@ class MemoryJournalStore:
         self.expires_in: dict[str, float] = {}
         self.round_trips = 0
 
-    def start(self, task_id: str, task_name: str, fingerprint: str, seed: int) -> Started:
+    def start(
+        self, task_id: str, task_name: str, fingerprint: str, seed: int, retries: int = 0
+    ) -> Started:
         self.round_trips += 1
         now = str(time.time())
         meta = self.meta.get(task_id)
@@ -36,6 +38,7 @@ class MemoryJournalStore:
                 "updated_at": now,
                 "frontier": "0",
                 "frontier_starts": "1",
+                "retries": str(retries),
             }
             self.journals[task_id] = []
             return Started(True, task_name, fingerprint, seed, "running", None, [])
@@ -50,11 +53,16 @@ class MemoryJournalStore:
                 None, [],
             )  # fmt: skip
         entries = list(self.journals[task_id])
-        unclean = max(int(meta.get("frontier_starts", "0")), 0)
-        if meta.get("frontier") != str(len(entries)):
-            unclean = min(unclean, 1)
+        unclean = 0
+        if meta.get("retries") == str(retries):
+            unclean = max(int(meta.get("frontier_starts", "0")), 0)
+            if meta.get("frontier") != str(len(entries)):
+                unclean = min(unclean, 1)
         starts = unclean + 1
-        meta.update(frontier=str(len(entries)), frontier_starts=str(starts), updated_at=now)
+        meta.update(
+            frontier=str(len(entries)), frontier_starts=str(starts), retries=str(retries),
+            updated_at=now,
+        )  # fmt: skip
         if meta["status"] == "paused":
             meta.update(status="running")
             meta.pop("paused_reason", None)
@@ -96,11 +104,7 @@ class MemoryJournalStore:
     def guard(self, task_id: str, index: int) -> str | None:
         return self._mark(task_id, index, guard=str(index))
 
-    def settle(self, task_id: str) -> None:
-        self.round_trips += 1
-        self._settle(task_id)
-
-    def _settle(self, task_id: str) -> None:
+    def _end_cleanly(self, task_id: str) -> None:
         starts = int(self.meta[task_id].get("frontier_starts", "0"))
         self.meta[task_id]["frontier_starts"] = str(starts - 1)
 
@@ -129,7 +133,7 @@ class MemoryJournalStore:
     def pause(self, task_id: str, reason: str) -> None:
         self.round_trips += 1
         self.meta[task_id].update(status="paused", paused_reason=reason)
-        self._settle(task_id)
+        self._end_cleanly(task_id)
 
     def read(self, task_id: str) -> tuple[dict[str, str], list[str]] | None:
         return self.read_many([task_id])[0]

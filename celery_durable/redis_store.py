@@ -73,10 +73,12 @@ class RedisJournalStore:
 
     # -- JournalStore ---------------------------------------------------------------
 
-    def start(self, task_id: str, task_name: str, fingerprint: str, seed: int) -> Started:
+    def start(
+        self, task_id: str, task_name: str, fingerprint: str, seed: int, retries: int
+    ) -> Started:
         k = self._keys.invocation(task_id)
         now = time.time()
-        args = (k.meta, k.journal, task_name, fingerprint, str(seed), f"{now:.6f}")
+        args = (k.meta, k.journal, task_name, fingerprint, str(seed), f"{now:.6f}", retries)
 
         def call() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
@@ -129,11 +131,6 @@ class RedisJournalStore:
         with self._errors(task_id, f"guard at-most-once step {index} of"):
             reply: str | None = self._eval(_GUARD, k.meta, k.journal, index)
         return reply
-
-    def settle(self, task_id: str) -> None:
-        k = self._keys.invocation(task_id)
-        with self._errors(task_id, "settle"):
-            self._command("HINCRBY", k.meta, "frontier_starts", -1)
 
     def finish(
         self, task_id: str, status: str, outcome: str, retention: float

@@ -91,7 +91,9 @@ class DurableTask(Task):  # type: ignore[misc]
         policy = self._default_policy(runtime.settings.retry)
         task_id = self.request.id or str(uuid.uuid4())
         store = runtime.store
-        started = invocation.begin(store, task_id, self.name, args, kwargs, codec, policy)
+        started = invocation.begin(
+            store, task_id, self.name, args, kwargs, codec, policy, self.request.retries or 0
+        )
         if isinstance(started, invocation.Finished):
             logger.info("%s[%s] is %s: returning its recorded outcome", self.name, task_id,
                         started.status)  # fmt: skip
@@ -106,9 +108,6 @@ class DurableTask(Task):  # type: ignore[misc]
             finally:
                 started.close()
             return invocation.complete(store, started, value, codec, retention)
-        except (Retry, Ignore, Reject):
-            store.settle(task_id)  # it ends cleanly: not a crash of the next step
-            raise
         except _NOT_FINAL:
             raise
         except _TerminalEscape as escape:

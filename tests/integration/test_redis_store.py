@@ -88,7 +88,7 @@ def test_scripts_are_reloaded_after_redis_forgets_them(
 
 def test_the_first_writer_of_a_step_wins(spare_redis: SpareRedis) -> None:
     store = RedisJournalStore.from_url(spare_redis.url, KeySpace("fw"))
-    store.start("inv", "t", "fp", 1)
+    store.start("inv", "t", "fp", 1, 0)
     assert store.append("inv", 0, '{"first":1}', False) is None
     assert store.append("inv", 0, '{"second":1}', False) == '{"first":1}'
     with pytest.raises(JournalError, match="entry 5 written while the journal holds 1"):
@@ -100,7 +100,7 @@ def test_a_step_write_after_the_invocation_was_forgotten_is_refused(
     spare_redis: SpareRedis,
 ) -> None:
     store = RedisJournalStore.from_url(spare_redis.url, KeySpace("gone"))
-    store.start("inv", "t", "fp", 1)
+    store.start("inv", "t", "fp", 1, 0)
     store.forget("inv")
     with pytest.raises(JournalError, match="no longer exists"):
         store.append("inv", 0, "{}", False)
@@ -216,15 +216,26 @@ def test_a_worker_retries_a_task_until_the_journal_redis_is_back(
     assert inv.status == "completed"
 
 
-def test_deaths_are_counted_at_start_and_clean_ends_are_not(spare_redis: SpareRedis) -> None:
+def test_deaths_are_counted_at_start_and_celery_retries_are_not(
+    spare_redis: SpareRedis,
+) -> None:
     store = RedisJournalStore.from_url(spare_redis.url, KeySpace("crash"))
-    assert store.start("inv", "t", "fp", 1).crashes == 0
-    assert store.start("inv", "t", "fp", 1).crashes == 1  # the first execution died
-    store.settle("inv")  # the second ended in a Celery retry
-    assert store.start("inv", "t", "fp", 1).crashes == 1
+    assert store.start("inv", "t", "fp", 1, 0).crashes == 0
+    assert store.start("inv", "t", "fp", 1, 0).crashes == 1  # redelivered: the first died
+    assert store.start("inv", "t", "fp", 1, 1).crashes == 0  # the second retried
     store.append("inv", 0, '{"k":"run"}', False)  # the third made progress, then died
-    assert store.start("inv", "t", "fp", 1).crashes == 1
+    assert store.start("inv", "t", "fp", 1, 1).crashes == 1
     assert store.record_attempt("inv", 1, '{"a":2}') is None  # crashes folded in
-    started = store.start("inv", "t", "fp", 1)
+    started = store.start("inv", "t", "fp", 1, 2)
     assert (started.crashes, started.attempt) == (0, '{"a":2}')
+    store.client.close()
+
+
+def test_a_journal_left_without_its_metadata_is_not_replayed(spare_redis: SpareRedis) -> None:
+    store = RedisJournalStore.from_url(spare_redis.url, KeySpace("left"))
+    store.start("inv", "t", "fp", 1, 0)
+    store.append("inv", 0, '{"k":"run"}', False)
+    store.client.delete(KeySpace("left").invocation("inv").meta)
+    started = store.start("inv", "t", "fp", 2, 0)
+    assert (started.created, started.entries, started.seed) == (True, [], 2)
     store.client.close()

@@ -154,15 +154,24 @@ def test_deaths_and_failures_add_up_against_the_same_policy() -> None:
     assert info.value.attempts == 3
 
 
-def test_a_delivery_that_ended_in_a_celery_retry_is_not_a_crash() -> None:
+def test_a_delivery_after_a_celery_retry_is_not_a_crash() -> None:
     store = MemoryJournalStore()
-    for _ in range(5):  # five deliveries that each ended cleanly, e.g. in self.retry()
-        assert store.start("inv-1", "shop.checkout", "fp", 1).crashes == 0
-        store.settle("inv-1")
-    assert store.start("inv-1", "shop.checkout", "fp", 1).crashes == 0
-    assert store.start("inv-1", "shop.checkout", "fp", 1).crashes == 1  # that one died
-    store.settle("inv-1")  # a clean end does not make the earlier death forgotten
-    assert store.start("inv-1", "shop.checkout", "fp", 1).crashes == 1
+    for retries in range(5):  # each delivery ended in a Celery retry: the count went up
+        assert store.start("inv-1", "shop.checkout", "fp", 1, retries).crashes == 0
+    assert store.start("inv-1", "shop.checkout", "fp", 1, 4).crashes == 1  # redelivered
+    assert store.start("inv-1", "shop.checkout", "fp", 1, 4).crashes == 2  # and again
+    assert store.start("inv-1", "shop.checkout", "fp", 1, 5).crashes == 0  # then a retry
+
+
+def test_a_self_retry_after_a_death_does_not_count_as_another_death() -> None:
+    store = MemoryJournalStore()
+    assert store.start("inv-1", "shop.checkout", "fp", 1, 0).crashes == 0  # E1 dies
+    started = store.start("inv-1", "shop.checkout", "fp", 1, 0)  # E2: a redelivery
+    assert started.crashes == 1
+    store.append("inv-1", 0, '{"k":"run","n":"s0","s":"ok","v":null}', False)
+    # E2 then ends in self.retry(): E3 arrives with retries=1, and s1 runs.
+    started = store.start("inv-1", "shop.checkout", "fp", 1, 1)
+    assert started.crashes == 0
 
 
 def test_an_interrupted_at_most_once_step_is_never_run_twice() -> None:
