@@ -122,7 +122,9 @@ class MemoryJournalStore:
         self, task_id: str, status: str, outcome: str, retention: float
     ) -> tuple[str, str] | None:
         self.round_trips += 1
-        meta = self.meta[task_id]
+        meta = self.meta.get(task_id)
+        if meta is None:
+            raise JournalError(f"cannot finish invocation {task_id}: it no longer exists")
         if meta["status"] in FINISHED:
             return meta["status"], meta["outcome"]
         meta.update(status=status, outcome=outcome, updated_at=str(time.time()))

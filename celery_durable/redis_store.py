@@ -15,8 +15,16 @@ from importlib import resources
 from typing import Any, TypeVar
 
 import redis
+from redis.exceptions import (
+    ClusterDownError,
+    NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError, RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from celery_durable.errors import ConfigurationError, JournalError, JournalUnavailableError
@@ -28,6 +36,15 @@ T = TypeVar("T")
 #: maxmemory policies under which Redis never evicts a key that has no expiry.
 #: Running journals have none; finished ones do and could go before their time.
 _SAFE_POLICIES = frozenset({"noeviction"})
+
+#: Errors that mean "not now" rather than "never": the connection, and replies such as
+#: out of memory under noeviction, a replica after failover, a cluster mid-change, a
+#: script running too long, or a failed save that stops writes.
+_UNAVAILABLE_ERRORS = (
+    RedisConnectionError, RedisTimeoutError, OutOfMemoryError, ReadOnlyError, TryAgainError,
+    ClusterDownError,
+)  # fmt: skip
+_UNAVAILABLE_REPLIES = ("BUSY ", "NOREPLICAS", "MISCONF")
 _VOLATILE_POLICIES = frozenset({"volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl"})
 
 
@@ -262,19 +279,21 @@ class RedisJournalStore:
             raise self._journal_error(exc, task_id, action) from exc
 
     def _journal_error(self, exc: RedisError, task_id: str, action: str) -> JournalError:
-        if isinstance(exc, ResponseError):
-            text = str(exc)
+        text = str(exc)
+        unavailable = isinstance(exc, _UNAVAILABLE_ERRORS) or text.startswith(_UNAVAILABLE_REPLIES)
+        if isinstance(exc, ResponseError) and not unavailable:
             if text.startswith("GONE"):
                 return JournalError(
                     f"cannot {action} invocation {task_id}: it no longer exists in "
                     f"{self._where} (forgotten or expired while it ran). Nothing was written."
                 )
             return JournalError(f"{self._where} refused to {action} invocation {task_id}: {text}")
-        if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        if unavailable:
             return JournalUnavailableError(
                 f"cannot {action} invocation {task_id}: {self._where} is unavailable "
-                f"({type(exc).__name__}: {exc}). The journal is unchanged and the step does "
-                "not count as done; the task is retried until Redis is back."
+                f"({type(exc).__name__}: {exc}). The write may or may not have been made; "
+                "either way the next delivery resumes from what the journal holds, and the "
+                "task is retried until Redis takes writes again."
             )
         return JournalError(
             f"cannot {action} invocation {task_id} in {self._where}: {type(exc).__name__}: {exc}"

@@ -13,7 +13,13 @@ import pytest
 import redis
 from celery import Celery
 
-from celery_durable import ConfigurationError, DurableTask, JournalError, get_invocation
+from celery_durable import (
+    ConfigurationError,
+    DurableTask,
+    JournalError,
+    JournalUnavailableError,
+    get_invocation,
+)
 from celery_durable.keys import KeySpace
 from celery_durable.redis_store import RedisJournalStore
 from celery_durable.runtime import release_runtime
@@ -238,4 +244,26 @@ def test_a_journal_left_without_its_metadata_is_not_replayed(spare_redis: SpareR
     store.client.delete(KeySpace("left").invocation("inv").meta)
     started = store.start("inv", "t", "fp", 2, 0)
     assert (started.created, started.entries, started.seed) == (True, [], 2)
+    store.client.close()
+
+
+def test_a_redis_out_of_memory_is_an_outage_to_wait_out(spare_redis: SpareRedis) -> None:
+    store = RedisJournalStore.from_url(spare_redis.url, KeySpace("oom"))
+    store.start("inv", "t", "fp", 1, 0)
+    store.client.config_set("maxmemory", 1)  # noeviction: every write is refused now
+    with pytest.raises(JournalUnavailableError, match="OutOfMemoryError") as info:
+        store.append("inv", 0, '{"k":"run"}', False)
+    assert "retried until Redis takes writes again" in str(info.value)
+    store.client.config_set("maxmemory", 0)
+    assert store.append("inv", 0, '{"k":"run"}', False) is None
+    store.client.close()
+
+
+def test_finishing_a_forgotten_invocation_writes_nothing(spare_redis: SpareRedis) -> None:
+    store = RedisJournalStore.from_url(spare_redis.url, KeySpace("fgt"))
+    store.start("inv", "t", "fp", 1, 0)
+    store.forget("inv")
+    with pytest.raises(JournalError, match="no longer exists"):
+        store.finish("inv", "completed", '{"s":"ok","v":1}', 60)
+    assert store.client.keys("fgt:*") == []
     store.client.close()
