@@ -50,7 +50,7 @@ class DurableContext:
 
     __slots__ = (
         "_active", "_codec", "_entries", "_id", "_in_step", "_policy", "_position", "_rand",
-        "_resume", "_resume_at", "_store",
+        "_resume", "_resume_at", "_store", "paused_by",
     )  # fmt: skip
 
     def __init__(
@@ -74,6 +74,8 @@ class DurableContext:
         needs_resume = started.crashes or started.attempt or started.guard is not None
         self._resume: Started | None = started if needs_resume else None
         self._resume_at = started.length
+        #: The error that paused the invocation, even if the body swallowed it.
+        self.paused_by: NonDeterminismError | None = None
 
     @property
     def invocation_id(self) -> str:
@@ -339,7 +341,8 @@ class DurableContext:
         )
         self._store.pause(self._id, message)
         self._active = False
-        raise NonDeterminismError(message)
+        self.paused_by = NonDeterminismError(message)
+        raise self.paused_by
 
 
 def terminal_error_from(record: dict[str, Any]) -> TerminalError:

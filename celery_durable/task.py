@@ -16,6 +16,7 @@ from celery_durable.codec import Codec, resolve_codec
 from celery_durable.context import DurableContext
 from celery_durable.errors import (
     ContextError,
+    DurableError,
     InvocationConflictError,
     JournalError,
     JournalUnavailableError,
@@ -24,6 +25,8 @@ from celery_durable.errors import (
     StepRetry,
     TerminalError,
 )
+from celery_durable.journal import JournalStore
+from celery_durable.memory_store import MemoryJournalStore
 from celery_durable.policy import RetryPolicy
 from celery_durable.runtime import runtime_for
 
@@ -81,16 +84,18 @@ class DurableTask(Task):  # type: ignore[misc]
             if self.request.is_eager or self.request.called_directly:
                 raise  # nobody would redeliver it: the caller sees the outage
             raise self._retry_until_redis_is_back(exc) from exc
-        except _TerminalEscape as escape:
-            raise escape.error from None
 
     def _execute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run one execution: replay the journal, run what is new, record the outcome."""
         runtime = runtime_for(self.app)
         codec = self._codec(runtime.settings.codec)
         policy = self._default_policy(runtime.settings.retry)
-        task_id = self.request.id or str(uuid.uuid4())
-        store = runtime.store
+        store: JournalStore = runtime.store
+        task_id = self.request.id
+        if self.request.called_directly:
+            # Called as a plain function: nothing will deliver it again, so its journal
+            # lives in memory for this call only, and Redis keeps nothing of it.
+            store, task_id = MemoryJournalStore(), str(uuid.uuid4())
         started = invocation.begin(
             store, task_id, self.name, args, kwargs, codec, policy, self.request.retries or 0
         )
@@ -99,25 +104,31 @@ class DurableTask(Task):  # type: ignore[misc]
                         started.status)  # fmt: skip
             return started.replay(codec)
 
-        self._shield_terminal_errors_from_autoretry()
+        self._shield_durable_errors_from_autoretry()
         retention = runtime.settings.retention
         token = _current.set(started)
         try:
             try:
-                value = super().__call__(*args, **kwargs)
+                value = self._run_body(args, kwargs)
             finally:
                 started.close()
+            if started.paused_by is not None:
+                raise started.paused_by  # the body swallowed it; the invocation stays paused
             return invocation.complete(store, started, value, codec, retention)
         except _NOT_FINAL:
-            raise
-        except _TerminalEscape as escape:
-            invocation.fail(store, started, escape.error, retention)
             raise
         except Exception as exc:
             invocation.fail(store, started, exc, retention)
             raise
         finally:
             _current.reset(token)
+
+    def _run_body(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        try:
+            return super().__call__(*args, **kwargs)
+        except _Escape as escape:
+            error = escape.error
+        raise error  # outside the except block, so that its traceback stays its own
 
     def _default_policy(self, setting: RetryPolicy | None) -> RetryPolicy:
         if self.durable_retry is not None:
@@ -126,9 +137,11 @@ class DurableTask(Task):  # type: ignore[misc]
             return setting
         return RetryPolicy.from_celery_options(self)
 
-    def _shield_terminal_errors_from_autoretry(self) -> None:
-        # Celery's autoretry wrapper is built with the dont_autoretry_for the task was
-        # declared with, which may leave TerminalError out. Carry terminal errors past it.
+    def _shield_durable_errors_from_autoretry(self) -> None:
+        # Celery's autoretry wrapper catches what the task's autoretry_for names, often
+        # Exception, minus the dont_autoretry_for it was declared with. Our errors must
+        # not be retried that way: a TerminalError means "do not retry", the others need
+        # their own handling (pause, refuse, retry until Redis is back). Carry them past.
         run = self.__dict__.get("_orig_run")
         if run is None or getattr(run, "_durable_shielded", False):
             return
@@ -136,8 +149,10 @@ class DurableTask(Task):  # type: ignore[misc]
         def shielded(*args: Any, **kwargs: Any) -> Any:
             try:
                 return run(*args, **kwargs)
-            except TerminalError as exc:
-                raise _TerminalEscape(exc) from exc
+            except RetryableError:
+                raise
+            except DurableError as exc:
+                raise _Escape(exc) from exc
 
         shielded._durable_shielded = True  # type: ignore[attr-defined]
         self._orig_run = shielded
@@ -156,10 +171,10 @@ class DurableTask(Task):  # type: ignore[misc]
         return resolve_codec(self.durable_codec, f"{self.name}.durable_codec")
 
 
-class _TerminalEscape(BaseException):
-    """Carries a TerminalError past Celery's autoretry wrapper, which catches Exception."""
+class _Escape(BaseException):
+    """Carries one of our errors past Celery's autoretry wrapper, which catches Exception."""
 
-    def __init__(self, error: TerminalError) -> None:
+    def __init__(self, error: DurableError) -> None:
         super().__init__(str(error))
         self.error = error
 

@@ -15,6 +15,7 @@ from celery_durable import (
     ContextError,
     DurableTask,
     JsonCodec,
+    NonDeterminismError,
     TerminalError,
     get_invocation,
     list_invocations,
@@ -216,3 +217,66 @@ def test_finished_journals_expire_and_running_ones_do_not(
         assert 0 < redis_client.ttl(f"{key_prefix}:{{done}}:{part}") <= 120
         assert redis_client.ttl(f"{key_prefix}:{{running}}:{part}") == -1
     assert [i.id for i in list_invocations(app, status="running")] == ["running"]
+
+
+def test_a_direct_call_runs_like_a_function_and_leaves_no_journal(app: Celery) -> None:
+    runs: Counter[str] = Counter()
+
+    @app.task(base=DurableTask, bind=True, shared=False)
+    def direct(self: DurableTask, n: int) -> int:
+        return int(self.ctx.run("double", lambda: runs.update(["double"]) or n * 2))
+
+    assert direct(21) == 42
+    assert direct(21) == 42  # a new invocation each call, as for any function
+    assert runs == {"double": 2}
+    assert list_invocations(app) == []
+
+
+def test_a_swallowed_non_determinism_error_still_fails_and_keeps_it_paused(
+    app: Celery,
+) -> None:
+    step_name = {"value": "old"}
+
+    @app.task(base=DurableTask, bind=True, shared=False)
+    def careless(self: DurableTask) -> str:
+        try:
+            self.ctx.run(step_name["value"], lambda: 1)
+        except Exception:
+            return "swallowed"
+        if step_name["value"] == "old":
+            raise KeyboardInterrupt  # dies after the step, like a killed worker
+        return "done"
+
+    with pytest.raises(KeyboardInterrupt):
+        careless.apply(task_id="careless-1")
+    step_name["value"] = "new"
+    with pytest.raises(NonDeterminismError):
+        careless.apply(task_id="careless-1").get()
+    inv = get_invocation(app, "careless-1")
+    assert inv is not None
+    assert (inv.status, inv.result) == ("paused", None)
+
+
+def test_autoretry_for_does_not_retry_a_non_determinism_error(app: Celery) -> None:
+    bodies: list[int] = []
+    step_name = {"value": "old"}
+
+    @app.task(base=DurableTask, bind=True, shared=False, autoretry_for=(Exception,),
+              retry_kwargs={"countdown": 0, "max_retries": 3})  # fmt: skip
+    def renamed(self: DurableTask) -> None:
+        bodies.append(1)
+        self.ctx.run(step_name["value"], lambda: 1)
+        if step_name["value"] == "old":
+            raise KeyboardInterrupt  # dies after the step, like a killed worker
+
+    with pytest.raises(KeyboardInterrupt):
+        renamed.apply(task_id="renamed-1")
+    step_name["value"] = "new"
+    bodies.clear()
+    result = renamed.apply(task_id="renamed-1")
+    with pytest.raises(NonDeterminismError):
+        result.get()
+    assert bodies == [1]
+    inv = get_invocation(app, "renamed-1")
+    assert inv is not None
+    assert inv.status == "paused"
