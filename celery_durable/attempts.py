@@ -83,7 +83,8 @@ def judge(
         return Verdict(True, 0.0, "its policy does not retry this error")
     if policy.max_attempts is not None and attempts.failures >= policy.max_attempts:
         return Verdict(True, 0.0, f"all {policy.max_attempts} attempts failed")
-    delay = policy.delay(attempts.failures, random)
+    # After a worker's death the redelivery is the retry: the step runs again at once.
+    delay = 0.0 if error is None else policy.delay(attempts.failures, random)
     if isinstance(error, RetryableError) and error.retry_after is not None:
         delay = max(0.0, float(error.retry_after))
     if policy.max_duration is not None:

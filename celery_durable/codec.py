@@ -58,11 +58,11 @@ class JsonCodec(Generic[T]):
         if self.type_ is None:
             scalar = _SCALAR_ENCODERS.get(type(value))
             if scalar is not None:
-                return scalar(value)
+                return _storable(scalar(value))
         else:
             plain = _to_plain(value)
         try:
-            return _dumps(plain)
+            return _storable(_dumps(plain))
         except (TypeError, ValueError) as exc:
             hint = (
                 f"name its type with codec=JsonCodec({type(value).__name__})"
@@ -140,6 +140,16 @@ def resolve_codec(codec: str | Codec[Any], setting: str = "codec") -> Codec[Any]
             f"{setting}={codec!r} is not a codec: it needs name, encode() and decode()."
         )
     return codec
+
+
+def _storable(text: str) -> str:
+    """Return ``text`` if it is valid UTF-8 once encoded, as Redis will need it."""
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError as exc:  # lone surrogates, e.g. from os.fsdecode
+            raise CodecError(f"the value holds text that is not valid Unicode: {exc}") from exc
+    return text
 
 
 def _is_structured(cls: type[Any]) -> bool:

@@ -49,6 +49,21 @@ class TerminalError(DurableError):
             return self.message
         return f"{self.error_type}: {self.message}"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt without calling the class: a subclass's __init__ may take other arguments.
+        return (
+            _rebuild_terminal,
+            (type(self), self.message, self.metadata, self.error_type, self.attempts),
+        )
+
+
+def _rebuild_terminal(
+    cls: type[TerminalError], message: str, metadata: Any, error_type: str, attempts: int
+) -> TerminalError:
+    error = cls.__new__(cls)
+    TerminalError.__init__(error, message, metadata, error_type, attempts)
+    return error
+
 
 class StepInterruptedError(TerminalError):
     """Raised on replay when an execution died inside an ``at_most_once`` step.

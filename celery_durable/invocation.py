@@ -6,6 +6,7 @@ be tested against the in-memory store.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -35,9 +36,27 @@ class Finished:
 
 
 def fingerprint(task_name: str, args: Any, kwargs: Any) -> str:
-    """Return a stable digest of a task's arguments, to catch reused task ids."""
-    text = json.dumps([list(args or ()), dict(kwargs or {})], sort_keys=True, default=repr)
+    """Return a digest of a task's arguments, the same in every process, to catch reused ids."""
+    text = json.dumps([list(args or ()), dict(kwargs or {})], sort_keys=True, default=_canonical)
     return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    """Return a JSON form of an argument that does not depend on the process."""
+    if isinstance(value, set | frozenset):  # iteration order follows per-process hashing
+        return sorted(json.dumps(v, sort_keys=True, default=_canonical) for v in value)
+    if isinstance(value, bytes | bytearray):
+        return {"bytes": value.hex()}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {"type": type(value).__qualname__, "fields": dataclasses.asdict(value)}
+    if hasattr(value, "model_dump"):  # a pydantic model
+        return {"type": type(value).__qualname__, "fields": value.model_dump(mode="json")}
+    if hasattr(value, "__dict__") and not any(
+        "__repr__" in vars(c) for c in type(value).__mro__[:-1]
+    ):
+        # object's own repr holds the memory address: use the state instead
+        return {"type": type(value).__qualname__, "fields": vars(value)}
+    return repr(value)
 
 
 def begin(

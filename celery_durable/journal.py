@@ -27,7 +27,9 @@ from celery_durable.errors import TerminalError
 Status = Literal["running", "suspended", "completed", "failed", "paused"]
 FINISHED: frozenset[str] = frozenset({"completed", "failed"})
 
-_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+# Names and error messages can hold anything (a lone surrogate from a file name);
+# escaped to ASCII they always reach Redis.
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def encode_entry(

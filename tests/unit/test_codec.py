@@ -81,3 +81,10 @@ def test_resolve_codec_by_name_and_refuses_unknown_names() -> None:
         resolve_codec("yaml", "durable_codec")
     with pytest.raises(ConfigurationError, match="needs name, encode"):
         resolve_codec(object())  # type: ignore[arg-type]
+
+
+def test_text_that_is_not_valid_unicode_is_refused_before_it_reaches_redis() -> None:
+    with pytest.raises(CodecError, match="not valid Unicode"):
+        JsonCodec().encode("caf\udce9")  # what os.fsdecode makes of a latin-1 file name
+    with pytest.raises(CodecError, match="not valid Unicode"):
+        JsonCodec().encode({"name": "caf\udce9"})

@@ -34,3 +34,14 @@ def test_every_error_derives_from_durable_error() -> None:
     assert issubclass(NonDeterminismError, DurableError)
     assert issubclass(TerminalError, Exception)
     assert str(TerminalError("plain")) == "plain"
+
+
+class OutOfStock(TerminalError):
+    def __init__(self, sku: str) -> None:
+        super().__init__(f"{sku} is out of stock", {"sku": sku})
+
+
+def test_a_terminal_error_subclass_with_its_own_init_survives_pickling() -> None:
+    copy = pickle.loads(pickle.dumps(OutOfStock("A1")))
+    assert type(copy) is OutOfStock
+    assert (copy.message, copy.metadata) == ("A1 is out of stock", {"sku": "A1"})

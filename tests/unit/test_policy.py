@@ -122,3 +122,9 @@ def test_a_worker_death_has_no_error_and_counts_against_attempts() -> None:
     policy = RetryPolicy(max_attempts=2, retry_on=(KeyError,))
     assert not judge(policy, attempts(1), None, 100, never).give_up
     assert judge(policy, attempts(2), None, 100, never).give_up
+
+
+def test_a_worker_death_is_retried_at_once_so_max_duration_counts_no_delay() -> None:
+    policy = RetryPolicy(max_duration=30, initial_interval=60)
+    verdict = judge(policy, attempts(1, first_at=100), None, 100, never)
+    assert (verdict.give_up, verdict.delay) == (False, 0.0)
