@@ -98,7 +98,7 @@ def journal_loading(store: Any, prefix: str, task_id: str, repeats: int) -> dict
     client = store.client
     journal = f"{prefix}:{{{task_id}}}:journal"
     calls = {
-        "start": lambda: store.start(task_id, TASK, fingerprint(TASK, (), {}), 1),
+        "start": lambda: store.start(task_id, TASK, fingerprint(TASK, (), {}), 1, 0),
         "lrange": lambda: client.lrange(journal, 0, -1),
     }
     out = {}
