@@ -197,8 +197,11 @@ def begin(store: Any, task_id: str, task_name: str, codec: Any) -> Any:
     Passes a ``policy`` only where ``begin`` takes one (it arrived with retry policies).
     """
     from celery_durable import invocation
+    from celery_durable.context import DurableContext
 
-    return invocation.begin(store, task_id, task_name, (), {}, codec, **_begin_extra())
+    started = invocation.begin(store, task_id, task_name, (), {}, codec, **_begin_extra())
+    # Newer packages return the execution behind the context; the bench drives the context.
+    return started if isinstance(started, invocation.Finished) else DurableContext(started)
 
 
 @functools.cache

@@ -19,7 +19,7 @@ from typing import Any
 import _common as c
 import redis
 
-APPEND = resources.files("celery_durable").joinpath("lua/append.lua").read_text()
+APPEND = resources.files("celery_durable.stores.redis").joinpath("lua/append.lua").read_text()
 LEAN = """
 local n = redis.call('LLEN', KEYS[2])
 local i = tonumber(ARGV[1])

@@ -27,8 +27,8 @@ from redis.connection import AbstractConnection
 from celery_durable.codec import JsonCodec
 from celery_durable.context import DurableContext
 from celery_durable.invocation import fingerprint
-from celery_durable.memory_store import MemoryJournalStore
 from celery_durable.runtime import release_runtime, runtime_for
+from celery_durable.stores.memory import MemoryJournalStore
 
 TARGET_MS = 100.0
 TASK = "bench.replay"

@@ -30,13 +30,13 @@ from celery import Celery
 
 from celery_durable.codec import JsonCodec
 from celery_durable.context import DurableContext
-from celery_durable.journal import encode_entry
-from celery_durable.memory_store import MemoryJournalStore
+from celery_durable.journal.entries import encode_entry
 from celery_durable.runtime import release_runtime, runtime_for
+from celery_durable.stores.memory import MemoryJournalStore
 
 TARGET = 1.3
 CODEC: JsonCodec[Any] = JsonCodec()
-APPEND_LUA = resources.files("celery_durable").joinpath("lua/append.lua").read_text()
+APPEND_LUA = resources.files("celery_durable.stores.redis").joinpath("lua/append.lua").read_text()
 APPEND_SHA = hashlib.sha1(APPEND_LUA.encode()).hexdigest()
 EMPTY_LUA = "return false"
 EMPTY_SHA = hashlib.sha1(EMPTY_LUA.encode()).hexdigest()

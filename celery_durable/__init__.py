@@ -1,5 +1,7 @@
 """Durable execution for Celery tasks: journaled steps that replay after a crash."""
 
+from celery_durable import worker as _worker  # noqa: F401 - registers the worker bootsteps
+from celery_durable.admin import forget_invocation, get_invocation, list_invocations
 from celery_durable.codec import Codec, JsonCodec, PickleCodec
 from celery_durable.context import DurableContext
 from celery_durable.errors import (
@@ -15,8 +17,7 @@ from celery_durable.errors import (
     StepInterruptedError,
     TerminalError,
 )
-from celery_durable.inspect import forget_invocation, get_invocation, list_invocations
-from celery_durable.journal import Invocation, Step
+from celery_durable.journal.records import Invocation, Step
 from celery_durable.policy import RetryPolicy
 from celery_durable.rand import DurableRandom
 from celery_durable.task import DurableTask

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery_durable.codec import Codec
-from celery_durable.context import DurableContext, terminal_error_from
+from celery_durable.engine.execution import Execution
 from celery_durable.errors import CodecError, InvocationConflictError
-from celery_durable.journal import FINISHED, JournalStore, encode_outcome, error_record
+from celery_durable.journal.entries import encode_outcome, error_record, terminal_error_from
+from celery_durable.journal.store import FINISHED, JournalStore
 from celery_durable.policy import RetryPolicy
 
 
@@ -68,8 +69,8 @@ def begin(
     codec: Codec[Any],
     policy: RetryPolicy,
     retries: int = 0,
-) -> DurableContext | Finished:
-    """Start an execution: a context to run the body with, or the recorded outcome.
+) -> Execution | Finished:
+    """Start an execution: the execution to run the body in, or the recorded outcome.
 
     ``retries`` is the delivery's Celery retry count (``request.retries``).
 
@@ -92,11 +93,11 @@ def begin(
         )
     if started.status in FINISHED and started.outcome is not None:
         return Finished(started.status, started.outcome)
-    return DurableContext(store, task_id, started, codec, policy)
+    return Execution(store, task_id, started, codec, policy)
 
 
 def complete(
-    store: JournalStore, ctx: DurableContext, value: Any, codec: Codec[Any], retention: float
+    store: JournalStore, ex: Execution, value: Any, codec: Codec[Any], retention: float
 ) -> Any:
     """Journal the body's return value; return it as decoded from the journal.
 
@@ -107,16 +108,14 @@ def complete(
         payload = codec.encode(value)
     except CodecError as exc:
         raise CodecError(
-            f"invocation {ctx.invocation_id} returned a {type(value).__name__} that its "
+            f"invocation {ex.id} returned a {type(value).__name__} that its "
             f"codec cannot store: {exc}"
         ) from exc.__cause__
     outcome = encode_outcome(codec.name, payload, None)
-    earlier = store.finish(ctx.invocation_id, "completed", outcome, retention)
+    earlier = store.finish(ex.id, "completed", outcome, retention)
     return Finished(*(earlier or ("completed", outcome))).replay(codec)
 
 
-def fail(store: JournalStore, ctx: DurableContext, exc: BaseException, retention: float) -> None:
+def fail(store: JournalStore, ex: Execution, exc: BaseException, retention: float) -> None:
     """Journal that the body failed for good with ``exc``."""
-    store.finish(
-        ctx.invocation_id, "failed", encode_outcome("json", None, error_record(exc)), retention
-    )
+    store.finish(ex.id, "failed", encode_outcome("json", None, error_record(exc)), retention)

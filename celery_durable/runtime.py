@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from celery_durable.keys import KeySpace
-from celery_durable.redis_store import RedisJournalStore
 from celery_durable.settings import DurableSettings
+from celery_durable.stores.redis import RedisJournalStore
 
 
 @dataclass(frozen=True, slots=True)

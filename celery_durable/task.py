@@ -8,12 +8,13 @@ import uuid
 from contextvars import ContextVar
 from typing import Any
 
-from celery import Task, bootsteps, signals
+from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 
 from celery_durable import invocation
 from celery_durable.codec import Codec, resolve_codec
 from celery_durable.context import DurableContext
+from celery_durable.engine.execution import Execution
 from celery_durable.errors import (
     ContextError,
     DurableError,
@@ -25,14 +26,16 @@ from celery_durable.errors import (
     StepRetry,
     TerminalError,
 )
-from celery_durable.journal import JournalStore
-from celery_durable.memory_store import MemoryJournalStore
+from celery_durable.journal.store import JournalStore
 from celery_durable.policy import RetryPolicy
 from celery_durable.runtime import runtime_for
+from celery_durable.stores.memory import MemoryJournalStore
 
 logger = logging.getLogger("celery_durable")
 
-_current: ContextVar[DurableContext | None] = ContextVar("celery_durable_context", default=None)
+_current: ContextVar[tuple[Execution, DurableContext] | None] = ContextVar(
+    "celery_durable_context", default=None
+)
 
 #: Raised through the body without finishing the invocation: Celery's own control
 #: flow (the task will run again or was handed elsewhere), and errors that say the
@@ -63,14 +66,15 @@ class DurableTask(Task):  # type: ignore[misc]
     @property
     def ctx(self) -> DurableContext:
         """The durable context of the invocation running now."""
-        ctx = _current.get()
-        if ctx is None:
+        current = _current.get()
+        if current is None:
             raise ContextError(
                 f"self.ctx of {self.name} was used outside a running invocation. "
                 "It exists only while the task body runs (through a worker, apply(), or a "
                 "direct call)."
             )
-        ctx.ensure_usable("self.ctx")
+        execution, ctx = current
+        execution.ensure_usable("self.ctx")
         return ctx
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -106,7 +110,7 @@ class DurableTask(Task):  # type: ignore[misc]
 
         self._shield_durable_errors_from_autoretry()
         retention = runtime.settings.retention
-        token = _current.set(started)
+        token = _current.set((started, DurableContext(started)))
         try:
             try:
                 value = self._run_body(args, kwargs)
@@ -177,23 +181,3 @@ class _Escape(BaseException):
     def __init__(self, error: DurableError) -> None:
         super().__init__(str(error))
         self.error = error
-
-
-class EvictionPolicyCheck(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Worker start-up step: refuse (or warn about) a Redis that could evict journals."""
-
-    label = "durable eviction check"
-
-    def start(self, worker: Any) -> None:
-        app = worker.app
-        if not any(isinstance(task, DurableTask) for task in app.tasks.values()):
-            return
-        runtime = runtime_for(app)
-        warning = runtime.store.check_eviction_policy(runtime.settings.eviction_check)
-        if warning:
-            logger.warning("celery-durable: %s", warning)
-
-
-@signals.worker_init.connect  # type: ignore[untyped-decorator]
-def _add_startup_check(sender: Any, **_: Any) -> None:
-    sender.app.steps["worker"].add(EvictionPolicyCheck)

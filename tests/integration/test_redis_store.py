@@ -21,8 +21,8 @@ from celery_durable import (
     get_invocation,
 )
 from celery_durable.keys import KeySpace
-from celery_durable.redis_store import RedisJournalStore
 from celery_durable.runtime import release_runtime
+from celery_durable.stores.redis import RedisJournalStore
 from tests.conftest import REDIS_URL, SpareRedis
 
 

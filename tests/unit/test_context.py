@@ -11,6 +11,7 @@ import pytest
 from celery_durable import invocation
 from celery_durable.codec import JsonCodec
 from celery_durable.context import DurableContext
+from celery_durable.engine.execution import Execution
 from celery_durable.errors import (
     CodecError,
     ContextError,
@@ -18,8 +19,8 @@ from celery_durable.errors import (
     NonDeterminismError,
     TerminalError,
 )
-from celery_durable.memory_store import MemoryJournalStore
 from celery_durable.policy import RetryPolicy
+from celery_durable.stores.memory import MemoryJournalStore
 
 Body = Callable[[DurableContext], Any]
 CODEC = JsonCodec[Any]()
@@ -38,7 +39,7 @@ def execute(
     if isinstance(started, invocation.Finished):
         return started.replay(CODEC)
     try:
-        value = body(started)
+        value = body(DurableContext(started))
     finally:
         started.close()
     return invocation.complete(store, started, value, CODEC, retention=60)
@@ -215,8 +216,8 @@ def test_round_trips_are_one_to_start_one_per_step_one_to_finish(
 
 def begin_execution(store: MemoryJournalStore) -> DurableContext:
     started = invocation.begin(store, "inv-1", "shop.checkout", (), {}, CODEC, DEFAULT_POLICY)
-    assert isinstance(started, DurableContext)
-    return started
+    assert isinstance(started, Execution)
+    return DurableContext(started)
 
 
 def test_overlapping_executions_continue_with_whichever_entry_came_first(

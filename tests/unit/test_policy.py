@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from celery_durable.attempts import Attempts, judge
+from celery_durable.engine.attempts import Attempts, judge
 from celery_durable.errors import ConfigurationError, RetryableError, TerminalError
 from celery_durable.policy import RetryPolicy
 

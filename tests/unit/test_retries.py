@@ -10,8 +10,8 @@ import pytest
 
 from celery_durable.context import DurableContext
 from celery_durable.errors import StepInterruptedError, StepRetry, TerminalError
-from celery_durable.memory_store import MemoryJournalStore
 from celery_durable.policy import RetryPolicy
+from celery_durable.stores.memory import MemoryJournalStore
 from tests.unit.test_context import Body, Crash, execute
 
 NO_WAIT = RetryPolicy(max_attempts=3, initial_interval=0)

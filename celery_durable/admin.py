@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from celery_durable.journal import Invocation, parse_invocation
+from celery_durable.journal.records import Invocation, parse_invocation
 from celery_durable.runtime import runtime_for
 
 

@@ -28,7 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from celery_durable.errors import ConfigurationError, JournalError, JournalUnavailableError
-from celery_durable.journal import Started
+from celery_durable.journal.store import Started
 from celery_durable.keys import KeySpace
 
 T = TypeVar("T")
@@ -55,7 +55,9 @@ class _Script:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.source = resources.files("celery_durable").joinpath(f"lua/{name}.lua").read_text()
+        self.source = (
+            resources.files("celery_durable.stores.redis").joinpath(f"lua/{name}.lua").read_text()
+        )
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
 

@@ -10,7 +10,7 @@ import time
 from collections.abc import Sequence
 
 from celery_durable.errors import JournalError
-from celery_durable.journal import FINISHED, Started
+from celery_durable.journal.store import FINISHED, Started
 
 
 class MemoryJournalStore:

@@ -1,0 +1,1 @@
+"""The machinery behind ``DurableContext``: replay, steps, attempts."""

@@ -1,0 +1,197 @@
+"""The ``run`` operation: a step that runs a function once and journals its outcome."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from celery_durable.codec import JSON_SCALARS, PLAIN_JSON, Codec, resolve_codec
+from celery_durable.engine.attempts import WORKER_LOST, Attempts, judge
+from celery_durable.engine.execution import Execution
+from celery_durable.errors import (
+    CodecError,
+    ConfigurationError,
+    ContextError,
+    NonDeterminismError,
+    StepInterruptedError,
+    StepRetry,
+    TerminalError,
+)
+from celery_durable.journal.entries import encode_entry, error_record, parse, terminal_error_from
+from celery_durable.policy import RetryPolicy
+
+#: Errors of this library that a step's function may raise by misusing it.
+_MISUSE = (ContextError, CodecError, ConfigurationError, NonDeterminismError)
+
+
+def run_step(
+    ex: Execution,
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    retry: RetryPolicy | None,
+    codec: str | Codec[Any] | None,
+    at_most_once: bool,
+) -> Any:
+    """Run ``fn`` as step ``name``, or replay it; see ``DurableContext.run``."""
+    chosen = ex.codec if codec is None else resolve_codec(codec)
+    index = ex.position
+    if index < len(ex.entries):
+        return ex.replay(index, "run", name, chosen)
+
+    policy = ex.policy if retry is None else _checked(retry)
+    attempts = None
+    if ex.resume is not None:
+        attempts, final = _resume_attempts(ex, index, name, policy)
+        if final is not None:
+            return _journal_error(ex, index, name, time.time(), final, chosen)
+    if at_most_once and (existing := ex.store.guard(ex.id, index)) is not None:
+        return ex.adopt(index, "run", name, existing, chosen)
+
+    started_at = time.time()
+    failures = attempts.failures if attempts else 0
+    ex.in_step = name
+    try:
+        value = fn(*args, **kwargs)
+    except TerminalError as exc:
+        error = error_record(exc, attempts=failures + 1)
+        return _journal_error(ex, index, name, started_at, error, chosen)
+    except _MISUSE:
+        raise  # a mistake in the code, not a failed attempt: retrying cannot help
+    except Exception as exc:
+        return _retry_or_give_up(ex, index, name, policy, attempts, exc, started_at, chosen)
+    finally:
+        ex.in_step = None
+
+    try:
+        payload = chosen.encode(value)
+    except CodecError as exc:
+        raise CodecError(
+            f"step {name!r} (index {index}) of invocation {ex.id} returned a "
+            f"{type(value).__name__} that its codec cannot store, so nothing was "
+            f"journaled: {exc}"
+        ) from exc.__cause__
+    entry = encode_entry(
+        "run", name, started_at, time.time(), chosen.name, payload, attempts=failures + 1
+    )
+    if not ex.commit(index, entry, ends_attempts=at_most_once or attempts is not None):
+        return ex.replay(index, "run", name, chosen)
+    ex.advance(index)
+    if chosen is PLAIN_JSON and type(value) in JSON_SCALARS:
+        return value  # decoding its JSON would give it back as it is
+    return chosen.decode(parse(payload))
+
+
+def _resume_attempts(
+    ex: Execution, index: int, name: str, policy: RetryPolicy
+) -> tuple[Attempts | None, dict[str, Any] | None]:
+    """Return the step's failed attempts so far, counting worker deaths among them.
+
+    Also returns the error to journal instead of running the step, when earlier
+    executions left it unfinishable: an interrupted at-most-once step, or one whose
+    worker died more often than its policy allows.
+    """
+    resume = ex.resume
+    if resume is None or index != ex.resume_at:
+        return None, None
+    ex.resume = None
+    now = time.time()
+    if resume.guard == index:
+        interrupted = StepInterruptedError(
+            f"an execution of invocation {ex.id} died inside at-most-once step "
+            f"{name!r}; it may or may not have taken effect, so it is not run again",
+            error_type="StepInterruptedError",
+        )
+        return None, error_record(interrupted)
+    attempts = None
+    if resume.attempt:
+        recorded = Attempts.from_json(resume.attempt)
+        if (recorded.index, recorded.name) == (index, name):
+            attempts = recorded
+    if not resume.crashes:
+        return attempts, None
+    lost = {
+        "type": WORKER_LOST,
+        "message": f"the worker died while step {name!r} ran, before it was journaled "
+        "(SIGKILL, out of memory or a crash)",
+    }
+    if attempts is None:
+        attempts = Attempts(index, name, resume.crashes, now, lost)
+    else:
+        attempts = attempts.after(lost, resume.crashes)
+    verdict = judge(policy, attempts, None, now, random.random)
+    if verdict.give_up:
+        return attempts, {
+            **lost,
+            "metadata": {"gave_up": verdict.reason},
+            "attempts": attempts.failures,
+        }
+    # Run it again now, without the policy's delay: the redelivery was the retry, as
+    # reject_on_worker_lost intends. This start already counts if it dies too.
+    return attempts, None
+
+
+def _retry_or_give_up(
+    ex: Execution,
+    index: int,
+    name: str,
+    policy: RetryPolicy,
+    attempts: Attempts | None,
+    exc: Exception,
+    started_at: float,
+    codec: Codec[Any],
+) -> Any:
+    """Give up (journal a terminal error) or record the attempt and retry.
+
+    Returns only the outcome another execution journaled for this step first.
+    """
+    now = time.time()
+    error = {"type": type(exc).__name__, "message": str(exc)}
+    attempts = Attempts(index, name, 1, now, error) if attempts is None else attempts.after(error)
+    verdict = judge(policy, attempts, exc, now, random.random)
+    if verdict.give_up:
+        record = {
+            **error,
+            "metadata": {"gave_up": verdict.reason},
+            "attempts": attempts.failures,
+        }
+        return _journal_error(ex, index, name, started_at, record, codec)
+    existing = ex.store.record_attempt(ex.id, index, attempts.to_json())
+    if existing is not None:
+        return ex.adopt(index, "run", name, existing, codec)
+    raise StepRetry(name, verdict.delay, exc)
+
+
+def _journal_error(
+    ex: Execution,
+    index: int,
+    name: str,
+    started_at: float,
+    error: dict[str, Any],
+    codec: Codec[Any],
+) -> Any:
+    """Journal a terminal error for the step and raise it.
+
+    Returns only the outcome another execution journaled for this step first.
+    """
+    attempts = error.get("attempts", 1)
+    entry = encode_entry(
+        "run", name, started_at, time.time(), codec.name, error=error, attempts=attempts
+    )
+    ends_attempts = attempts > 1 or error.get("type") == "StepInterruptedError"
+    if not ex.commit(index, entry, ends_attempts):
+        return ex.replay(index, "run", name, codec)
+    ex.advance(index)
+    raise terminal_error_from(error)
+
+
+def _checked(policy: Any) -> RetryPolicy:
+    if not isinstance(policy, RetryPolicy):
+        raise ConfigurationError(
+            f"ctx.run(retry={policy!r}): retry takes a RetryPolicy, "
+            "e.g. RetryPolicy(max_attempts=5, initial_interval=0.5)."
+        )
+    return policy

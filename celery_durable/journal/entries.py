@@ -1,0 +1,93 @@
+"""Journal entries: their JSON form, and the errors they record.
+
+A journal entry is one JSON object per completed durable operation::
+
+    {"k":"run","n":"reserve","t":1763726400123,"d":1530,"s":"ok","v":{"sku":"A1"}}
+
+``k`` kind, ``n`` name, ``t`` start (milliseconds since the epoch), ``d`` duration
+(microseconds), ``a`` attempts (left out when 1), ``c`` codec (left out for json),
+``s`` status (``ok`` or ``error``), ``v`` the value as its codec wrote it, ``e`` the
+error of a failed step. Entries are built by string joining because the per-step
+path is hot and the payload is already JSON; they stay short because Redis keeps
+every one of them.
+
+An invocation's final outcome uses the same shape without ``k``, ``n`` and times.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from celery_durable.errors import StepInterruptedError, TerminalError
+
+#: json.loads without its per-call checks: journal entries are always str.
+_scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+
+
+def parse(text: str) -> Any:
+    """Return the parsed JSON of a stored entry or outcome."""
+    return _scan(text, 0)[0]
+
+
+# Names and error messages can hold anything (a lone surrogate from a file name);
+# escaped to ASCII they always reach Redis.
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def encode_entry(
+    kind: str,
+    name: str,
+    started_at: float,
+    finished_at: float,
+    codec_name: str,
+    payload: str | None = None,
+    error: dict[str, Any] | None = None,
+    attempts: int = 1,
+) -> str:
+    """Return the JSON text of a journal entry; ``payload`` is already-encoded JSON."""
+    took = int((finished_at - started_at) * 1e6)
+    head = f'{{"k":"{kind}","n":{_dumps(name)},"t":{int(started_at * 1000)},"d":{took}'
+    if attempts != 1:
+        head += f',"a":{attempts}'
+    if codec_name != "json":
+        head += f',"c":{_dumps(codec_name)}'
+    if error is not None:
+        return f'{head},"s":"error","e":{_dumps(error)}}}'
+    return f'{head},"s":"ok","v":{payload}}}'
+
+
+def encode_outcome(codec_name: str, payload: str | None, error: dict[str, Any] | None) -> str:
+    """Return the JSON text of an invocation's final outcome."""
+    codec = "" if codec_name == "json" else f',"c":{_dumps(codec_name)}'
+    if error is not None:
+        return f'{{"s":"error","e":{_dumps(error)}{codec}}}'
+    return f'{{"s":"ok","v":{payload}{codec}}}'
+
+
+def error_record(exc: BaseException, attempts: int | None = None) -> dict[str, Any]:
+    """Return the JSON form of an error: its type name, message, details and attempts."""
+    if isinstance(exc, TerminalError):
+        return {
+            "type": exc.error_type,
+            "message": exc.message,
+            "metadata": exc.metadata,
+            "attempts": exc.attempts if attempts is None else attempts,
+        }
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "metadata": {},
+        "attempts": attempts or 1,
+    }
+
+
+def terminal_error_from(record: dict[str, Any]) -> TerminalError:
+    """Rebuild the ``TerminalError`` that a journaled error record describes."""
+    cls = StepInterruptedError if record.get("type") == "StepInterruptedError" else TerminalError
+    return cls(
+        record.get("message", ""),
+        record.get("metadata") or {},
+        error_type=record.get("type"),
+        attempts=record.get("attempts", 1),
+    )

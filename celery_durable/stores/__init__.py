@@ -1,0 +1,1 @@
+"""Journal stores: in memory (one process) and in Redis."""
