@@ -114,8 +114,37 @@ class CodecError(DurableError):
     """Raised when a step's value cannot be encoded or decoded by its codec."""
 
 
+class ValueTooLargeError(CodecError):
+    """Raised when an encoded value is larger than ``durable_max_value_bytes``."""
+
+
 class ConfigurationError(DurableError):
     """Raised when a ``durable_*`` setting, or the Redis it points at, is unusable."""
+
+
+class UnstableArgumentsError(ConfigurationError):
+    """Raised when a task's arguments have no fingerprint that every delivery would share.
+
+    Without one, a redelivery could not be told from a reuse of the task id with
+    other arguments. The message names the argument, the place inside it and the
+    type, never the value.
+
+    Attributes:
+        message: What was refused, why, and what to do, for people.
+        argument: Where the refused value sits, as Python would write it
+            (``"args[0].customer"``, ``"kwargs['items'][2]"``).
+        type_name: Qualified name of the refused value's type.
+    """
+
+    def __init__(self, message: str, argument: str = "", type_name: str = "") -> None:
+        self.message = message
+        self.argument = argument
+        self.type_name = type_name
+        # Every field is in args: Celery's result backend rebuilds errors as cls(*args).
+        super().__init__(message, argument, type_name)
+
+    def __str__(self) -> str:
+        return self.message
 
 
 class ContextError(DurableError):
@@ -141,3 +170,13 @@ class StepRetry(BaseException):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.step, self.countdown, self.error))
+
+
+class LeaseLost(BaseException):
+    """Raised through the task body when its execution no longer owns the invocation.
+
+    Another execution took the lease (this one was too slow to renew it, or was
+    thought dead), or the invocation was forgotten. This execution must stop at once
+    and write nothing more; it derives from ``BaseException`` so that an
+    ``except Exception`` in user code cannot swallow it and go on.
+    """
