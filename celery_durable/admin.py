@@ -20,7 +20,7 @@ def list_invocations(app: Any, status: str | None = None, limit: int = 100) -> l
     found: list[Invocation] = []
     offset = 0
     while len(found) < limit:
-        ids = store.recent_ids(max(limit, 100), offset)
+        ids = store.list_ids(status, max(limit, 100), offset)
         if not ids:
             break
         offset += len(ids)

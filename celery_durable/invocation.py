@@ -6,18 +6,18 @@ be tested against the in-memory store.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import json
-import os
 from dataclasses import dataclass
 from typing import Any
 
-from celery_durable.codec import Codec
+from celery_durable.codec import Codec, resolve_codec
+from celery_durable.engine.attempts import WORKER_LOST, Attempts
 from celery_durable.engine.execution import Execution
 from celery_durable.errors import CodecError, InvocationConflictError
-from celery_durable.journal.entries import encode_outcome, error_record, terminal_error_from
-from celery_durable.journal.store import FINISHED, JournalStore
+from celery_durable.fingerprint import describe_difference
+from celery_durable.journal.entries import check_size, encode_outcome
+from celery_durable.journal.failures import ErrorRecord, rebuild, record_of
+from celery_durable.journal.store import JournalStore, Started, StartRequest
 from celery_durable.policy import RetryPolicy
 
 
@@ -26,74 +26,95 @@ class Finished:
     """An invocation that finished before this delivery: its recorded outcome."""
 
     status: str
-    outcome: str
+    outcome: str | None
+    """The outcome's JSON; None when there is none to give (replaced)."""
 
     def replay(self, codec: Codec[Any]) -> Any:
         """Return the recorded result, or raise the recorded terminal error."""
-        record = json.loads(self.outcome)
+        record = json.loads(self.outcome or '{"s":"ok","v":null}')
         if record["s"] == "error":
-            raise terminal_error_from(record["e"])
+            raise rebuild(record["e"])
+        recorded = record.get("c", "json")
+        if recorded != codec.name:  # stored by another codec than the task's today
+            codec = resolve_codec(recorded)
         return codec.decode(record["v"])
 
 
-def fingerprint(task_name: str, args: Any, kwargs: Any) -> str:
-    """Return a digest of a task's arguments, the same in every process, to catch reused ids."""
-    text = json.dumps([list(args or ()), dict(kwargs or {})], sort_keys=True, default=_canonical)
-    return hashlib.blake2b(text.encode(), digest_size=12).hexdigest()
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """Another execution holds the invocation's lease for ``seconds`` more."""
 
-
-def _canonical(value: Any) -> Any:
-    """Return a JSON form of an argument that does not depend on the process."""
-    if isinstance(value, set | frozenset):  # iteration order follows per-process hashing
-        return sorted(json.dumps(v, sort_keys=True, default=_canonical) for v in value)
-    if isinstance(value, bytes | bytearray):
-        return {"bytes": value.hex()}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {"type": type(value).__qualname__, "fields": dataclasses.asdict(value)}
-    if hasattr(value, "model_dump"):  # a pydantic model
-        return {"type": type(value).__qualname__, "fields": value.model_dump(mode="json")}
-    if hasattr(value, "__dict__") and not any(
-        "__repr__" in vars(c) for c in type(value).__mro__[:-1]
-    ):
-        # object's own repr holds the memory address: use the state instead
-        return {"type": type(value).__qualname__, "fields": vars(value)}
-    return repr(value)
+    seconds: float
+    holder: str
 
 
 def begin(
     store: JournalStore,
     task_id: str,
-    task_name: str,
-    args: Any,
-    kwargs: Any,
+    request: StartRequest,
     codec: Codec[Any],
     policy: RetryPolicy,
-    retries: int = 0,
-) -> Execution | Finished:
-    """Start an execution: the execution to run the body in, or the recorded outcome.
-
-    ``retries`` is the delivery's Celery retry count (``request.retries``).
+    retention: float,
+) -> Execution | Finished | Busy:
+    """Start an execution: the execution to run the body in, or why there is none.
 
     Raises:
         InvocationConflictError: ``task_id`` belongs to another task or other arguments.
     """
-    digest = fingerprint(task_name, args, kwargs)
-    seed = int.from_bytes(os.urandom(8), "little")
-    started = store.start(task_id, task_name, digest, seed, retries)
-    if not started.created and (started.task_name, started.fingerprint) != (task_name, digest):
-        what = (
-            f"task {started.task_name!r}" if started.task_name != task_name else "other arguments"
-        )
-        raise InvocationConflictError(
-            f"task id {task_id} already names an invocation of {what} "
-            f"(status {started.status}); this delivery of {task_name!r} with args={args!r} "
-            f"kwargs={kwargs!r} will not replay someone else's journal. Send it with a new "
-            "task id, or first forget the old invocation: "
-            f"celery_durable.forget_invocation(app, {task_id!r})."
-        )
-    if started.status in FINISHED and started.outcome is not None:
+    started = store.start(task_id, request)
+    if started.state == "run":
+        execution = Execution(store, task_id, started, codec, policy)
+        lost = _crash_loop(task_id, started, policy)
+        if lost is None:
+            return execution
+        outcome = encode_outcome("json", None, lost)
+        earlier = store.finish(task_id, started.fence, "failed", outcome, retention)
+        return Finished(*(earlier or ("failed", outcome)))
+    if started.state == "done":
         return Finished(started.status, started.outcome)
-    return Execution(store, task_id, started, codec, policy)
+    if started.state == "busy":
+        return Busy(started.busy_for, started.holder)
+    if started.task_name != request.task_name:
+        what = f"task {started.task_name!r}"
+    else:
+        what = f"other arguments ({describe_difference(started.fingerprint, request.fingerprint)})"
+    raise InvocationConflictError(
+        f"task id {task_id} already names an invocation of {what}, status "
+        f"{started.status}; this delivery of {request.task_name!r} will not replay someone "
+        "else's journal. Send it with a new task id, or first forget the old invocation: "
+        f"celery_durable.forget_invocation(app, {task_id!r})."
+    )
+
+
+def _crash_loop(task_id: str, started: Started, policy: RetryPolicy) -> ErrorRecord | None:
+    """The error to fail with when workers keep dying at the journal's frontier.
+
+    A step at the frontier judges deaths by its own policy when it is reached again
+    (``engine.run``). Deaths outside any step (after the last step, in a body with no
+    steps, between steps) would loop forever under ``reject_on_worker_lost``: once they
+    pass the limit (the step's recorded ``max_attempts``, else the task's policy), the
+    invocation fails here.
+    """
+    frontier = len(started.entries)
+    if not started.deaths or started.guard == frontier:
+        return None
+    failures, limit = started.deaths, policy.max_attempts
+    if started.attempt:
+        recorded = Attempts.from_json(started.attempt)
+        if recorded.index == frontier:
+            failures, limit = failures + recorded.failures, recorded.limit
+    if limit is None or failures <= limit:
+        return None
+    message = (
+        f"the worker died {failures} times in a row with invocation {task_id} at journal "
+        f"position {frontier} (SIGKILL, out of memory or a crash, outside any step or in a "
+        f"step that never journaled); giving up after max_attempts={limit}"
+    )
+    # A TerminalError named WorkerLostError: see engine.run's record of a death.
+    return {
+        "type": WORKER_LOST, "message": message, "metadata": {"gave_up": "crash loop"},
+        "attempts": failures,
+    }  # fmt: skip
 
 
 def complete(
@@ -108,14 +129,16 @@ def complete(
         payload = codec.encode(value)
     except CodecError as exc:
         raise CodecError(
-            f"invocation {ex.id} returned a {type(value).__name__} that its "
-            f"codec cannot store: {exc}"
+            f"invocation {ex.id} returned a {type(value).__name__} that its codec cannot "
+            f"store: {exc}"
         ) from exc.__cause__
+    check_size(payload, ex.max_value_bytes, f"the result of invocation {ex.id}")
     outcome = encode_outcome(codec.name, payload, None)
-    earlier = store.finish(ex.id, "completed", outcome, retention)
+    earlier = store.finish(ex.id, ex.fence, "completed", outcome, retention)
     return Finished(*(earlier or ("completed", outcome))).replay(codec)
 
 
 def fail(store: JournalStore, ex: Execution, exc: BaseException, retention: float) -> None:
     """Journal that the body failed for good with ``exc``."""
-    store.finish(ex.id, "failed", encode_outcome("json", None, error_record(exc)), retention)
+    outcome = encode_outcome("json", None, record_of(exc))
+    store.finish(ex.id, ex.fence, "failed", outcome, retention)

@@ -1,12 +1,15 @@
-"""Every Redis key celery-durable uses, built in one place.
+"""Every Redis key celery-durable uses, and every field of its hashes, named in one place.
 
 An invocation's keys share the hash tag ``{<task_id>}`` so that they land in one
 Redis Cluster slot and the Lua scripts that touch them together stay legal there.
+The listing indexes span invocations; on a single Redis they are one sorted set per
+status.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -14,9 +17,64 @@ class InvocationKeys:
     """The keys of one invocation, in the order the Lua scripts expect them."""
 
     meta: str
-    """Hash: task name, argument fingerprint, seed, status, outcome, timestamps."""
+    """Hash: the fields of ``MetaField``."""
     journal: str
     """List: one JSON entry per completed durable operation, in order."""
+
+
+class IndexKeys(NamedTuple):
+    """Sorted sets of invocation ids scored by creation time, for listing.
+
+    ``all`` holds every invocation until its retention has passed; each live status
+    has its own, so that listing one status reads only its members.
+    """
+
+    all: str
+    running: str
+    suspended: str
+    paused: str
+
+
+class MetaField:
+    """Fields of an invocation's meta hash. The Lua scripts spell them the same way."""
+
+    TASK = "task"
+    """Name of the task the invocation runs."""
+    FINGERPRINT = "fingerprint"
+    """Digest of its arguments, per position (``celery_durable.fingerprint``)."""
+    SEED = "seed"
+    """The checkpointed seed of ``ctx.rand``."""
+    STATUS = "status"
+    """running, suspended, paused, completed, failed, cancelled or replaced."""
+    OUTCOME = "outcome"
+    """The final outcome's JSON, once finished."""
+    CREATED_AT = "created_at"
+    UPDATED_AT = "updated_at"
+    """Seconds since the epoch, as the clients saw them."""
+    FENCE = "fence"
+    """Fencing token: raised by every execution that takes the lease; every write of
+    an execution must carry the token it took."""
+    LEASE = "lease"
+    """Who holds the lease (``host:pid``). Present until the execution ends cleanly:
+    a lease that expired while still present belonged to an execution that died."""
+    LEASE_UNTIL = "lease_until"
+    """When the lease expires, in milliseconds of Redis's clock."""
+    FRONTIER = "frontier"
+    DEATHS = "deaths"
+    """Executions that died in a row with the journal at ``frontier`` entries."""
+    ATTEMPT = "attempt"
+    """JSON of the failed attempts of the next step, while it waits for its retry."""
+    GUARD = "guard"
+    """Index of an at-most-once step that an execution started."""
+    NESTING = "nesting"
+    """``replaced_task_nesting`` of the request that created or replaced it."""
+    PAUSED_REASON = "paused_reason"
+    CALL = "call"
+    """What a wake-up re-publishes: task name, arguments, options (JSON)."""
+
+
+FINISHED_STATUSES = ("completed", "failed", "cancelled", "replaced")
+LIVE_STATUSES = ("running", "suspended", "paused")
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,6 +88,11 @@ class KeySpace:
         return InvocationKeys(meta=base + "meta", journal=base + "journal")
 
     @property
-    def index(self) -> str:
-        """Sorted set of invocation ids scored by creation time, for listing."""
-        return f"{self.prefix}:index"
+    def epoch(self) -> str:
+        """String set once per Redis data set: if it is missing, Redis lost its data."""
+        return f"{self.prefix}:epoch"
+
+    def indexes(self, task_id: str = "") -> IndexKeys:
+        """The listing indexes that hold ``task_id`` (one set for all ids on one Redis)."""
+        base = f"{self.prefix}:index:"
+        return IndexKeys(base + "all", base + "running", base + "suspended", base + "paused")

@@ -94,15 +94,22 @@ class RetryPolicy:
 
     @classmethod
     def from_celery_options(cls, task: Any) -> RetryPolicy:
-        """Return the policy a Celery task's own retry options describe.
+        """Return the policy under which Celery's autoretry would retry ``task``.
 
+        A step that names no policy is retried the way Celery retries the task: errors in
+        its ``autoretry_for`` (minus ``dont_autoretry_for``) and ``RetryableError``; any
+        other error fails the step at once, as it fails a plain task at once.
         ``max_retries`` gives ``max_attempts`` (one more, for the first attempt). With
         ``retry_backoff`` the delays grow as Celery's autoretry grows them: from
         ``retry_backoff`` seconds, doubling, up to ``retry_backoff_max``, with full jitter
         when ``retry_jitter`` is on. Without it every delay is ``default_retry_delay``.
+        ``retry_kwargs``' ``max_retries`` and ``countdown`` win, as they do in Celery.
         """
-        max_retries = getattr(task, "max_retries", 3)
+        retry_kwargs = getattr(task, "retry_kwargs", None) or {}
+        max_retries = retry_kwargs.get("max_retries", getattr(task, "max_retries", 3))
         max_attempts = None if max_retries is None else int(max_retries) + 1
+        retry_on = tuple(getattr(task, "autoretry_for", None) or ())
+        dont_retry_on = tuple(getattr(task, "dont_autoretry_for", None) or ())
         backoff = getattr(task, "retry_backoff", False)
         if backoff:
             return cls(
@@ -111,9 +118,18 @@ class RetryPolicy:
                 factor=2.0,
                 max_interval=float(getattr(task, "retry_backoff_max", 600)),
                 jitter=1.0 if getattr(task, "retry_jitter", True) else 0.0,
+                retry_on=retry_on,
+                dont_retry_on=dont_retry_on,
             )
-        delay = float(getattr(task, "default_retry_delay", 180) or 0)
-        return cls(max_attempts=max_attempts, initial_interval=delay, factor=1.0, max_interval=None)
+        delay = retry_kwargs.get("countdown", getattr(task, "default_retry_delay", 180))
+        return cls(
+            max_attempts=max_attempts,
+            initial_interval=float(delay or 0),
+            factor=1.0,
+            max_interval=None,
+            retry_on=retry_on,
+            dont_retry_on=dont_retry_on,
+        )
 
 
 def _non_negative(value: Any) -> bool:

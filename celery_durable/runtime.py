@@ -1,22 +1,41 @@
-"""Per-app state: the settings, read once, and the journal store they point at."""
+"""Per-app state: the settings, read once, and the journal stores they point at."""
 
 from __future__ import annotations
 
+import threading
 import weakref
-from dataclasses import dataclass
 from typing import Any
 
 from celery_durable.keys import KeySpace
 from celery_durable.settings import DurableSettings
+from celery_durable.stores.memory import MemoryJournalStore
 from celery_durable.stores.redis import RedisJournalStore
 
 
-@dataclass(frozen=True, slots=True)
 class Runtime:
-    """What an app's durable tasks share: its settings and its journal store."""
+    """What an app's durable tasks share: its settings and its journal stores."""
 
-    settings: DurableSettings
-    store: RedisJournalStore
+    def __init__(self, settings: DurableSettings) -> None:
+        self.settings = settings
+        self.eager_store = MemoryJournalStore()
+        """Journals of eager executions, kept in this process (``durable_eager_journal``)."""
+        self._store: RedisJournalStore | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def store(self) -> RedisJournalStore:
+        """The Redis store, connected on first use: eager-only apps never need Redis."""
+        if self._store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = RedisJournalStore.from_url(
+                        self.settings.journal_url(), KeySpace(self.settings.key_prefix)
+                    )
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.client.close()
 
 
 _runtimes: weakref.WeakKeyDictionary[Any, Runtime] = weakref.WeakKeyDictionary()
@@ -30,9 +49,7 @@ def runtime_for(app: Any) -> Runtime:
     """
     runtime = _runtimes.get(app)
     if runtime is None:
-        settings = DurableSettings.from_conf(app.conf)
-        store = RedisJournalStore.from_url(settings.redis_url, KeySpace(settings.key_prefix))
-        runtime = _runtimes[app] = Runtime(settings, store)
+        runtime = _runtimes[app] = Runtime(DurableSettings.from_conf(app.conf))
     return runtime
 
 
@@ -40,4 +57,4 @@ def release_runtime(app: Any) -> None:
     """Close the journal store's connections of ``app``; the next use opens new ones."""
     runtime = _runtimes.pop(app, None)
     if runtime is not None:
-        runtime.store.client.close()
+        runtime.close()

@@ -31,8 +31,12 @@ KNOWN = frozenset(
         "durable_codec",
         "durable_eviction_check",
         "durable_retry",
+        "durable_eager_journal",
+        "durable_max_value_bytes",
     }
 )
+EAGER_JOURNALS = ("memory", "redis")
+DEFAULT_MAX_VALUE_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,14 +44,14 @@ class DurableSettings:
     """Validated settings of one Celery app."""
 
     redis_url: str
-    """Where journals live."""
+    """Where journals live; empty when nothing says (see ``journal_url``)."""
     key_prefix: str = "durable"
     """First part of every key."""
     retention: float = 86400.0
     """Seconds a finished journal is kept."""
     lease_ttl: float = 30.0
-    """Seconds an execution will own its invocation without renewing. Reserved: leases
-    (one execution at a time, DESIGN §2.8) are not enforced yet."""
+    """Seconds an execution owns its invocation without renewing; a heartbeat renews it
+    every third of that while the execution runs."""
     codec: Codec[Any] = field(default_factory=lambda: resolve_codec("json"))
     """Default codec of steps and results."""
     eviction_check: str = "refuse"
@@ -55,6 +59,23 @@ class DurableSettings:
     retry: RetryPolicy | None = None
     """Retry policy of steps that name none, in tasks that name none; None means the
     policy each task's Celery retry options describe."""
+    eager_journal: str = "memory"
+    """Where direct calls and eager execution keep their journal: memory or redis."""
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    """Largest encoded step value or result; larger is refused before it is journaled."""
+
+    def journal_url(self) -> str:
+        """The URL of the journal's Redis; the default one, with a warning, if none is set."""
+        if self.redis_url:
+            return self.redis_url
+        message = (
+            f"durable_redis_url is not set and the broker is not Redis; journals go to "
+            f"{DEFAULT_REDIS_URL}. Set durable_redis_url to say where they belong."
+        )
+        # Workers run as daemons, where a warning alone may never be seen.
+        logger.warning(message)
+        warnings.warn(message, stacklevel=3)
+        return DEFAULT_REDIS_URL
 
     @classmethod
     def from_conf(cls, conf: Mapping[str, Any]) -> DurableSettings:
@@ -83,6 +104,13 @@ class DurableSettings:
                 EVICTION_CHECKS,
             ),
             retry=_policy(conf.get("durable_retry")),
+            eager_journal=_choice(
+                "durable_eager_journal", conf.get("durable_eager_journal", "memory"), EAGER_JOURNALS
+            ),
+            max_value_bytes=_byte_count(
+                "durable_max_value_bytes",
+                conf.get("durable_max_value_bytes", DEFAULT_MAX_VALUE_BYTES),
+            ),
         )
 
 
@@ -98,14 +126,7 @@ def _redis_url(conf: Mapping[str, Any]) -> str:
     broker = conf.get("broker_url")
     if isinstance(broker, str) and broker.startswith(("redis://", "rediss://")):
         return broker
-    message = (
-        f"durable_redis_url is not set and the broker is not Redis; journals go to "
-        f"{DEFAULT_REDIS_URL}. Set durable_redis_url to say where they belong."
-    )
-    # Workers run as daemons, where a warning alone may never be seen.
-    logger.warning(message)
-    warnings.warn(message, stacklevel=2)
-    return DEFAULT_REDIS_URL
+    return ""
 
 
 def _key_prefix(value: Any) -> str:
@@ -139,6 +160,12 @@ def _policy(value: Any) -> RetryPolicy | None:
         raise ConfigurationError(
             f"durable_retry={value!r} must be a RetryPolicy, e.g. RetryPolicy(max_attempts=5)."
         )
+    return value
+
+
+def _byte_count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1024:
+        raise ConfigurationError(f"{name}={value!r} must be a number of bytes of at least 1024.")
     return value
 
 

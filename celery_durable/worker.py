@@ -1,33 +1,132 @@
-"""Worker-side components of celery-durable: bootsteps that run in every worker."""
+"""Worker-side components: what runs in a worker's main process, beside the pool.
+
+- ``DurableRequest``, the request class of ``DurableTask``: when a hard time limit kills
+  an execution, it journals the failure; when a pool child dies, it frees the lease
+  of the dead execution so that the requeued message starts at once.
+- A ``task_revoked`` receiver: a revoked (or expired) invocation is journaled as
+  ``cancelled``, so that nothing stays ``running`` with no TTL.
+- ``StartupChecks``, a bootstep: refuse (or warn about) a Redis that could evict
+  journals, and warn about a lease longer than the broker's visibility timeout.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+from billiard.exceptions import WorkerLostError
 from celery import bootsteps, signals
+from celery.worker.request import Request
 
+from celery_durable.errors import JournalError, LeaseLost
+from celery_durable.journal.entries import encode_outcome
 from celery_durable.runtime import runtime_for
-from celery_durable.task import DurableTask
+from celery_durable.task import DurableTask, holder_id
 
 logger = logging.getLogger("celery_durable")
 
 
-class EvictionPolicyCheck(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Worker start-up step: refuse (or warn about) a Redis that could evict journals."""
+class DurableRequest(Request):  # type: ignore[misc]
+    """The worker's request of a ``DurableTask``, in the worker's main process."""
 
-    label = "durable eviction check"
+    def on_timeout(self, soft: bool, timeout: float) -> None:
+        super().on_timeout(soft, timeout)
+        if not soft:
+            # The pool killed the execution; it can neither finish nor release.
+            message = f"hard time limit ({timeout}s) exceeded"
+            _finish_for(self.task, self.id, "failed", "TimeLimitExceeded", message)
+
+    def on_failure(
+        self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
+    ) -> None:
+        exc = getattr(exc_info, "exception", None)
+        exc = getattr(exc, "exc", exc)  # ExceptionWithTraceback
+        if isinstance(exc, WorkerLostError) and self.worker_pid:
+            # The child was this host's: the same name the child's holder_id() gave.
+            host = holder_id().rpartition(":")[0]
+            _break_lease(self.task, self.id, f"{host}:{self.worker_pid}")
+        super().on_failure(exc_info, send_failed_event, return_ok)
+
+
+@signals.task_revoked.connect  # type: ignore[untyped-decorator]
+def _journal_revocation(
+    sender: Any = None, request: Any = None, terminated: bool = False, expired: bool = False,
+    **_: Any,
+) -> None:  # fmt: skip
+    if not isinstance(sender, DurableTask) or request is None:
+        return
+    why = "expired" if expired else "terminated" if terminated else "revoked"
+    _finish_for(sender, request.id, "cancelled", "TaskRevokedError", why)
+
+
+def _finish_for(task: Any, task_id: str, status: str, error_type: str, message: str) -> None:
+    """Finish an invocation whose execution cannot: fence it out, start its retention."""
+    runtime = runtime_for(task.app)
+    record = {
+        "type": error_type, "module": "celery.exceptions", "qualname": error_type,
+        "message": message, "args": [message], "metadata": {}, "attempts": 1,
+    }  # fmt: skip
+    try:
+        runtime.store.finish(
+            task_id, None, status, encode_outcome("json", None, record), runtime.settings.retention
+        )
+    except JournalError as exc:
+        logger.warning("celery-durable: could not journal %s[%s] as %s: %s",
+                       task.name, task_id, status, exc)  # fmt: skip
+    except LeaseLost:
+        pass  # it has no journal (revoked before it ever started, or forgotten)
+
+
+def _break_lease(task: Any, task_id: str, holder: str) -> None:
+    runtime = runtime_for(task.app)
+    try:
+        runtime.store.break_lease(task_id, holder)
+    except JournalError as exc:
+        logger.warning("celery-durable: could not free the lease of %s[%s]: %s",
+                       task.name, task_id, exc)  # fmt: skip
+
+
+class StartupChecks(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Worker start-up step: refuse (or warn about) a Redis that could evict journals,
+    and warn about a lease that outlasts the broker's visibility timeout."""
+
+    label = "durable start-up checks"
 
     def start(self, worker: Any) -> None:
         app = worker.app
         if not any(isinstance(task, DurableTask) for task in app.tasks.values()):
             return
         runtime = runtime_for(app)
-        warning = runtime.store.check_eviction_policy(runtime.settings.eviction_check)
-        if warning:
-            logger.warning("celery-durable: %s", warning)
+        for warning in (
+            runtime.store.check_eviction_policy(runtime.settings.eviction_check),
+            lease_outlasts_visibility(app.conf, runtime.settings.lease_ttl),
+        ):
+            if warning:
+                logger.warning("celery-durable: %s", warning)
+
+
+def lease_outlasts_visibility(conf: Any, lease_ttl: float) -> str | None:
+    """Describe a lease too long for the Redis transport's visibility timeout, if it is.
+
+    A deferred delivery waits up to a lease as a broker ETA, and a killed worker's
+    message comes back after the visibility timeout: both must fit inside it.
+    """
+    broker = str(conf.broker_url or "")
+    if not broker.startswith(("redis://", "rediss://", "sentinel://")):
+        return None
+    options = conf.broker_transport_options or {}
+    visibility = float(options.get("visibility_timeout", 3600))
+    if lease_ttl * 2 <= visibility:
+        return None
+    return (
+        f"durable_lease_ttl={lease_ttl:g}s is not well below the Redis transport's "
+        f"visibility_timeout={visibility:g}s: a delivery that waits for a lease would be "
+        "restored and delivered again while it waits, and a killed worker's message would "
+        "come back before its lease is over. Keep durable_lease_ttl under half the "
+        "visibility_timeout."
+    )
 
 
 @signals.worker_init.connect  # type: ignore[untyped-decorator]
-def _add_startup_check(sender: Any, **_: Any) -> None:
-    sender.app.steps["worker"].add(EvictionPolicyCheck)
+def _add_startup_checks(sender: Any, **_: Any) -> None:
+    sender.app.steps["worker"].add(StartupChecks)

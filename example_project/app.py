@@ -48,6 +48,10 @@ app.conf.update(
     durable_redis_url=REDIS_URL,
     durable_key_prefix=PREFIX,
     durable_retention=3600,
+    # An execution owns its order for this long between heartbeats. It must be shorter
+    # than the visibility timeout: a killed worker's lease is then over by the time its
+    # message comes back, and the new worker starts at once.
+    durable_lease_ttl=1,
 )
 
 services = Services(redis.Redis.from_url(REDIS_URL, decode_responses=True), PREFIX)

@@ -29,6 +29,9 @@ class Attempts:
     first_failure_at: float
     error: dict[str, Any]
     """The last failure: its type name and message."""
+    limit: int | None = None
+    """The step's ``max_attempts``, so that a start can judge deaths before the step is
+    reached again (None: no limit)."""
 
     def to_json(self) -> str:
         return json.dumps(
@@ -38,6 +41,7 @@ class Attempts:
                 "a": self.failures,
                 "t": self.first_failure_at,
                 "e": self.error,
+                "l": self.limit,
             },
             separators=(",", ":"),
         )
@@ -45,13 +49,14 @@ class Attempts:
     @classmethod
     def from_json(cls, text: str) -> Attempts:
         raw = json.loads(text)
-        return cls(raw["i"], raw["n"], raw["a"], raw["t"], raw["e"])
+        return cls(raw["i"], raw["n"], raw["a"], raw["t"], raw["e"], raw.get("l"))
 
     def after(self, error: dict[str, Any], failures: int = 1) -> Attempts:
         """Return these attempts with ``failures`` more, the last one failing with ``error``."""
         return Attempts(
-            self.index, self.name, self.failures + failures, self.first_failure_at, error
-        )
+            self.index, self.name, self.failures + failures, self.first_failure_at, error,
+            self.limit,
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,8 @@ from typing import Any, NoReturn
 
 from celery_durable.codec import Codec
 from celery_durable.errors import ContextError, NonDeterminismError
-from celery_durable.journal.entries import parse, terminal_error_from
+from celery_durable.journal.entries import parse
+from celery_durable.journal.failures import rebuild
 from celery_durable.journal.store import JournalStore, Started
 from celery_durable.policy import RetryPolicy
 from celery_durable.rand import DurableRandom
@@ -22,8 +23,9 @@ class Execution:
     """The state of one execution: where replay stands, and what it may still write."""
 
     __slots__ = (
-        "_active", "codec", "entries", "id", "in_step", "paused_by", "policy", "position",
-        "rand", "resume", "resume_at", "store",
+        "_active", "codec", "ended", "entries", "fence", "fingerprint", "id", "in_step",
+        "max_value_bytes", "passthrough", "paused_by", "policy", "position", "rand", "resume",
+        "resume_at", "store",
     )  # fmt: skip
 
     def __init__(
@@ -36,19 +38,30 @@ class Execution:
     ) -> None:
         self.store = store
         self.id = invocation_id
+        self.fence = started.fence
+        """The fencing token this execution took with the lease; every write carries it."""
+        self.ended = False
+        """True once this execution holds the lease no more (released, paused, finished,
+        replaced, or lost): it must not end it again."""
+        self.fingerprint = ""
+        """The fingerprint of the arguments it runs with."""
         self.entries = started.entries
         self.codec = codec
         """The default codec of steps."""
         self.policy = policy
         """The retry policy of steps that name none."""
+        self.passthrough: tuple[type[BaseException], ...] = ()
+        """Errors that pass through a step untouched: the host's control flow."""
+        self.max_value_bytes = 0
+        """Largest encoded value a step may journal; 0 for no limit."""
         self.position = 0
         self.in_step: str | None = None
         self._active = True
         self.rand = DurableRandom(started.seed)
         # What earlier executions left about the first step this one will run.
-        needs_resume = started.crashes or started.attempt or started.guard is not None
+        needs_resume = started.deaths or started.attempt or started.guard is not None
         self.resume: Started | None = started if needs_resume else None
-        self.resume_at = started.length
+        self.resume_at = len(started.entries)
         #: The error that paused the invocation, even if the body swallowed it.
         self.paused_by: NonDeterminismError | None = None
 
@@ -81,7 +94,7 @@ class Execution:
 
         Either way the entry now at ``index`` is kept, so that replay can reach it.
         """
-        existing = self.store.append(self.id, index, entry, ends_attempts)
+        existing = self.store.append(self.id, self.fence, index, entry, ends_attempts)
         self.entries.append(entry if existing is None else existing)
         return existing is None
 
@@ -110,7 +123,7 @@ class Execution:
             )
         self.advance(index)
         if entry["s"] == "error":
-            raise terminal_error_from(entry["e"])
+            raise rebuild(entry["e"])
         return codec.decode(entry["v"])
 
     def advance(self, index: int) -> None:
@@ -128,7 +141,8 @@ class Execution:
             "and arguments to resume it from the journal, or forget it with "
             f"celery_durable.forget_invocation(app, {self.id!r})."
         )
-        self.store.pause(self.id, message)
         self._active = False
+        self.ended = True
+        self.store.pause(self.id, self.fence, message)
         self.paused_by = NonDeterminismError(message)
         raise self.paused_by

@@ -19,7 +19,8 @@ from celery_durable.errors import (
     StepRetry,
     TerminalError,
 )
-from celery_durable.journal.entries import encode_entry, error_record, parse, terminal_error_from
+from celery_durable.journal.entries import check_size, encode_entry, parse
+from celery_durable.journal.failures import ErrorRecord, rebuild, record_of
 from celery_durable.policy import RetryPolicy
 
 #: Errors of this library that a step's function may raise by misusing it.
@@ -37,6 +38,11 @@ def run_step(
     at_most_once: bool,
 ) -> Any:
     """Run ``fn`` as step ``name``, or replay it; see ``DurableContext.run``."""
+    if type(name) is not str or not name:
+        raise ContextError(
+            f"ctx.run({name!r}, ...): a step's name must be a non-empty str, stable across "
+            "deploys; it is part of the step's identity in the journal."
+        )
     chosen = ex.codec if codec is None else resolve_codec(codec)
     index = ex.position
     if index < len(ex.entries):
@@ -48,7 +54,7 @@ def run_step(
         attempts, final = _resume_attempts(ex, index, name, policy)
         if final is not None:
             return _journal_error(ex, index, name, time.time(), final, chosen)
-    if at_most_once and (existing := ex.store.guard(ex.id, index)) is not None:
+    if at_most_once and (existing := ex.store.guard(ex.id, ex.fence, index)) is not None:
         return ex.adopt(index, "run", name, existing, chosen)
 
     started_at = time.time()
@@ -56,9 +62,11 @@ def run_step(
     ex.in_step = name
     try:
         value = fn(*args, **kwargs)
+    except ex.passthrough:
+        raise  # Celery's own control flow (a soft time limit, Retry, ...): not a failure
     except TerminalError as exc:
-        error = error_record(exc, attempts=failures + 1)
-        return _journal_error(ex, index, name, started_at, error, chosen)
+        error = record_of(exc, attempts=failures + 1)
+        return _journal_error(ex, index, name, started_at, error, chosen, exc)
     except _MISUSE:
         raise  # a mistake in the code, not a failed attempt: retrying cannot help
     except Exception as exc:
@@ -74,6 +82,7 @@ def run_step(
             f"{type(value).__name__} that its codec cannot store, so nothing was "
             f"journaled: {exc}"
         ) from exc.__cause__
+    check_size(payload, ex.max_value_bytes, f"step {name!r} (index {index}) of invocation {ex.id}")
     entry = encode_entry(
         "run", name, started_at, time.time(), chosen.name, payload, attempts=failures + 1
     )
@@ -105,23 +114,25 @@ def _resume_attempts(
             f"{name!r}; it may or may not have taken effect, so it is not run again",
             error_type="StepInterruptedError",
         )
-        return None, error_record(interrupted)
+        return None, record_of(interrupted)
     attempts = None
     if resume.attempt:
         recorded = Attempts.from_json(resume.attempt)
         if (recorded.index, recorded.name) == (index, name):
             attempts = recorded
-    if not resume.crashes:
+    if not resume.deaths:
         return attempts, None
+    # A TerminalError named WorkerLostError, not billiard's own type: a task failing with
+    # that would make the worker requeue its message forever (reject_on_worker_lost).
     lost = {
         "type": WORKER_LOST,
         "message": f"the worker died while step {name!r} ran, before it was journaled "
         "(SIGKILL, out of memory or a crash)",
     }
     if attempts is None:
-        attempts = Attempts(index, name, resume.crashes, now, lost)
+        attempts = Attempts(index, name, resume.deaths, now, lost, policy.max_attempts)
     else:
-        attempts = attempts.after(lost, resume.crashes)
+        attempts = attempts.after(lost, resume.deaths)
     verdict = judge(policy, attempts, None, now, random.random)
     if verdict.give_up:
         return attempts, {
@@ -130,7 +141,9 @@ def _resume_attempts(
             "attempts": attempts.failures,
         }
     # Run it again now, without the policy's delay: the redelivery was the retry, as
-    # reject_on_worker_lost intends. This start already counts if it dies too.
+    # reject_on_worker_lost intends. Record the deaths with the step's own limit first,
+    # so that if this execution dies too, the next start judges them by this policy.
+    ex.store.record_attempt(ex.id, ex.fence, index, attempts.to_json(), release=False)
     return attempts, None
 
 
@@ -150,16 +163,17 @@ def _retry_or_give_up(
     """
     now = time.time()
     error = {"type": type(exc).__name__, "message": str(exc)}
-    attempts = Attempts(index, name, 1, now, error) if attempts is None else attempts.after(error)
+    if attempts is None:
+        attempts = Attempts(index, name, 1, now, error, policy.max_attempts)
+    else:
+        attempts = attempts.after(error)
     verdict = judge(policy, attempts, exc, now, random.random)
     if verdict.give_up:
-        record = {
-            **error,
-            "metadata": {"gave_up": verdict.reason},
-            "attempts": attempts.failures,
-        }
-        return _journal_error(ex, index, name, started_at, record, codec)
-    existing = ex.store.record_attempt(ex.id, index, attempts.to_json())
+        record = record_of(exc, attempts.failures)
+        if attempts.failures > 1:
+            record["metadata"] = {"gave_up": verdict.reason}
+        return _journal_error(ex, index, name, started_at, record, codec, exc)
+    existing = ex.store.record_attempt(ex.id, ex.fence, index, attempts.to_json())
     if existing is not None:
         return ex.adopt(index, "run", name, existing, codec)
     raise StepRetry(name, verdict.delay, exc)
@@ -170,10 +184,11 @@ def _journal_error(
     index: int,
     name: str,
     started_at: float,
-    error: dict[str, Any],
+    error: ErrorRecord,
     codec: Codec[Any],
+    cause: BaseException | None = None,
 ) -> Any:
-    """Journal a terminal error for the step and raise it.
+    """Journal a terminal error for the step and raise it, as ``rebuild`` makes it.
 
     Returns only the outcome another execution journaled for this step first.
     """
@@ -185,7 +200,7 @@ def _journal_error(
     if not ex.commit(index, entry, ends_attempts):
         return ex.replay(index, "run", name, codec)
     ex.advance(index)
-    raise terminal_error_from(error)
+    raise rebuild(error) from cause
 
 
 def _checked(policy: Any) -> RetryPolicy:

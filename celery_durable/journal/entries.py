@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from celery_durable.errors import StepInterruptedError, TerminalError
+from celery_durable.errors import ValueTooLargeError
 
 #: json.loads without its per-call checks: journal entries are always str.
 _scan = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
@@ -65,29 +65,17 @@ def encode_outcome(codec_name: str, payload: str | None, error: dict[str, Any] |
     return f'{{"s":"ok","v":{payload}{codec}}}'
 
 
-def error_record(exc: BaseException, attempts: int | None = None) -> dict[str, Any]:
-    """Return the JSON form of an error: its type name, message, details and attempts."""
-    if isinstance(exc, TerminalError):
-        return {
-            "type": exc.error_type,
-            "message": exc.message,
-            "metadata": exc.metadata,
-            "attempts": exc.attempts if attempts is None else attempts,
-        }
-    return {
-        "type": type(exc).__name__,
-        "message": str(exc),
-        "metadata": {},
-        "attempts": attempts or 1,
-    }
+def check_size(payload: str, limit: int, what: str) -> None:
+    """Refuse an encoded value larger than ``limit`` bytes, before anything is journaled.
 
-
-def terminal_error_from(record: dict[str, Any]) -> TerminalError:
-    """Rebuild the ``TerminalError`` that a journaled error record describes."""
-    cls = StepInterruptedError if record.get("type") == "StepInterruptedError" else TerminalError
-    return cls(
-        record.get("message", ""),
-        record.get("metadata") or {},
-        error_type=record.get("type"),
-        attempts=record.get("attempts", 1),
-    )
+    Raises:
+        ValueTooLargeError: it is larger; nothing was written.
+    """
+    # A str of n characters is n to 4n bytes in UTF-8: count the bytes only near the limit.
+    if limit and len(payload) * 4 > limit and len(payload.encode()) > limit:
+        raise ValueTooLargeError(
+            f"{what} produced a value of {len(payload.encode())} bytes once encoded, more than "
+            f"durable_max_value_bytes={limit}; nothing was journaled. Every replay reloads "
+            "every journaled value: store large data elsewhere (a file store, a database) "
+            "and journal a reference to it, or raise the setting."
+        )

@@ -1,74 +1,111 @@
-"""What a journal store is: the protocol every store follows, and what a start returns."""
+"""What a journal store is: the protocol every store follows, and what a start returns.
+
+Every method is one round trip to the store and one atomic change. An execution
+that starts takes the invocation's lease and a fencing token; every write it makes
+carries the token, and a store refuses the writes of an execution whose token is
+no longer the invocation's (``LeaseLost``).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-Status = Literal["running", "suspended", "completed", "failed", "paused"]
-FINISHED: frozenset[str] = frozenset({"completed", "failed"})
+Status = Literal["running", "suspended", "paused", "completed", "failed", "cancelled", "replaced"]
+#: Statuses after which nothing runs again; the journal expires after its retention.
+FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled", "replaced"})
+
+
+@dataclass(frozen=True, slots=True)
+class StartRequest:
+    """What an execution brings to its start."""
+
+    task_name: str
+    fingerprint: str
+    seed: int
+    """Stored only when this start creates the invocation."""
+    lease_ttl: float
+    """Seconds the lease lasts unless it is renewed."""
+    holder: str
+    """Who takes the lease, ``host:pid``, so that a worker can break a dead child's."""
+    nesting: int = 0
+    """``replaced_task_nesting`` of the request: a replacement comes with more."""
+    call: str = ""
+    """What a wake-up re-publishes (JSON), stored when this start creates the invocation."""
+    ended_fence: int = 0
+    """The fence of an execution that ended in an outage without releasing its lease:
+    that lease counts as released, neither live nor a death."""
 
 
 @dataclass(frozen=True, slots=True)
 class Started:
     """What one round trip at the start of an execution learns about its invocation."""
 
-    created: bool
-    """True when this execution created the invocation."""
-    task_name: str
-    fingerprint: str
-    seed: int
-    status: str
-    outcome: str | None
-    """The final outcome's JSON text once the invocation has finished."""
-    entries: list[str]
+    state: Literal["run", "done", "busy", "conflict"]
+    """``run``: this execution holds the lease. ``done``: finished (or replaced by a
+    later request). ``busy``: another execution holds a live lease. ``conflict``: the
+    id names another task or other arguments."""
+    created: bool = False
+    status: str = "running"
+    """The status before this start (``run``) or now (otherwise)."""
+    fence: int = 0
+    seed: int = 0
+    entries: list[str] = field(default_factory=list)
     """The journal's entries as stored, parsed only when replay reaches them."""
-    length: int = 0
-    """The journal's length when the execution started; ``crashes``, ``attempt`` and
-    ``guard`` are about the step at this index."""
-    crashes: int = 0
-    """Earlier executions that started where this one does and never ended cleanly."""
+    deaths: int = 0
+    """Executions that died in a row with the journal as it is now."""
     attempt: str | None = None
     """The failed attempts of the next step, as JSON, if it failed before."""
     guard: int | None = None
     """Index of an at-most-once step that an earlier execution started."""
+    outcome: str | None = None
+    """The final outcome's JSON text (``done``)."""
+    busy_for: float = 0.0
+    """Seconds until the other execution's lease expires (``busy``)."""
+    holder: str = ""
+    """Who holds the lease (``busy``)."""
+    task_name: str = ""
+    fingerprint: str = ""
+    """What the invocation was started with (``conflict``)."""
 
 
 class JournalStore(Protocol):
     """Where journals live. Every method is one round trip to the store."""
 
-    def start(
-        self, task_id: str, task_name: str, fingerprint: str, seed: int, retries: int
-    ) -> Started:
-        """Create the invocation unless it exists; return its whole state.
-
-        ``retries`` is the delivery's Celery retry count: a start with the same count
-        as the last one is a redelivery, so the execution before it died.
-        """
+    def start(self, task_id: str, request: StartRequest) -> Started:
+        """Create or resume the invocation and take its lease, or say why not."""
         ...
 
-    def append(self, task_id: str, index: int, entry: str, ends_attempts: bool) -> str | None:
+    def append(
+        self, task_id: str, fence: int, index: int, entry: str, ends_attempts: bool
+    ) -> str | None:
         """Store ``entry`` at ``index`` unless one is there (first writer wins).
 
         ``ends_attempts`` says the step had failed attempts or a guard, to be cleared.
 
         Returns:
             None when this call wrote the entry, else the entry already at ``index``.
+
+        Raises:
+            LeaseLost: the invocation is gone, or another execution took its lease.
         """
         ...
 
-    def record_attempt(self, task_id: str, index: int, attempt: str) -> str | None:
-        """Record failed attempts of the step at ``index``, the next journal entry.
+    def record_attempt(
+        self, task_id: str, fence: int, index: int, attempt: str, release: bool = True
+    ) -> str | None:
+        """Record failed attempts of the step at ``index``; with ``release``, end cleanly.
 
-        This also marks the execution as ending cleanly (it is about to retry).
+        Without ``release`` it records worker deaths during the step, which it counts
+        (the execution goes on and runs the step again).
 
         Returns:
             None when recorded, else the entry another execution journaled at ``index``.
         """
         ...
 
-    def guard(self, task_id: str, index: int) -> str | None:
+    def guard(self, task_id: str, fence: int, index: int) -> str | None:
         """Mark the at-most-once step at ``index`` as started.
 
         Returns:
@@ -76,10 +113,35 @@ class JournalStore(Protocol):
         """
         ...
 
+    def release(self, task_id: str, fence: int, fingerprint: str = "", call: str = "") -> bool:
+        """End the execution cleanly, keeping the invocation as it is (a Celery retry).
+
+        A non-empty ``fingerprint`` or ``call`` replaces the stored one (a retry with
+        new arguments). Returns False when the execution no longer held the lease.
+        """
+        ...
+
+    def renew(self, leases: Sequence[tuple[str, int]], ttl: float) -> list[bool]:
+        """Extend the leases ``(task_id, fence)`` by ``ttl`` seconds; False for lost ones."""
+        ...
+
+    def break_lease(self, task_id: str, holder: str) -> bool:
+        """Expire the lease of ``holder``, a process known to be dead; keep it unreleased."""
+        ...
+
     def finish(
-        self, task_id: str, status: str, outcome: str, retention: float
+        self,
+        task_id: str,
+        fence: int | None,
+        status: str,
+        outcome: str,
+        retention: float,
+        nesting: int = 0,
     ) -> tuple[str, str] | None:
         """Record the final outcome and let the invocation expire after ``retention``.
+
+        ``fence`` None finishes it for an execution that cannot (revoked, killed by a
+        time limit) and fences that execution out.
 
         Returns:
             None when this call finished the invocation, else the (status, outcome)
@@ -87,8 +149,12 @@ class JournalStore(Protocol):
         """
         ...
 
-    def pause(self, task_id: str, reason: str) -> None:
-        """Mark the invocation paused: kept, without expiry, until someone acts."""
+    def pause(self, task_id: str, fence: int, reason: str) -> str:
+        """Mark the running invocation paused; return its status after the call."""
+        ...
+
+    def forget(self, task_id: str) -> bool:
+        """Delete the invocation; return whether it existed."""
         ...
 
     def read(self, task_id: str) -> tuple[dict[str, str], list[str]] | None:
@@ -99,8 +165,8 @@ class JournalStore(Protocol):
         """Return what ``read`` returns for each id, in one round trip."""
         ...
 
-    def recent_ids(self, limit: int, offset: int = 0) -> list[str]:
-        """Return invocation ids, newest first."""
+    def list_ids(self, status: str | None, limit: int, offset: int = 0) -> list[str]:
+        """Return invocation ids, newest first: all kept ones, or those of one live status."""
         ...
 
     def forget_index(self, task_ids: Sequence[str]) -> None:

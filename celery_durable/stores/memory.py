@@ -1,16 +1,21 @@
-"""An in-memory journal store with the Redis store's semantics, for unit tests.
+"""An in-memory journal store with the Redis store's semantics, for one process.
 
-It keeps nothing across processes, so it cannot make anything durable; use it to
-test durable code's logic without Redis.
+It keeps journals for eager execution and direct calls, and for unit tests of durable
+code. It keeps nothing across processes, so it cannot make anything durable. Each
+method mirrors one Lua script of ``stores/redis/lua``; ``tests/contract`` runs the
+same behaviour against both stores so that they cannot drift apart.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Sequence
 
-from celery_durable.errors import JournalError
-from celery_durable.journal.store import FINISHED, Started
+from celery_durable.errors import JournalError, LeaseLost
+from celery_durable.journal.store import FINISHED, Started, StartRequest
+from celery_durable.keys import LIVE_STATUSES
+from celery_durable.keys import MetaField as F
 
 
 class MemoryJournalStore:
@@ -19,138 +24,258 @@ class MemoryJournalStore:
     def __init__(self) -> None:
         self.meta: dict[str, dict[str, str]] = {}
         self.journals: dict[str, list[str]] = {}
-        self.expires_in: dict[str, float] = {}
+        self.expires_at: dict[str, float] = {}
         self.round_trips = 0
+        self._swept_at = time.monotonic()
+        # Executions of one process may run in threads (a threads pool, eager tasks).
+        self._lock = threading.RLock()
 
-    def start(
-        self, task_id: str, task_name: str, fingerprint: str, seed: int, retries: int = 0
-    ) -> Started:
-        self.round_trips += 1
-        now = str(time.time())
-        meta = self.meta.get(task_id)
-        if meta is None:
-            self.meta[task_id] = {
-                "task": task_name,
-                "fingerprint": fingerprint,
-                "seed": str(seed),
-                "status": "running",
-                "created_at": now,
-                "updated_at": now,
-                "frontier": "0",
-                "frontier_starts": "1",
-                "retries": str(retries),
-            }
-            self.journals[task_id] = []
-            return Started(True, task_name, fingerprint, seed, "running", None, [])
-        if meta["status"] in FINISHED:
-            return Started(
-                False, meta["task"], meta["fingerprint"], int(meta["seed"]), meta["status"],
-                meta.get("outcome"), [],
-            )  # fmt: skip
-        if (meta["task"], meta["fingerprint"]) != (task_name, fingerprint):
-            return Started(
-                False, meta["task"], meta["fingerprint"], int(meta["seed"]), meta["status"],
-                None, [],
-            )  # fmt: skip
-        entries = list(self.journals[task_id])
-        unclean = 0
-        if meta.get("retries") == str(retries):
-            unclean = max(int(meta.get("frontier_starts", "0")), 0)
-            if meta.get("frontier") != str(len(entries)):
-                unclean = min(unclean, 1)
-        starts = unclean + 1
-        meta.update(
-            frontier=str(len(entries)), frontier_starts=str(starts), retries=str(retries),
-            updated_at=now,
-        )  # fmt: skip
-        if meta["status"] == "paused":
-            meta.update(status="running")
-            meta.pop("paused_reason", None)
-        return Started(
-            False,
-            meta["task"],
-            meta["fingerprint"],
-            int(meta["seed"]),
-            meta["status"],
-            meta.get("outcome"),
-            entries,
-            length=len(entries),
-            crashes=starts - 1,
-            attempt=meta.get("attempt"),
-            guard=int(meta["guard"]) if "guard" in meta else None,
-        )
+    # -- An execution -------------------------------------------------------------------
 
-    def append(self, task_id: str, index: int, entry: str, ends_attempts: bool) -> str | None:
-        self.round_trips += 1
-        if task_id not in self.meta:
-            raise JournalError(f"cannot write step {index} of invocation {task_id}: it is gone")
-        journal = self.journals[task_id]
-        if len(journal) == index:
-            journal.append(entry)
-            if ends_attempts:
-                self.meta[task_id].pop("attempt", None)
-                self.meta[task_id].pop("guard", None)
+    def start(self, task_id: str, request: StartRequest) -> Started:
+        with self._lock:
+            self.round_trips += 1
+            self._sweep()
+            meta = self._live(task_id)
+            now, now_ms = _now(), _now_ms()
+            until = str(now_ms + int(request.lease_ttl * 1000))
+            if meta is None or (
+                meta[F.STATUS] == "replaced" and request.nesting > int(meta.get(F.NESTING, "0"))
+            ):
+                self.meta[task_id] = {
+                    F.TASK: request.task_name, F.FINGERPRINT: request.fingerprint,
+                    F.SEED: str(request.seed), F.STATUS: "running", F.CREATED_AT: now,
+                    F.UPDATED_AT: now, F.FENCE: "1", F.LEASE: request.holder,
+                    F.LEASE_UNTIL: until, F.FRONTIER: "0", F.DEATHS: "0",
+                    F.NESTING: str(request.nesting),
+                }  # fmt: skip
+                if request.call:
+                    self.meta[task_id][F.CALL] = request.call
+                self.journals[task_id] = []
+                self.expires_at.pop(task_id, None)
+                return Started("run", created=True, fence=1, seed=request.seed)
+            status = meta[F.STATUS]
+            if status == "replaced":
+                return Started("done", status=status)
+            if (meta[F.TASK], meta[F.FINGERPRINT]) != (request.task_name, request.fingerprint):
+                return Started(
+                    "conflict",
+                    status=status,
+                    task_name=meta[F.TASK],
+                    fingerprint=meta[F.FINGERPRINT],
+                )
+            if status in FINISHED:
+                return Started("done", status=status, outcome=meta.get(F.OUTCOME) or None)
+            lease_until = int(meta.get(F.LEASE_UNTIL, "0"))
+            held = F.LEASE in meta and meta[F.FENCE] != str(request.ended_fence)
+            if held and lease_until > now_ms:
+                return Started("busy", busy_for=(lease_until - now_ms) / 1000, holder=meta[F.LEASE])
+            n = len(self.journals[task_id])
+            deaths = int(meta.get(F.DEATHS, "0"))
+            if held:  # expired without being released: its holder died
+                deaths = deaths + 1 if meta.get(F.FRONTIER) == str(n) else 1
+            elif meta.get(F.FRONTIER) != str(n):
+                deaths = 0
+            fence = int(meta[F.FENCE]) + 1
+            meta.update({
+                F.FENCE: str(fence), F.LEASE: request.holder, F.LEASE_UNTIL: until,
+                F.FRONTIER: str(n), F.DEATHS: str(deaths), F.UPDATED_AT: now,
+            })  # fmt: skip
+            if status != "running":
+                meta[F.STATUS] = "running"
+                meta.pop(F.PAUSED_REASON, None)
+            return Started(
+                "run",
+                status=status,
+                fence=fence,
+                seed=int(meta[F.SEED]),
+                entries=list(self.journals[task_id]),
+                deaths=deaths,
+                attempt=meta.get(F.ATTEMPT),
+                guard=int(meta[F.GUARD]) if F.GUARD in meta else None,
+            )
+
+    def append(
+        self, task_id: str, fence: int, index: int, entry: str, ends_attempts: bool
+    ) -> str | None:
+        with self._lock:
+            meta = self._fenced(task_id, fence, f"write step {index} of")
+            journal = self.journals[task_id]
+            if len(journal) == index:
+                journal.append(entry)
+                if ends_attempts:
+                    meta.pop(F.ATTEMPT, None)
+                    meta.pop(F.GUARD, None)
+                return None
+            if len(journal) > index:
+                return journal[index]
+            raise JournalError(f"entry {index} written while the journal holds {len(journal)}")
+
+    def record_attempt(
+        self, task_id: str, fence: int, index: int, attempt: str, release: bool = True
+    ) -> str | None:
+        with self._lock:
+            meta = self._fenced(task_id, fence, f"record a failed attempt of step {index} of")
+            journal = self.journals[task_id]
+            if len(journal) > index:
+                return journal[index]
+            meta.update({F.ATTEMPT: attempt, F.UPDATED_AT: _now(), F.DEATHS: "0"})
+            if release:
+                for name in (F.GUARD, F.LEASE, F.LEASE_UNTIL):
+                    meta.pop(name, None)
             return None
-        if len(journal) > index:
-            return journal[index]
-        raise JournalError(f"entry {index} written while the journal holds {len(journal)}")
 
-    def record_attempt(self, task_id: str, index: int, attempt: str) -> str | None:
-        found = self._mark(task_id, index, attempt=attempt, frontier_starts="0")
-        if found is None:
-            self.meta[task_id].pop("guard", None)
-        return found
+    def guard(self, task_id: str, fence: int, index: int) -> str | None:
+        with self._lock:
+            meta = self._fenced(task_id, fence, f"guard at-most-once step {index} of")
+            journal = self.journals[task_id]
+            if len(journal) > index:
+                return journal[index]
+            meta[F.GUARD] = str(index)
+            return None
 
-    def guard(self, task_id: str, index: int) -> str | None:
-        return self._mark(task_id, index, guard=str(index))
+    def release(self, task_id: str, fence: int, fingerprint: str = "", call: str = "") -> bool:
+        with self._lock:
+            self.round_trips += 1
+            meta = self._live(task_id)
+            if meta is None or meta[F.FENCE] != str(fence):
+                return False
+            meta.pop(F.LEASE, None)
+            meta.pop(F.LEASE_UNTIL, None)
+            meta[F.UPDATED_AT] = _now()
+            if fingerprint:
+                meta[F.FINGERPRINT] = fingerprint
+            if call:
+                meta[F.CALL] = call
+            return True
 
-    def _end_cleanly(self, task_id: str) -> None:
-        starts = int(self.meta[task_id].get("frontier_starts", "0"))
-        self.meta[task_id]["frontier_starts"] = str(starts - 1)
+    def renew(self, leases: Sequence[tuple[str, int]], ttl: float) -> list[bool]:
+        with self._lock:
+            self.round_trips += 1
+            renewed = []
+            for task_id, fence in leases:
+                meta = self._live(task_id)
+                ok = meta is not None and meta[F.FENCE] == str(fence) and F.LEASE in meta
+                if meta is not None and ok:
+                    meta[F.LEASE_UNTIL] = str(_now_ms() + int(ttl * 1000))
+                renewed.append(ok)
+            return renewed
 
-    def _mark(self, task_id: str, index: int, **fields: str) -> str | None:
-        self.round_trips += 1
-        if task_id not in self.meta:
-            raise JournalError(f"cannot mark step {index} of invocation {task_id}: it is gone")
-        journal = self.journals[task_id]
-        if len(journal) > index:
-            return journal[index]
-        self.meta[task_id].update(fields)
-        return None
+    def break_lease(self, task_id: str, holder: str) -> bool:
+        with self._lock:
+            self.round_trips += 1
+            meta = self._live(task_id)
+            if meta is None or meta.get(F.LEASE) != holder:
+                return False
+            meta[F.LEASE_UNTIL] = "0"
+            return True
 
     def finish(
-        self, task_id: str, status: str, outcome: str, retention: float
+        self,
+        task_id: str,
+        fence: int | None,
+        status: str,
+        outcome: str,
+        retention: float,
+        nesting: int = 0,
     ) -> tuple[str, str] | None:
-        self.round_trips += 1
-        meta = self.meta.get(task_id)
-        if meta is None:
-            raise JournalError(f"cannot finish invocation {task_id}: it no longer exists")
-        if meta["status"] in FINISHED:
-            return meta["status"], meta["outcome"]
-        meta.update(status=status, outcome=outcome, updated_at=str(time.time()))
-        meta.pop("paused_reason", None)
-        self.expires_in[task_id] = retention
-        return None
+        with self._lock:
+            self.round_trips += 1
+            meta = self._live(task_id)
+            if meta is None:
+                raise LeaseLost(f"cannot finish invocation {task_id}: it no longer exists")
+            if meta[F.STATUS] in FINISHED:
+                return meta[F.STATUS], meta.get(F.OUTCOME, "")
+            if fence is None:
+                meta[F.FENCE] = str(int(meta[F.FENCE]) + 1)
+            elif meta[F.FENCE] != str(fence):
+                raise LeaseLost(f"cannot finish invocation {task_id}: another execution holds it")
+            meta.update({F.STATUS: status, F.OUTCOME: outcome, F.UPDATED_AT: _now()})
+            if status == "replaced":
+                meta[F.NESTING] = str(nesting)
+            for name in (F.LEASE, F.LEASE_UNTIL, F.PAUSED_REASON, F.ATTEMPT, F.GUARD):
+                meta.pop(name, None)
+            self.expires_at[task_id] = time.monotonic() + retention
+            return None
 
-    def pause(self, task_id: str, reason: str) -> None:
-        self.round_trips += 1
-        self.meta[task_id].update(status="paused", paused_reason=reason)
-        self._end_cleanly(task_id)
+    def pause(self, task_id: str, fence: int, reason: str) -> str:
+        with self._lock:
+            meta = self._fenced(task_id, fence, "pause")
+            if meta[F.STATUS] != "running":
+                return meta[F.STATUS]
+            meta.update({F.STATUS: "paused", F.PAUSED_REASON: reason, F.UPDATED_AT: _now()})
+            meta.pop(F.LEASE, None)
+            meta.pop(F.LEASE_UNTIL, None)
+            return "paused"
+
+    # -- Operators ----------------------------------------------------------------------
+
+    def forget(self, task_id: str) -> bool:
+        with self._lock:
+            self.round_trips += 1
+            existed = self._live(task_id) is not None
+            self._drop(task_id)
+            return existed
 
     def read(self, task_id: str) -> tuple[dict[str, str], list[str]] | None:
         return self.read_many([task_id])[0]
 
     def read_many(self, task_ids: Sequence[str]) -> list[tuple[dict[str, str], list[str]] | None]:
-        self.round_trips += 1
-        return [
-            (dict(self.meta[i]), list(self.journals[i])) if i in self.meta else None
-            for i in task_ids
-        ]
+        with self._lock:
+            self.round_trips += 1
+            found: list[tuple[dict[str, str], list[str]] | None] = []
+            for task_id in task_ids:
+                meta = self._live(task_id)
+                found.append(None if meta is None else (dict(meta), list(self.journals[task_id])))
+            return found
 
-    def recent_ids(self, limit: int, offset: int = 0) -> list[str]:
-        self.round_trips += 1
-        newest_first = sorted(self.meta, key=lambda i: float(self.meta[i]["created_at"]))[::-1]
-        return newest_first[offset : offset + limit]
+    def list_ids(self, status: str | None, limit: int, offset: int = 0) -> list[str]:
+        with self._lock:
+            self.round_trips += 1
+            ids = [i for i in list(self.meta) if self._live(i) is not None]
+            if status in LIVE_STATUSES:
+                ids = [i for i in ids if self.meta[i][F.STATUS] == status]
+            ids.sort(key=lambda i: (-float(self.meta[i][F.CREATED_AT]), i))
+            return ids[offset : offset + limit]
 
     def forget_index(self, task_ids: Sequence[str]) -> None:
-        pass
+        pass  # the memory store lists what it holds; nothing lingers
+
+    # -- Plumbing -----------------------------------------------------------------------
+
+    def _live(self, task_id: str) -> dict[str, str] | None:
+        """The metadata of ``task_id``, after dropping it if its retention has passed."""
+        expires = self.expires_at.get(task_id)
+        if expires is not None and expires <= time.monotonic():
+            self._drop(task_id)
+        return self.meta.get(task_id)
+
+    def _sweep(self) -> None:
+        """Drop every invocation whose retention has passed, at most once a second."""
+        now = time.monotonic()
+        if now - self._swept_at > 1.0:
+            self._swept_at = now
+            for task_id in [i for i, at in self.expires_at.items() if at <= now]:
+                self._drop(task_id)
+
+    def _drop(self, task_id: str) -> None:
+        self.meta.pop(task_id, None)
+        self.journals.pop(task_id, None)
+        self.expires_at.pop(task_id, None)
+
+    def _fenced(self, task_id: str, fence: int, action: str) -> dict[str, str]:
+        self.round_trips += 1
+        meta = self._live(task_id)
+        if meta is None:
+            raise LeaseLost(f"cannot {action} invocation {task_id}: it no longer exists")
+        if meta[F.FENCE] != str(fence):
+            raise LeaseLost(f"cannot {action} invocation {task_id}: another execution holds it")
+        return meta
+
+
+def _now() -> str:
+    return f"{time.time():.6f}"
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)

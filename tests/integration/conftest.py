@@ -24,6 +24,8 @@ def app(key_prefix: str) -> Iterator[Celery]:
         task_default_queue=key_prefix,
         durable_key_prefix=key_prefix,
         durable_redis_url=REDIS_URL,
+        # These tests are about the Redis store: apply() journals there too.
+        durable_eager_journal="redis",
         broker_connection_retry_on_startup=True,
         worker_hijack_root_logger=False,
         result_expires=600,

@@ -20,6 +20,8 @@ from celery_durable import (
     JournalUnavailableError,
     get_invocation,
 )
+from celery_durable.errors import LeaseLost
+from celery_durable.journal.store import StartRequest
 from celery_durable.keys import KeySpace
 from celery_durable.runtime import release_runtime
 from celery_durable.stores.redis import RedisJournalStore
@@ -61,9 +63,9 @@ def test_k_steps_cost_k_plus_two_round_trips(
 
     count_steps.apply().get()  # connect and load the scripts first: neither happens per task
     sent = commands_sent(spare_redis, lambda: count_steps.apply().get())
-    # Start: the script, the journal and the index in one pipelined round trip. Then one
+    # Start: the script and the journal in one transaction, one round trip. Then one
     # EVALSHA per step and one to finish.
-    assert sent == ["EVALSHA", "LRANGE", "ZADD"] + ["EVALSHA"] * steps + ["EVALSHA"]
+    assert sent == ["MULTI", "EVALSHA", "LRANGE", "EXEC"] + ["EVALSHA"] * steps + ["EVALSHA"]
 
     writes: list[int] = []
     send = redis.connection.AbstractConnection.send_packed_command
@@ -90,28 +92,6 @@ def test_scripts_are_reloaded_after_redis_forgets_them(
     assert seven.apply().get() == 7
     redis.Redis(port=spare_redis.port).script_flush()
     assert seven.apply().get() == 7
-
-
-def test_the_first_writer_of_a_step_wins(spare_redis: SpareRedis) -> None:
-    store = RedisJournalStore.from_url(spare_redis.url, KeySpace("fw"))
-    store.start("inv", "t", "fp", 1, 0)
-    assert store.append("inv", 0, '{"first":1}', False) is None
-    assert store.append("inv", 0, '{"second":1}', False) == '{"first":1}'
-    with pytest.raises(JournalError, match="entry 5 written while the journal holds 1"):
-        store.append("inv", 5, "{}", False)
-    store.client.close()
-
-
-def test_a_step_write_after_the_invocation_was_forgotten_is_refused(
-    spare_redis: SpareRedis,
-) -> None:
-    store = RedisJournalStore.from_url(spare_redis.url, KeySpace("gone"))
-    store.start("inv", "t", "fp", 1, 0)
-    store.forget("inv")
-    with pytest.raises(JournalError, match="no longer exists"):
-        store.append("inv", 0, "{}", False)
-    assert store.read("inv") is None
-    store.client.close()
 
 
 @pytest.mark.parametrize(
@@ -222,48 +202,39 @@ def test_a_worker_retries_a_task_until_the_journal_redis_is_back(
     assert inv.status == "completed"
 
 
-def test_deaths_are_counted_at_start_and_celery_retries_are_not(
-    spare_redis: SpareRedis,
-) -> None:
-    store = RedisJournalStore.from_url(spare_redis.url, KeySpace("crash"))
-    assert store.start("inv", "t", "fp", 1, 0).crashes == 0
-    assert store.start("inv", "t", "fp", 1, 0).crashes == 1  # redelivered: the first died
-    assert store.start("inv", "t", "fp", 1, 1).crashes == 0  # the second retried
-    store.append("inv", 0, '{"k":"run"}', False)  # the third made progress, then died
-    assert store.start("inv", "t", "fp", 1, 1).crashes == 1
-    assert store.record_attempt("inv", 1, '{"a":2}') is None  # crashes folded in
-    started = store.start("inv", "t", "fp", 1, 2)
-    assert (started.crashes, started.attempt) == (0, '{"a":2}')
-    store.client.close()
+REQUEST = StartRequest("t", "fp", 1, 30.0, "host:1")
 
 
 def test_a_journal_left_without_its_metadata_is_not_replayed(spare_redis: SpareRedis) -> None:
     store = RedisJournalStore.from_url(spare_redis.url, KeySpace("left"))
-    store.start("inv", "t", "fp", 1, 0)
-    store.append("inv", 0, '{"k":"run"}', False)
+    started = store.start("inv", REQUEST)
+    store.append("inv", started.fence, 0, '{"k":"run"}', False)
     store.client.delete(KeySpace("left").invocation("inv").meta)
-    started = store.start("inv", "t", "fp", 2, 0)
-    assert (started.created, started.entries, started.seed) == (True, [], 2)
+    again = store.start("inv", StartRequest("t", "fp", 2, 30.0, "host:1"))
+    assert (again.created, again.entries, again.seed) == (True, [], 2)
     store.client.close()
 
 
 def test_a_redis_out_of_memory_is_an_outage_to_wait_out(spare_redis: SpareRedis) -> None:
     store = RedisJournalStore.from_url(spare_redis.url, KeySpace("oom"))
-    store.start("inv", "t", "fp", 1, 0)
+    started = store.start("inv", REQUEST)
     store.client.config_set("maxmemory", 1)  # noeviction: every write is refused now
     with pytest.raises(JournalUnavailableError, match="OutOfMemoryError") as info:
-        store.append("inv", 0, '{"k":"run"}', False)
+        store.append("inv", started.fence, 0, '{"k":"run"}', False)
     assert "retried until Redis takes writes again" in str(info.value)
     store.client.config_set("maxmemory", 0)
-    assert store.append("inv", 0, '{"k":"run"}', False) is None
+    assert store.append("inv", started.fence, 0, '{"k":"run"}', False) is None
     store.client.close()
 
 
-def test_finishing_a_forgotten_invocation_writes_nothing(spare_redis: SpareRedis) -> None:
-    store = RedisJournalStore.from_url(spare_redis.url, KeySpace("fgt"))
-    store.start("inv", "t", "fp", 1, 0)
-    store.forget("inv")
-    with pytest.raises(JournalError, match="no longer exists"):
-        store.finish("inv", "completed", '{"s":"ok","v":1}', 60)
-    assert store.client.keys("fgt:*") == []
+def test_a_redis_restarted_without_its_data_is_told_apart_from_a_forget(
+    spare_redis: SpareRedis,
+) -> None:
+    store = RedisJournalStore.from_url(spare_redis.url, KeySpace("restart"))
+    started = store.start("inv", REQUEST)
+    spare_redis.stop()
+    spare_redis.start()  # it keeps nothing on disk
+    with pytest.raises(LeaseLost, match="no longer exists") as info:
+        store.append("inv", started.fence, 0, '{"k":"run"}', False)
+    assert "restarted without persistence" in str(info.value)
     store.client.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections import Counter
 from typing import Any
 
@@ -117,7 +118,10 @@ def test_a_handler_compensates_a_terminal_step_error(app: Celery, worker: Any) -
     ]
     assert inv.steps[0].error == {
         "type": "TerminalError",
+        "module": "celery_durable.errors",
+        "qualname": "TerminalError",
         "message": "card declined",
+        "args": [],
         "metadata": {"code": 51},
         "attempts": 1,
     }
@@ -235,6 +239,7 @@ def test_a_direct_call_runs_like_a_function_and_leaves_no_journal(app: Celery) -
 def test_a_swallowed_non_determinism_error_still_fails_and_keeps_it_paused(
     app: Celery,
 ) -> None:
+    app.conf.durable_lease_ttl = 0.01  # the "killed" execution's lease is over at once
     step_name = {"value": "old"}
 
     @app.task(base=DurableTask, bind=True, shared=False)
@@ -249,6 +254,7 @@ def test_a_swallowed_non_determinism_error_still_fails_and_keeps_it_paused(
 
     with pytest.raises(KeyboardInterrupt):
         careless.apply(task_id="careless-1")
+    time.sleep(0.02)
     step_name["value"] = "new"
     with pytest.raises(NonDeterminismError):
         careless.apply(task_id="careless-1").get()
@@ -258,6 +264,7 @@ def test_a_swallowed_non_determinism_error_still_fails_and_keeps_it_paused(
 
 
 def test_autoretry_for_does_not_retry_a_non_determinism_error(app: Celery) -> None:
+    app.conf.durable_lease_ttl = 0.01  # the "killed" execution's lease is over at once
     bodies: list[int] = []
     step_name = {"value": "old"}
 
@@ -271,6 +278,7 @@ def test_autoretry_for_does_not_retry_a_non_determinism_error(app: Celery) -> No
 
     with pytest.raises(KeyboardInterrupt):
         renamed.apply(task_id="renamed-1")
+    time.sleep(0.02)
     step_name["value"] = "new"
     bodies.clear()
     result = renamed.apply(task_id="renamed-1")

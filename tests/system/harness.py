@@ -54,6 +54,10 @@ def make_app(redis_url: str, prefix: str, queue: str, visibility_timeout: float 
         durable_redis_url=redis_url,
         durable_key_prefix=f"{prefix}:durable",
         durable_retention=600,
+        # Below the visibility timeout, as it must be (README): a deferred delivery waits
+        # at most this long, and a killed worker's lease is over before its message is
+        # back.
+        durable_lease_ttl=1.0,
     )
     return app
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -16,15 +17,37 @@ from celery_durable.errors import (
     CodecError,
     ContextError,
     InvocationConflictError,
+    LeaseLost,
     NonDeterminismError,
     TerminalError,
+    ValueTooLargeError,
 )
+from celery_durable.fingerprint import fingerprint
+from celery_durable.journal.store import StartRequest
 from celery_durable.policy import RetryPolicy
 from celery_durable.stores.memory import MemoryJournalStore
 
 Body = Callable[[DurableContext], Any]
 CODEC = JsonCodec[Any]()
 DEFAULT_POLICY = RetryPolicy()
+
+
+def begin(
+    store: MemoryJournalStore,
+    task_id: str = "inv-1",
+    args: Any = (),
+    policy: RetryPolicy = DEFAULT_POLICY,
+    lease_ttl: float = 0.0,
+) -> Execution | invocation.Finished | invocation.Busy:
+    """Start an execution as DurableTask does.
+
+    The lease lasts ``lease_ttl``: 0 by default, so that an execution that raises
+    ``Crash`` (never ends) looks like one whose worker died by the next start.
+    """
+    request = StartRequest(
+        "shop.checkout", fingerprint(args, {}), seed=7, lease_ttl=lease_ttl, holder="test:1"
+    )
+    return invocation.begin(store, task_id, request, CODEC, policy, retention=60)
 
 
 def execute(
@@ -35,9 +58,10 @@ def execute(
     policy: RetryPolicy = DEFAULT_POLICY,
 ) -> Any:
     """One execution, as DurableTask runs it: begin, body, complete."""
-    started = invocation.begin(store, task_id, "shop.checkout", args, {}, CODEC, policy)
+    started = begin(store, task_id, args, policy)
     if isinstance(started, invocation.Finished):
         return started.replay(CODEC)
+    assert isinstance(started, Execution), started
     try:
         value = body(DurableContext(started))
     finally:
@@ -152,7 +176,7 @@ def test_a_finished_invocation_returns_its_result_without_running(
     assert execute(store, body) == 42
     assert execute(store, body) == 42
     assert runs == [1]
-    assert store.expires_in["inv-1"] == 60
+    assert 59 < store.expires_at["inv-1"] - time.monotonic() <= 60
 
 
 def test_a_changed_step_name_pauses_the_invocation(store: MemoryJournalStore) -> None:
@@ -214,33 +238,56 @@ def test_round_trips_are_one_to_start_one_per_step_one_to_finish(
     assert store.round_trips == 1 + 10 + 1
 
 
-def begin_execution(store: MemoryJournalStore) -> DurableContext:
-    started = invocation.begin(store, "inv-1", "shop.checkout", (), {}, CODEC, DEFAULT_POLICY)
-    assert isinstance(started, Execution)
-    return DurableContext(started)
+def test_a_second_execution_waits_for_the_lease_of_the_first(store: MemoryJournalStore) -> None:
+    first = begin(store, lease_ttl=30)
+    assert isinstance(first, Execution)
+    second = begin(store, lease_ttl=30)
+    assert isinstance(second, invocation.Busy)
+    assert 29 < second.seconds <= 30
+    assert second.holder == "test:1"
 
 
-def test_overlapping_executions_continue_with_whichever_entry_came_first(
+def test_an_execution_whose_lease_was_taken_can_write_nothing(store: MemoryJournalStore) -> None:
+    first = begin(store, lease_ttl=0)  # its lease is over at once: as if it stalled
+    assert isinstance(first, Execution)
+    DurableContext(first).run("s0", lambda: "first")
+    second = begin(store, lease_ttl=30)
+    assert isinstance(second, Execution)
+    assert second.fence == first.fence + 1
+    with pytest.raises(LeaseLost, match="another execution holds it"):
+        DurableContext(first).run("s1", lambda: "stale")
+    assert DurableContext(second).run("s0", lambda: "second") == "first"  # replayed
+    assert DurableContext(second).run("s1", lambda: "second") == "second"
+    assert [json.loads(e)["v"] for e in store.journals["inv-1"]] == ["first", "second"]
+    with pytest.raises(LeaseLost):
+        invocation.complete(store, first, "stale result", CODEC, retention=60)
+    assert invocation.complete(store, second, "done", CODEC, retention=60) == "done"
+
+
+def test_a_stale_execution_cannot_pause_a_finished_invocation(store: MemoryJournalStore) -> None:
+    stale = begin(store, lease_ttl=0)
+    assert isinstance(stale, Execution)
+    assert execute(store, lambda ctx: ctx.run("a", lambda: 1)) == 1
+    with pytest.raises(LeaseLost):
+        DurableContext(stale).run("b", lambda: 1)  # a mismatch here would pause it
+    assert store.meta["inv-1"]["status"] == "completed"
+
+
+def test_step_names_must_be_non_empty_strings(store: MemoryJournalStore) -> None:
+    for bad in (None, "", 123):
+        with pytest.raises(ContextError, match="non-empty str"):
+            execute(store, lambda ctx, bad=bad: ctx.run(bad, lambda: 1))  # type: ignore[arg-type]
+    assert store.journals["inv-1"] == []
+
+
+def test_a_value_larger_than_the_limit_is_refused_before_it_is_journaled(
     store: MemoryJournalStore,
 ) -> None:
-    a, b = begin_execution(store), begin_execution(store)
-    assert a.run("s0", lambda: "a0") == "a0"
-    assert b.run("s0", lambda: "b0") == "a0"  # a wrote it first
-    assert b.run("s1", lambda: "b1") == "b1"
-    assert b.run("s2", lambda: "b2") == "b2"
-    assert a.run("s1", lambda: "a1") == "b1"  # b wrote these first
-    assert a.run("s2", lambda: "a2") == "b2"
-    assert a.run("s3", lambda: "a3") == "a3"
-    assert [json.loads(e)["v"] for e in store.journals["inv-1"]] == ["a0", "b1", "b2", "a3"]
+    def body(ctx: DurableContext) -> None:
+        ctx._ex.max_value_bytes = 1024
+        ctx.run("small", lambda: "x" * 100)
+        ctx.run("big", lambda: "é" * 600)  # 600 characters, 1,202 bytes once encoded
 
-
-def test_a_step_error_that_lost_the_race_gives_the_winners_value(
-    store: MemoryJournalStore,
-) -> None:
-    a, b = begin_execution(store), begin_execution(store)
-    assert b.run("charge", lambda: "ok-from-b") == "ok-from-b"
-
-    def decline() -> str:
-        raise TerminalError("declined")
-
-    assert a.run("charge", decline) == "ok-from-b"  # not a compensation for a real charge
+    with pytest.raises(ValueTooLargeError, match=r"step 'big' \(index 1\).*1202 bytes"):
+        execute(store, body)
+    assert len(store.journals["inv-1"]) == 1

@@ -7,9 +7,11 @@ from collections import Counter
 from typing import Any
 
 import pytest
+from billiard.exceptions import WorkerLostError
 
 from celery_durable.context import DurableContext
 from celery_durable.errors import StepInterruptedError, StepRetry, TerminalError
+from celery_durable.journal.store import StartRequest
 from celery_durable.policy import RetryPolicy
 from celery_durable.stores.memory import MemoryJournalStore
 from tests.unit.test_context import Body, Crash, execute
@@ -106,10 +108,12 @@ def test_max_attempts_one_runs_once_and_hands_the_error_to_the_handler() -> None
         try:
             ctx.run("once", lambda: runs.append(1) or _fail_with(ValueError("no")))
         except TerminalError as exc:
-            return str(exc)
+            return f"{type(exc).__name__}: {exc} (a ValueError: {isinstance(exc, ValueError)})"
         return "ran"
 
-    assert execute(store, body, policy=RetryPolicy(max_attempts=1)) == "ValueError: no"
+    assert execute(store, body, policy=RetryPolicy(max_attempts=1)) == (
+        "ValueError: no (a ValueError: True)"
+    )
     assert runs == [1]
 
 
@@ -154,24 +158,57 @@ def test_deaths_and_failures_add_up_against_the_same_policy() -> None:
     assert info.value.attempts == 3
 
 
-def test_a_delivery_after_a_celery_retry_is_not_a_crash() -> None:
-    store = MemoryJournalStore()
-    for retries in range(5):  # each delivery ended in a Celery retry: the count went up
-        assert store.start("inv-1", "shop.checkout", "fp", 1, retries).crashes == 0
-    assert store.start("inv-1", "shop.checkout", "fp", 1, 4).crashes == 1  # redelivered
-    assert store.start("inv-1", "shop.checkout", "fp", 1, 4).crashes == 2  # and again
-    assert store.start("inv-1", "shop.checkout", "fp", 1, 5).crashes == 0  # then a retry
+def request(ended_fence: int = 0) -> StartRequest:
+    return StartRequest("shop.checkout", "fp", 1, 0.0, "test:1", ended_fence=ended_fence)
 
 
-def test_a_self_retry_after_a_death_does_not_count_as_another_death() -> None:
+def test_an_expired_lease_never_released_is_a_death_and_a_released_one_is_not() -> None:
     store = MemoryJournalStore()
-    assert store.start("inv-1", "shop.checkout", "fp", 1, 0).crashes == 0  # E1 dies
-    started = store.start("inv-1", "shop.checkout", "fp", 1, 0)  # E2: a redelivery
-    assert started.crashes == 1
-    store.append("inv-1", 0, '{"k":"run","n":"s0","s":"ok","v":null}', False)
-    # E2 then ends in self.retry(): E3 arrives with retries=1, and s1 runs.
-    started = store.start("inv-1", "shop.checkout", "fp", 1, 1)
-    assert started.crashes == 0
+    first = store.start("inv-1", request())
+    assert (first.state, first.deaths) == ("run", 0)
+    assert store.start("inv-1", request()).deaths == 1  # first never ended: it died
+    third = store.start("inv-1", request())
+    assert third.deaths == 2  # and the second too
+    assert store.release("inv-1", third.fence)  # the third ended in a Celery retry
+    assert store.start("inv-1", request()).deaths == 2  # which adds no death
+
+
+def test_deaths_count_again_from_one_once_the_journal_grew() -> None:
+    store = MemoryJournalStore()
+    store.start("inv-1", request())
+    started = store.start("inv-1", request())
+    assert started.deaths == 1
+    store.append("inv-1", started.fence, 0, '{"k":"run","n":"s0","s":"ok","v":null}', False)
+    assert store.start("inv-1", request()).deaths == 1  # a death at the new frontier
+
+
+def test_an_execution_that_ended_in_an_outage_is_not_a_death() -> None:
+    store = MemoryJournalStore()
+    first = store.start("inv-1", StartRequest("shop.checkout", "fp", 1, 30.0, "test:1"))
+    # It could not release its lease (Redis refused writes) and published a retry that
+    # carries its fence: that start takes over at once, and counts no death.
+    retried = store.start("inv-1", request(ended_fence=first.fence))
+    assert (retried.state, retried.deaths) == ("run", 0)
+
+
+def test_deaths_outside_any_step_end_under_the_tasks_policy() -> None:
+    store = MemoryJournalStore()
+    executions: list[int] = []
+
+    def body(ctx: DurableContext) -> str:
+        ctx.run("only", lambda: 1)
+        executions.append(1)
+        raise Crash  # dies after the last step, every time
+
+    with pytest.raises(TerminalError) as info:
+        deliver(store, body, NO_WAIT)
+    assert info.value.error_type == "WorkerLostError"
+    assert not isinstance(info.value, WorkerLostError)  # the worker would requeue that forever
+    assert info.value.attempts == 4
+    assert "position 1" in info.value.message
+    # Three attempts allowed: the fourth death ends it, at the fifth start.
+    assert len(executions) == 4
+    assert store.meta["inv-1"]["status"] == "failed"
 
 
 def test_an_interrupted_at_most_once_step_is_never_run_twice() -> None:

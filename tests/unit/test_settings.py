@@ -31,10 +31,11 @@ def test_retention_defaults_to_a_day() -> None:
     assert read().retention == 86400.0
 
 
-def test_a_non_redis_broker_falls_back_with_a_warning() -> None:
+def test_a_non_redis_broker_falls_back_with_a_warning_when_the_journal_is_used() -> None:
+    settings = DurableSettings.from_conf({"broker_url": "amqp://guest@localhost//"})
+    # Eager-only apps never reach the journal's Redis, and hear nothing about it.
     with pytest.warns(UserWarning, match="durable_redis_url is not set"):
-        settings = DurableSettings.from_conf({"broker_url": "amqp://guest@localhost//"})
-    assert settings.redis_url == "redis://localhost:6379/0"
+        assert settings.journal_url() == "redis://localhost:6379/0"
 
 
 @pytest.mark.parametrize(
@@ -47,6 +48,8 @@ def test_a_non_redis_broker_falls_back_with_a_warning() -> None:
         ("durable_lease_ttl", "30", "durable_lease_ttl='30' must be a positive"),
         ("durable_codec", "yaml", "durable_codec='yaml' is not a codec"),
         ("durable_eviction_check", "maybe", "durable_eviction_check='maybe' must be one of"),
+        ("durable_eager_journal", "disk", "durable_eager_journal='disk' must be one of"),
+        ("durable_max_value_bytes", 10, "durable_max_value_bytes=10 must be a number of bytes"),
         ("durable_retension", 5, "unknown setting 'durable_retension'"),
     ],
 )

@@ -1,69 +1,27 @@
 """The Redis journal store: one Lua script per operation, one round trip each.
 
-This is the only module that imports ``redis``. Scripts live in ``lua/`` and are
-called by SHA1; the source is sent only when Redis answers ``NOSCRIPT`` (after a
-restart or a ``SCRIPT FLUSH``).
+Only ``stores/redis`` imports ``redis``. Every state change is one script that checks
+the invocation exists, its status, and the writer's fencing token (``lua/``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from importlib import resources
 from typing import Any, TypeVar
 
 import redis
-from redis.exceptions import (
-    ClusterDownError,
-    NoScriptError,
-    OutOfMemoryError,
-    ReadOnlyError,
-    RedisError,
-    ResponseError,
-    TryAgainError,
-)
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import NoScriptError, RedisError
 
-from celery_durable.errors import ConfigurationError, JournalError, JournalUnavailableError
-from celery_durable.journal.store import Started
+from celery_durable.journal.store import Started, StartRequest
 from celery_durable.keys import KeySpace
+from celery_durable.stores.redis import scripts
+from celery_durable.stores.redis.checks import check_eviction_policy
+from celery_durable.stores.redis.errors import is_gone, journal_error
+from celery_durable.stores.redis.scripts import Script
 
 T = TypeVar("T")
-
-#: maxmemory policies under which Redis never evicts a key that has no expiry.
-#: Running journals have none; finished ones do and could go before their time.
-_SAFE_POLICIES = frozenset({"noeviction"})
-
-#: Errors that mean "not now" rather than "never": the connection, and replies such as
-#: out of memory under noeviction, a replica after failover, a cluster mid-change, a
-#: script running too long, or a failed save that stops writes.
-_UNAVAILABLE_ERRORS = (
-    RedisConnectionError, RedisTimeoutError, OutOfMemoryError, ReadOnlyError, TryAgainError,
-    ClusterDownError,
-)  # fmt: skip
-_UNAVAILABLE_REPLIES = ("BUSY ", "NOREPLICAS", "MISCONF")
-_VOLATILE_POLICIES = frozenset({"volatile-lru", "volatile-lfu", "volatile-random", "volatile-ttl"})
-
-
-class _Script:
-    """A Lua script from ``lua/``, called by SHA1."""
-
-    __slots__ = ("name", "sha", "source")
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.source = (
-            resources.files("celery_durable.stores.redis").joinpath(f"lua/{name}.lua").read_text()
-        )
-        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
-
-
-_START, _APPEND, _ATTEMPT, _GUARD, _FINISH = (
-    _Script(name) for name in ("start", "append", "attempt", "guard", "finish")
-)
 
 
 class RedisJournalStore:
@@ -77,6 +35,7 @@ class RedisJournalStore:
         self._command: Callable[..., Any] = client.execute_command
         self._last_id = ""
         self._last_keys = keys.invocation("")
+        self._epoch_marked = False
 
     @classmethod
     def from_url(cls, url: str, keys: KeySpace) -> RedisJournalStore:
@@ -90,94 +49,154 @@ class RedisJournalStore:
     def client(self) -> redis.Redis:
         return self._client
 
-    # -- JournalStore ---------------------------------------------------------------
+    # -- An execution -------------------------------------------------------------------
 
-    def start(
-        self, task_id: str, task_name: str, fingerprint: str, seed: int, retries: int
-    ) -> Started:
+    def start(self, task_id: str, request: StartRequest) -> Started:
+        if not self._epoch_marked:
+            self._mark_epoch()
         k = self._keys.invocation(task_id)
-        now = time.time()
-        args = (k.meta, k.journal, task_name, fingerprint, str(seed), f"{now:.6f}", retries)
+        args = (
+            k.meta, k.journal, *self._keys.indexes(task_id),
+            task_id, request.task_name, request.fingerprint, str(request.seed),
+            _now(), _ms(request.lease_ttl), request.holder, request.nesting, request.call,
+            request.ended_fence,
+        )  # fmt: skip
 
         def call() -> list[Any]:
-            pipe = self._client.pipeline(transaction=False)
+            # MULTI makes the journal read exactly the one the script saw.
+            pipe = self._client.pipeline(transaction=True)
             command: Callable[..., Any] = pipe.execute_command
-            command("EVALSHA", _START.sha, 2, *args)
+            command("EVALSHA", scripts.START.sha, 6, *args)
             command("LRANGE", k.journal, 0, -1)
-            command("ZADD", self._keys.index, "NX", now, task_id)
             replies: list[Any] = pipe.execute()
             return replies
 
         with self._errors(task_id, "start"):
-            reply, entries, _ = self._retrying_noscript(call)
-        created, name, fp, stored_seed, status, outcome, length, crashes, attempt, guard = reply
-        return Started(
-            created=bool(created),
-            task_name=name,
-            fingerprint=fp,
-            seed=int(stored_seed),
-            status=status,
-            outcome=outcome,
-            entries=entries,
-            length=int(length),
-            crashes=int(crashes),
-            attempt=attempt,
-            guard=None if guard is None else int(guard),
-        )
+            reply, entries = self._loading_scripts(call)
+        state = reply[0]
+        if state == "run":
+            _, fence, status, seed, length, deaths, attempt, guard, created = reply
+            return Started(
+                "run",
+                created=bool(created),
+                status=status,
+                fence=int(fence),
+                seed=int(seed),
+                entries=entries[: int(length)],
+                deaths=int(deaths),
+                attempt=attempt,
+                guard=None if guard is None else int(guard),
+            )
+        if state == "done":
+            return Started("done", status=reply[1], outcome=reply[2] or None)
+        if state == "busy":
+            return Started("busy", busy_for=int(reply[1]) / 1000, holder=reply[2])
+        _, name, fingerprint, status = reply
+        return Started("conflict", status=status, task_name=name, fingerprint=fingerprint)
 
-    def append(self, task_id: str, index: int, entry: str, ends_attempts: bool) -> str | None:
+    def append(
+        self, task_id: str, fence: int, index: int, entry: str, ends_attempts: bool
+    ) -> str | None:
         # The hot path: one EVALSHA, and nothing else that can be avoided.
         if task_id != self._last_id:
             self._last_id, self._last_keys = task_id, self._keys.invocation(task_id)
         k = self._last_keys
         flag = "1" if ends_attempts else "0"
         try:
-            reply: str | None = self._eval(_APPEND, k.meta, k.journal, index, entry, flag)
+            reply: str | None = self._eval(
+                scripts.APPEND, 2, k.meta, k.journal, fence, index, entry, flag
+            )
         except RedisError as exc:
-            raise self._journal_error(exc, task_id, f"write step {index} of") from exc
+            raise self._error(exc, task_id, f"write step {index} of") from exc
         return reply
 
-    def record_attempt(self, task_id: str, index: int, attempt: str) -> str | None:
+    def record_attempt(
+        self, task_id: str, fence: int, index: int, attempt: str, release: bool = True
+    ) -> str | None:
         k = self._keys.invocation(task_id)
+        flag = "1" if release else "0"
         with self._errors(task_id, f"record a failed attempt of step {index} of"):
             reply: str | None = self._eval(
-                _ATTEMPT, k.meta, k.journal, index, attempt, f"{time.time():.6f}"
+                scripts.ATTEMPT, 2, k.meta, k.journal, fence, index, attempt, _now(), flag
             )
         return reply
 
-    def guard(self, task_id: str, index: int) -> str | None:
+    def guard(self, task_id: str, fence: int, index: int) -> str | None:
         k = self._keys.invocation(task_id)
         with self._errors(task_id, f"guard at-most-once step {index} of"):
-            reply: str | None = self._eval(_GUARD, k.meta, k.journal, index)
+            reply: str | None = self._eval(scripts.GUARD, 2, k.meta, k.journal, fence, index)
         return reply
 
+    def release(self, task_id: str, fence: int, fingerprint: str = "", call: str = "") -> bool:
+        k = self._keys.invocation(task_id)
+        with self._errors(task_id, "release"):
+            reply = self._eval(scripts.RELEASE, 1, k.meta, fence, fingerprint, call, _now())
+        return bool(reply)
+
+    def renew(self, leases: Sequence[tuple[str, int]], ttl: float) -> list[bool]:
+        if not leases:
+            return []
+        ms = _ms(ttl)
+
+        def call() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            command: Callable[..., Any] = pipe.execute_command
+            for task_id, fence in leases:
+                meta = self._keys.invocation(task_id).meta
+                command("EVALSHA", scripts.RENEW.sha, 1, meta, fence, ms)
+            replies: list[Any] = pipe.execute()
+            return replies
+
+        with self._errors(leases[0][0], "renew the lease of"):
+            replies = self._loading_scripts(call)
+        return [bool(r) for r in replies]
+
+    def break_lease(self, task_id: str, holder: str) -> bool:
+        k = self._keys.invocation(task_id)
+        with self._errors(task_id, "expire the dead holder's lease of"):
+            return bool(self._eval(scripts.BREAK_LEASE, 1, k.meta, holder))
+
     def finish(
-        self, task_id: str, status: str, outcome: str, retention: float
+        self,
+        task_id: str,
+        fence: int | None,
+        status: str,
+        outcome: str,
+        retention: float,
+        nesting: int = 0,
     ) -> tuple[str, str] | None:
         k = self._keys.invocation(task_id)
-        ms = max(1, int(retention * 1000))
+        token = "" if fence is None else fence
         with self._errors(task_id, "finish"):
             reply = self._eval(
-                _FINISH, k.meta, k.journal, status, outcome, f"{time.time():.6f}", ms
-            )
+                scripts.FINISH, 6, k.meta, k.journal, *self._keys.indexes(task_id),
+                task_id, token, status, outcome, _now(), _ms(retention), nesting,
+            )  # fmt: skip
         return None if reply is None else (reply[0], reply[1])
 
-    def pause(self, task_id: str, reason: str) -> None:
+    def pause(self, task_id: str, fence: int, reason: str) -> str:
         k = self._keys.invocation(task_id)
+        ix = self._keys.indexes(task_id)
         with self._errors(task_id, "pause"):
-            pipe = self._client.pipeline(transaction=False)
-            pipe.hset(
-                k.meta,
-                mapping={"status": "paused", "paused_reason": reason, "updated_at": time.time()},
+            status: str = self._eval(
+                scripts.PAUSE, 3, k.meta, ix.running, ix.paused, task_id, fence, reason, _now()
             )
-            pipe.hincrby(k.meta, "frontier_starts", -1)  # this execution ends cleanly
-            pipe.execute()
+        return status
+
+    # -- Operators ----------------------------------------------------------------------
+
+    def forget(self, task_id: str) -> bool:
+        k = self._keys.invocation(task_id)
+        with self._errors(task_id, "forget"):
+            reply = self._eval(
+                scripts.FORGET, 6, k.meta, k.journal, *self._keys.indexes(task_id), task_id
+            )
+        return bool(reply)
 
     def read(self, task_id: str) -> tuple[dict[str, str], list[str]] | None:
         return self.read_many([task_id])[0]
 
     def read_many(self, task_ids: Sequence[str]) -> list[tuple[dict[str, str], list[str]] | None]:
-        """Return the metadata and raw entries of several invocations in one round trip."""
         pipe = self._client.pipeline(transaction=False)
         for task_id in task_ids:
             k = self._keys.invocation(task_id)
@@ -188,88 +207,45 @@ class RedisJournalStore:
         pairs = zip(replies[::2], replies[1::2], strict=True)
         return [(meta, entries) if meta else None for meta, entries in pairs]
 
-    def recent_ids(self, limit: int, offset: int = 0) -> list[str]:
+    def list_ids(self, status: str | None, limit: int, offset: int = 0) -> list[str]:
+        ix = self._keys.indexes()
+        sets = [getattr(ix, status)] if status in ix._fields else list(ix)
+        end = offset + limit - 1
+        pipe = self._client.pipeline(transaction=False)
+        for key in sets:
+            pipe.zrevrange(key, 0, end, withscores=True)
         with self._errors("*", "list"):
-            ids = self._command("ZREVRANGE", self._keys.index, offset, offset + limit - 1)
-        return list(ids)
-
-    def forget(self, task_id: str) -> bool:
-        """Delete an invocation's keys; return whether it existed."""
-        k = self._keys.invocation(task_id)
-        with self._errors(task_id, "forget"):
-            pipe = self._client.pipeline(transaction=False)
-            pipe.delete(k.meta, k.journal)
-            pipe.zrem(self._keys.index, task_id)
-            deleted, _ = pipe.execute()
-        return bool(deleted)
+            replies = pipe.execute()
+        # An invocation is in `all` and in its live status's set; newest first, once each.
+        newest = sorted({m: s for reply in replies for m, s in reply}.items(), key=_by_score)
+        return [member for member, _ in newest[offset : offset + limit]]
 
     def forget_index(self, task_ids: Sequence[str]) -> None:
-        """Drop ids whose invocation expired from the listing index."""
         if task_ids:
+            pipe = self._client.pipeline(transaction=False)
+            for key in self._keys.indexes():
+                pipe.zrem(key, *task_ids)
             with self._errors("*", "clean the index of"):
-                self._client.zrem(self._keys.index, *task_ids)
-
-    # -- Worker start-up --------------------------------------------------------------
+                pipe.execute()
 
     def check_eviction_policy(self, mode: str) -> str | None:
-        """Refuse or describe a ``maxmemory-policy`` that could evict journals.
+        """Refuse or describe a ``maxmemory-policy`` that could evict journals."""
+        return check_eviction_policy(self._client, self._where, mode)
 
-        Args:
-            mode: ``refuse`` raises for any policy that could evict a running journal,
-                ``warn`` only returns the warning, ``ignore`` skips the check.
+    # -- Plumbing -----------------------------------------------------------------------
 
-        Returns:
-            A warning to log, or None when the policy is safe or not checked.
-
-        Raises:
-            ConfigurationError: the policy could evict running journals and ``mode``
-                is ``refuse``.
-        """
-        if mode == "ignore":
-            return None
-        try:
-            policy = self._client.config_get("maxmemory-policy").get("maxmemory-policy", "")
-        except ResponseError as exc:  # managed Redis often forbids CONFIG
-            return (
-                f"could not read maxmemory-policy of {self._where} ({exc}); make sure it is "
-                "'noeviction' or journals may be evicted"
-            )
-        except RedisError as exc:
-            raise ConfigurationError(
-                f"durable_redis_url: cannot reach {self._where} to check it at worker "
-                f"start ({type(exc).__name__}: {exc}). Start Redis or fix the setting."
-            ) from exc
-        if policy in _SAFE_POLICIES:
-            return None
-        if policy in _VOLATILE_POLICIES:
-            return (
-                f"{self._where} has maxmemory-policy {policy!r}: finished journals may be "
-                "evicted before durable_retention ends, and a late redelivery would then run "
-                "the task again. Set it to 'noeviction'."
-            )
-        message = (
-            f"{self._where} has maxmemory-policy {policy!r}, which can evict running journals "
-            "and make tasks repeat steps. Set maxmemory-policy to 'noeviction' (CONFIG SET "
-            "maxmemory-policy noeviction), or set durable_eviction_check = 'warn' to run anyway."
-        )
-        if mode == "refuse":
-            raise ConfigurationError(message)
-        return message
-
-    # -- Plumbing ---------------------------------------------------------------------
-
-    def _eval(self, script: _Script, *keys_then_args: Any) -> Any:
+    def _eval(self, script: Script, numkeys: int, *keys_then_args: Any) -> Any:
         command = self._command
         try:
-            return command("EVALSHA", script.sha, 2, *keys_then_args)
+            return command("EVALSHA", script.sha, numkeys, *keys_then_args)
         except NoScriptError:
-            return command("EVAL", script.source, 2, *keys_then_args)
+            return command("EVAL", script.source, numkeys, *keys_then_args)
 
-    def _retrying_noscript(self, call: Callable[[], T]) -> T:
+    def _loading_scripts(self, call: Callable[[], T]) -> T:
         try:
             return call()
         except NoScriptError:
-            for script in (_START, _APPEND, _ATTEMPT, _GUARD, _FINISH):
+            for script in scripts.ALL:
                 self._command("SCRIPT", "LOAD", script.source)
             return call()
 
@@ -278,28 +254,38 @@ class RedisJournalStore:
         try:
             yield
         except RedisError as exc:
-            raise self._journal_error(exc, task_id, action) from exc
+            raise self._error(exc, task_id, action) from exc
 
-    def _journal_error(self, exc: RedisError, task_id: str, action: str) -> JournalError:
-        text = str(exc)
-        unavailable = isinstance(exc, _UNAVAILABLE_ERRORS) or text.startswith(_UNAVAILABLE_REPLIES)
-        if isinstance(exc, ResponseError) and not unavailable:
-            if text.startswith("GONE"):
-                return JournalError(
-                    f"cannot {action} invocation {task_id}: it no longer exists in "
-                    f"{self._where} (forgotten or expired while it ran). Nothing was written."
-                )
-            return JournalError(f"{self._where} refused to {action} invocation {task_id}: {text}")
-        if unavailable:
-            return JournalUnavailableError(
-                f"cannot {action} invocation {task_id}: {self._where} is unavailable "
-                f"({type(exc).__name__}: {exc}). The write may or may not have been made; "
-                "either way the next delivery resumes from what the journal holds, and the "
-                "task is retried until Redis takes writes again."
-            )
-        return JournalError(
-            f"cannot {action} invocation {task_id} in {self._where}: {type(exc).__name__}: {exc}"
-        )
+    def _error(self, exc: RedisError, task_id: str, action: str) -> BaseException:
+        data_lost = is_gone(exc) and not self._epoch_present()
+        return journal_error(exc, task_id, action, self._where, data_lost)
+
+    def _mark_epoch(self) -> None:
+        with self._errors("*", "mark the data set of"):
+            self._command("SET", self._keys.epoch, f"{time.time():.0f}", "NX")
+        self._epoch_marked = True
+
+    def _epoch_present(self) -> bool:
+        """Whether the data set is the one this store marked; marks a new one if not."""
+        try:
+            if self._command("EXISTS", self._keys.epoch):
+                return True
+            self._command("SET", self._keys.epoch, f"{time.time():.0f}", "NX")
+        except RedisError:
+            pass
+        return False
+
+
+def _now() -> str:
+    return f"{time.time():.6f}"
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def _by_score(item: tuple[str, float]) -> tuple[float, str]:
+    return (-item[1], item[0])
 
 
 def _redact(url: str) -> str:

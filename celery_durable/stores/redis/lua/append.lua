@@ -1,27 +1,33 @@
--- Append one journal entry at a given index; the first writer of an index wins.
+-- Append one journal entry at a given index, for the execution holding the fence.
 -- KEYS[1]  meta hash of the invocation
 -- KEYS[2]  journal list of the invocation
--- ARGV[1]  index the entry belongs at (0-based)
--- ARGV[2]  the entry, JSON text
--- ARGV[3]  '1' when the step had failed attempts or a guard, which this entry ends
--- Returns  nil when this call wrote the entry, else the entry already at that index.
---          An error when the invocation is gone or the index would leave a gap.
--- This runs once per step, so it does as little as it can: a journal that already
--- holds i entries proves the invocation exists (forgetting it deletes both keys).
+-- ARGV[1]  the writer's fencing token
+-- ARGV[2]  index the entry belongs at (0-based)
+-- ARGV[3]  the entry, JSON text
+-- ARGV[4]  '1' when the step had failed attempts or a guard, which this entry ends
+-- Fields: fence (read); attempt guard (deleted when ARGV[4] is '1')
+-- Returns  nil when this call wrote the entry, else the entry already at that index
+--          (first writer wins). Errors: GONE (the invocation no longer exists),
+--          FENCED (another execution took the lease), GAP (the index skips entries).
+-- This runs once per step, so it does as little as it can.
 local meta, journal = KEYS[1], KEYS[2]
+local fence = redis.call('HGET', meta, 'fence')
+if fence ~= ARGV[1] then
+  if not fence then
+    return redis.error_reply('GONE the invocation no longer exists (forgotten or expired)')
+  end
+  return redis.error_reply('FENCED another execution holds the invocation (fence ' .. fence .. ')')
+end
 local n = redis.call('LLEN', journal)
-local i = tonumber(ARGV[1])
-if n == i and (i > 0 or redis.call('EXISTS', meta) == 1) then
-  redis.call('RPUSH', journal, ARGV[2])
-  if ARGV[3] == '1' then
+local i = tonumber(ARGV[2])
+if n == i then
+  redis.call('RPUSH', journal, ARGV[3])
+  if ARGV[4] == '1' then
     redis.call('HDEL', meta, 'attempt', 'guard')
   end
   return false
 end
 if n > i then
   return redis.call('LINDEX', journal, i)
-end
-if redis.call('EXISTS', meta) == 0 then
-  return redis.error_reply('GONE the invocation no longer exists (forgotten or expired)')
 end
 return redis.error_reply('GAP entry ' .. i .. ' written while the journal holds ' .. n)

@@ -1,21 +1,32 @@
--- Record the failed attempts of the step about to be journaled, before a retry.
--- The execution then ends cleanly, so it does not count as a crash at the next start.
+-- Record the failed attempts of the next step. Before a retry the execution also ends
+-- cleanly: its lease is released, so the next start does not count it as a death.
+-- Without the release it records deaths of workers during the step, which it counts.
 -- KEYS[1]  meta hash of the invocation
 -- KEYS[2]  journal list of the invocation
--- ARGV[1]  index of the step (0-based); it must be the next entry of the journal
--- ARGV[2]  the attempt record, JSON text
--- ARGV[3]  now, seconds since the epoch
+-- ARGV[1]  the writer's fencing token
+-- ARGV[2]  index of the step (0-based); it must be the next entry of the journal
+-- ARGV[3]  the attempt record, JSON text
+-- ARGV[4]  now, seconds since the epoch
+-- ARGV[5]  '1' to release the lease (the execution ends), '0' to keep it
+-- Fields: fence (read); attempt updated_at deaths (set); guard lease lease_until (deleted
+--         when released)
 -- Returns  nil when recorded, else the entry another execution journaled at that index.
+--          Errors: GONE, FENCED, as append.lua.
 local meta, journal = KEYS[1], KEYS[2]
-if redis.call('EXISTS', meta) == 0 then
-  return redis.error_reply('GONE the invocation no longer exists (forgotten or expired)')
+local fence = redis.call('HGET', meta, 'fence')
+if fence ~= ARGV[1] then
+  if not fence then
+    return redis.error_reply('GONE the invocation no longer exists (forgotten or expired)')
+  end
+  return redis.error_reply('FENCED another execution holds the invocation (fence ' .. fence .. ')')
 end
 local n = redis.call('LLEN', journal)
-local i = tonumber(ARGV[1])
-if n > i then
-  return redis.call('LINDEX', journal, i)
+if n > tonumber(ARGV[2]) then
+  return redis.call('LINDEX', journal, tonumber(ARGV[2]))
 end
-redis.call('HSET', meta, 'attempt', ARGV[2], 'frontier_starts', 0, 'updated_at', ARGV[3])
--- The step returned (by raising): an at-most-once guard has nothing left to guard.
-redis.call('HDEL', meta, 'guard')
+redis.call('HSET', meta, 'attempt', ARGV[3], 'updated_at', ARGV[4], 'deaths', 0)
+if ARGV[5] == '1' then
+  -- The step returned (by raising): an at-most-once guard has nothing left to guard.
+  redis.call('HDEL', meta, 'guard', 'lease', 'lease_until')
+end
 return false

@@ -1,23 +1,45 @@
 -- Record an invocation's final outcome and start its retention clock; first writer wins.
--- KEYS[1]  meta hash of the invocation
--- KEYS[2]  journal list of the invocation
--- ARGV[1]  final status: completed or failed
--- ARGV[2]  the outcome, JSON text
--- ARGV[3]  now, seconds since the epoch
--- ARGV[4]  retention in milliseconds
+-- KEYS[1]  meta hash of the invocation          KEYS[2]  its journal list
+-- KEYS[3]  index of all invocations             KEYS[4]  index of running ones
+-- KEYS[5]  index of suspended ones              KEYS[6]  index of paused ones
+-- ARGV[1]  task id (the index member)
+-- ARGV[2]  the finisher's fencing token, or '' when the worker finishes it for a
+--          holder that cannot (revoked, hard time limit): the holder is fenced out
+-- ARGV[3]  final status: completed, failed, cancelled or replaced
+-- ARGV[4]  the outcome, JSON text, or ''
+-- ARGV[5]  now, seconds since the epoch
+-- ARGV[6]  retention in milliseconds
+-- ARGV[7]  replaced_task_nesting of the request (kept for 'replaced')
+-- Fields: task status outcome fence (read); status outcome updated_at nesting fence
+--         (set); lease lease_until paused_reason attempt guard (deleted)
 -- Returns  nil when this call finished the invocation,
 --          else {status, outcome} that an earlier call recorded.
---          An error when the invocation is gone: nothing is written then.
+--          Errors: GONE (nothing is written), FENCED (another execution holds it).
 local meta, journal = KEYS[1], KEYS[2]
-local prior = redis.call('HMGET', meta, 'task', 'status', 'outcome')
+local prior = redis.call('HMGET', meta, 'task', 'status', 'outcome', 'fence')
 if not prior[1] then
   return redis.error_reply('GONE the invocation no longer exists (forgotten or expired)')
 end
-if prior[2] == 'completed' or prior[2] == 'failed' then
-  return {prior[2], prior[3]}
+local status = prior[2]
+if status == 'completed' or status == 'failed' or status == 'cancelled'
+    or status == 'replaced' then
+  return {status, prior[3] or ''}
 end
-redis.call('HSET', meta, 'status', ARGV[1], 'outcome', ARGV[2], 'updated_at', ARGV[3])
-redis.call('HDEL', meta, 'paused_reason')
-redis.call('PEXPIRE', meta, ARGV[4])
-redis.call('PEXPIRE', journal, ARGV[4])
+if ARGV[2] == '' then
+  redis.call('HINCRBY', meta, 'fence', 1)
+elseif prior[4] ~= ARGV[2] then
+  return redis.error_reply('FENCED another execution holds the invocation (fence ' .. prior[4] .. ')')
+end
+redis.call('HSET', meta, 'status', ARGV[3], 'outcome', ARGV[4], 'updated_at', ARGV[5])
+if ARGV[3] == 'replaced' then
+  redis.call('HSET', meta, 'nesting', ARGV[7])
+end
+redis.call('HDEL', meta, 'lease', 'lease_until', 'paused_reason', 'attempt', 'guard')
+redis.call('PEXPIRE', meta, ARGV[6])
+redis.call('PEXPIRE', journal, ARGV[6])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
+-- Keep the index of all invocations as long as the journals it lists.
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (tonumber(ARGV[5]) - tonumber(ARGV[6]) / 1000))
 return false

@@ -2,14 +2,21 @@
 -- it, the next execution finds the guard and fails the step instead of repeating it.
 -- KEYS[1]  meta hash of the invocation
 -- KEYS[2]  journal list of the invocation
--- ARGV[1]  index of the step (0-based); it must be the next entry of the journal
+-- ARGV[1]  the writer's fencing token
+-- ARGV[2]  index of the step (0-based); it must be the next entry of the journal
+-- Fields: fence (read); guard (set)
 -- Returns  nil when marked, else the entry another execution journaled at that index.
+--          Errors: GONE, FENCED, as append.lua.
 local meta, journal = KEYS[1], KEYS[2]
-if redis.call('EXISTS', meta) == 0 then
-  return redis.error_reply('GONE the invocation no longer exists (forgotten or expired)')
+local fence = redis.call('HGET', meta, 'fence')
+if fence ~= ARGV[1] then
+  if not fence then
+    return redis.error_reply('GONE the invocation no longer exists (forgotten or expired)')
+  end
+  return redis.error_reply('FENCED another execution holds the invocation (fence ' .. fence .. ')')
 end
 local n = redis.call('LLEN', journal)
-local i = tonumber(ARGV[1])
+local i = tonumber(ARGV[2])
 if n > i then
   return redis.call('LINDEX', journal, i)
 end

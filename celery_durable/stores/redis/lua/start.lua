@@ -1,51 +1,90 @@
--- Start an execution: create the invocation unless it exists, and return its state.
--- The caller reads the journal itself with LRANGE, pipelined after this script:
--- returning thousands of entries through Lua would copy each one twice.
--- KEYS[1]  meta hash of the invocation
--- KEYS[2]  journal list of the invocation
--- ARGV[1]  task name
--- ARGV[2]  argument fingerprint
--- ARGV[3]  seed, stored only when this call creates the invocation
--- ARGV[4]  now, seconds since the epoch
--- ARGV[5]  the delivery's Celery retry count (request.retries)
--- Returns  {created (0|1), task, fingerprint, seed, status, outcome or nil,
---           length, crashes, attempt or nil, guard or nil}
---          length is the journal's length as this script saw it.
---          crashes counts workers that died before journaling the next step. A message
---          delivered again with the retry count of the last start is a redelivery, so
---          the executions that started with that count died (frontier_starts counts
---          them; at most one if the journal grew since). A Celery retry raises the count:
---          the execution before it ended cleanly.
---          Nothing is written for a finished invocation, or when the task or the
---          arguments differ (a reused task id). A paused invocation is set running again.
+-- Start an execution: create the invocation or resume it, and take its lease.
+-- Runs inside MULTI with an LRANGE of the journal after it, so that the entries the
+-- caller reads are exactly the journal this script saw (one round trip, atomic).
+-- KEYS[1]  meta hash of the invocation          KEYS[2]  its journal list
+-- KEYS[3]  index of all invocations             KEYS[4]  index of running ones
+-- KEYS[5]  index of suspended ones              KEYS[6]  index of paused ones
+-- ARGV[1]  task id (the index member)           ARGV[2]  task name
+-- ARGV[3]  argument fingerprint                 ARGV[4]  seed, stored on creation only
+-- ARGV[5]  now, seconds since the epoch         ARGV[6]  lease ttl, milliseconds
+-- ARGV[7]  who takes the lease (host:pid)       ARGV[8]  replaced_task_nesting of the request
+-- ARGV[9]  the call to store on creation (JSON), or ''
+-- ARGV[10] the fence of an execution that ended in an outage unable to release its
+--          lease (a header of the retry it published), or 0: that lease counts as
+--          released, neither live nor a death
+-- Fields: task fingerprint seed status outcome created_at updated_at fence lease
+--         lease_until frontier deaths attempt guard nesting paused_reason call
+-- Returns one of
+--   {'run', fence, status, seed, length, deaths, attempt|false, guard|false, created}
+--        this execution holds the lease; deaths counts executions that died in a row
+--        with the journal at this length (an expired lease never released)
+--   {'done', status, outcome|false}   finished, or replaced by a later request
+--   {'busy', remaining ms, holder}    another execution holds a live lease
+--   {'conflict', task, fingerprint, status}   the id names another task or arguments
 local meta, journal = KEYS[1], KEYS[2]
+local id = ARGV[1]
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local until_ms = now_ms + tonumber(ARGV[6])
+
+local function create()
+  redis.call('DEL', meta, journal)  -- a journal without its metadata is a leftover
+  redis.call('HSET', meta, 'task', ARGV[2], 'fingerprint', ARGV[3], 'seed', ARGV[4],
+             'status', 'running', 'created_at', ARGV[5], 'updated_at', ARGV[5],
+             'fence', 1, 'lease', ARGV[7], 'lease_until', until_ms,
+             'frontier', 0, 'deaths', 0, 'nesting', ARGV[8])
+  if ARGV[9] ~= '' then
+    redis.call('HSET', meta, 'call', ARGV[9])
+  end
+  redis.call('ZADD', KEYS[3], ARGV[5], id)
+  redis.call('ZADD', KEYS[4], ARGV[5], id)
+  return {'run', 1, 'running', ARGV[4], 0, 0, false, false, 1}
+end
+
 local f = redis.call('HMGET', meta, 'task', 'fingerprint', 'seed', 'status', 'outcome',
-                     'frontier', 'frontier_starts', 'attempt', 'guard', 'retries')
+                     'fence', 'lease', 'lease_until', 'frontier', 'deaths', 'attempt',
+                     'guard', 'nesting', 'created_at')
 if not f[1] then
-  redis.call('DEL', journal)  -- a journal without its metadata is a leftover, not ours
-  redis.call('HSET', meta, 'task', ARGV[1], 'fingerprint', ARGV[2], 'seed', ARGV[3],
-             'status', 'running', 'created_at', ARGV[4], 'updated_at', ARGV[4],
-             'frontier', 0, 'frontier_starts', 1, 'retries', ARGV[5])
-  return {1, ARGV[1], ARGV[2], ARGV[3], 'running', false, 0, 0, false, false}
+  return create()
 end
 local status = f[4]
-if status == 'completed' or status == 'failed' or f[1] ~= ARGV[1] or f[2] ~= ARGV[2] then
-  return {0, f[1], f[2], f[3], status, f[5], 0, 0, false, false}
-end
-local n = redis.call('LLEN', journal)
-local unclean = 0
-if f[10] == ARGV[5] then
-  unclean = math.max(tonumber(f[7]) or 0, 0)
-  if tonumber(f[6]) ~= n then
-    unclean = math.min(unclean, 1)
+if status == 'replaced' then
+  -- Task.replace hands the id on: the replacement comes with a deeper nesting and
+  -- starts a journal of its own; the replaced request, delivered again, is done.
+  if tonumber(ARGV[8]) > (tonumber(f[13]) or 0) then
+    redis.call('ZREM', KEYS[4], id)
+    return create()
   end
+  return {'done', status, false}
 end
-local starts = unclean + 1
-redis.call('HSET', meta, 'frontier', n, 'frontier_starts', starts, 'retries', ARGV[5],
-           'updated_at', ARGV[4])
-if status == 'paused' then
+if f[1] ~= ARGV[2] or f[2] ~= ARGV[3] then
+  return {'conflict', f[1], f[2], status}
+end
+if status == 'completed' or status == 'failed' or status == 'cancelled' then
+  return {'done', status, f[5]}
+end
+local held = f[7] and tonumber(f[6]) ~= tonumber(ARGV[10])
+if held and (tonumber(f[8]) or 0) > now_ms then
+  return {'busy', tonumber(f[8]) - now_ms, f[7]}
+end
+
+local n = redis.call('LLEN', journal)
+local deaths = tonumber(f[10]) or 0
+if held then
+  -- The lease expired without being released: the execution that held it died.
+  if tonumber(f[9]) == n then deaths = deaths + 1 else deaths = 1 end
+elseif tonumber(f[9]) ~= n then
+  deaths = 0
+end
+local fence = redis.call('HINCRBY', meta, 'fence', 1)
+redis.call('HSET', meta, 'lease', ARGV[7], 'lease_until', until_ms, 'frontier', n,
+           'deaths', deaths, 'updated_at', ARGV[5])
+if status ~= 'running' then
+  -- A paused invocation resumes; a suspended one wakes.
   redis.call('HSET', meta, 'status', 'running')
   redis.call('HDEL', meta, 'paused_reason')
-  status = 'running'
+  redis.call('ZREM', KEYS[5], id)
+  redis.call('ZREM', KEYS[6], id)
+  redis.call('ZADD', KEYS[4], f[14] or ARGV[5], id)
 end
-return {0, f[1], f[2], f[3], status, f[5], n, starts - 1, f[8], f[9]}
+return {'run', fence, status, f[3], n, deaths, f[11] or false, f[12] or false, 0}

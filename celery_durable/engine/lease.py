@@ -1,0 +1,125 @@
+"""Keeping the leases of running executions alive, from one heartbeat thread per process.
+
+An execution owns its invocation for ``lease_ttl`` seconds at a time. Renewing on the
+step path would cost a write per step and would not help a step that runs longer
+than the lease; so a daemon thread renews every lease the process holds, a third of
+the way into it, in one round trip per store. A lease that could not be renewed
+(another execution took it) is marked lost; the execution finds out at its next
+write, which the store refuses, and stops.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from celery_durable.errors import JournalError
+
+logger = logging.getLogger("celery_durable")
+
+
+class Renewing(Protocol):
+    """The part of a journal store a heartbeat needs."""
+
+    def renew(self, leases: Sequence[tuple[str, int]], ttl: float) -> list[bool]: ...
+
+
+@dataclass(eq=False)
+class Lease:
+    """One execution's hold on its invocation."""
+
+    store: Renewing
+    task_id: str
+    fence: int
+    ttl: float
+    lost: threading.Event = field(default_factory=threading.Event)
+    renewed_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def due_at(self) -> float:
+        """When to renew it: a third of the way into the lease."""
+        return self.renewed_at + self.ttl / 3
+
+
+class LeaseKeeper:
+    """Renews the leases this process holds until they are dropped."""
+
+    def __init__(self) -> None:
+        self._leases: set[Lease] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def hold(self, store: Renewing, task_id: str, fence: int, ttl: float) -> Lease:
+        """Start renewing the lease that an execution took with ``fence``."""
+        lease = Lease(store, task_id, fence, ttl)
+        with self._lock:
+            if self._pid != os.getpid():
+                # After a fork (a prefork pool child) the parent's thread is not here.
+                self._pid, self._thread, self._leases = os.getpid(), None, set()
+            first_due = min((x.due_at for x in self._leases), default=None)
+            self._leases.add(lease)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._beat, name="celery-durable-leases", daemon=True
+                )
+                self._thread.start()
+            elif first_due is None or lease.due_at < first_due:
+                self._wake.notify()  # the thread sleeps until a later time, or forever
+        return lease
+
+    def drop(self, lease: Lease) -> None:
+        """Stop renewing ``lease``: its execution ended."""
+        with self._lock:
+            self._leases.discard(lease)
+
+    def _beat(self) -> None:
+        # Executions shorter than a third of their lease are never renewed: most tasks
+        # cost the heartbeat nothing.
+        while True:
+            with self._lock:
+                while not self._leases:
+                    self._wake.wait()
+                now = time.monotonic()
+                due = [lease for lease in self._leases if lease.due_at <= now]
+                if not due:
+                    self._wake.wait(timeout=min(x.due_at for x in self._leases) - now)
+                    continue
+            self.renew(due)
+
+    @staticmethod
+    def renew(leases: Sequence[Lease]) -> None:
+        """Renew ``leases`` now, one round trip per store and ttl; mark the lost ones."""
+        groups: dict[tuple[int, float], list[Lease]] = {}
+        for lease in leases:
+            groups.setdefault((id(lease.store), lease.ttl), []).append(lease)
+        for (_, ttl), group in groups.items():
+            started = time.monotonic()
+            try:
+                renewed = group[0].store.renew([(x.task_id, x.fence) for x in group], ttl)
+            except JournalError as exc:
+                # Not lost yet: the lease may outlast the outage. The next beat retries.
+                logger.warning("celery-durable: could not renew %d lease(s): %s", len(group), exc)
+                for lease in group:  # try again in a second, not in a tight loop
+                    lease.renewed_at = started - ttl / 3 + min(1.0, ttl / 6)
+                continue
+            for lease, ok in zip(group, renewed, strict=True):
+                lease.renewed_at = started
+                if not ok and not lease.lost.is_set():
+                    lease.lost.set()
+                    logger.warning(
+                        "celery-durable: invocation %s: this execution lost its lease "
+                        "(fence %d); it stops at its next journal write",
+                        lease.task_id,
+                        lease.fence,
+                    )
+
+
+#: The keeper of this process.
+KEEPER = LeaseKeeper()

@@ -1,0 +1,71 @@
+"""How the Redis store turns Redis's errors into celery-durable's."""
+
+from __future__ import annotations
+
+from redis.exceptions import (
+    ClusterDownError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from celery_durable.errors import JournalError, JournalUnavailableError, LeaseLost
+
+#: Errors that mean "not now" rather than "never": the connection, and replies such as
+#: out of memory under noeviction, a replica after failover, a cluster mid-change, a
+#: script running too long, or a failed save that stops writes.
+_UNAVAILABLE_ERRORS = (
+    RedisConnectionError, RedisTimeoutError, OutOfMemoryError, ReadOnlyError, TryAgainError,
+    ClusterDownError,
+)  # fmt: skip
+_UNAVAILABLE_REPLIES = ("BUSY ", "NOREPLICAS", "MISCONF", "LOADING")
+
+
+def is_gone(exc: RedisError) -> bool:
+    """True when a script found that the invocation no longer exists."""
+    return isinstance(exc, ResponseError) and str(exc).startswith("GONE")
+
+
+def journal_error(
+    exc: RedisError, task_id: str, action: str, where: str, data_lost: bool = False
+) -> JournalError | LeaseLost:
+    """Return the error to raise for ``exc``, met while trying to ``action`` an invocation.
+
+    ``data_lost`` says that Redis lost its whole data set since the invocation started.
+    """
+    text = str(exc)
+    unavailable = isinstance(exc, _UNAVAILABLE_ERRORS) or text.startswith(_UNAVAILABLE_REPLIES)
+    if isinstance(exc, ResponseError) and not unavailable:
+        if text.startswith("GONE"):
+            why = (
+                "Redis lost its data since it started (restarted without persistence, or "
+                "flushed): configure persistence (appendonly yes) for the journal's Redis"
+                if data_lost
+                else "forgotten, or expired while it ran"
+            )
+            return LeaseLost(
+                f"cannot {action} invocation {task_id}: it no longer exists in {where} "
+                f"({why}). This execution stops and writes nothing more."
+            )
+        if text.startswith("FENCED"):
+            return LeaseLost(
+                f"cannot {action} invocation {task_id}: another execution took its lease "
+                f"({text.partition(' ')[2]}), because this one did not renew it in time or "
+                "was thought dead. This execution stops and writes nothing more; the other "
+                "one goes on from the journal."
+            )
+        return JournalError(f"{where} refused to {action} invocation {task_id}: {text}")
+    if unavailable:
+        return JournalUnavailableError(
+            f"cannot {action} invocation {task_id}: {where} is unavailable "
+            f"({type(exc).__name__}: {exc}). The write may or may not have been made; "
+            "either way the next delivery resumes from what the journal holds, and the "
+            "task is retried until Redis takes writes again."
+        )
+    return JournalError(
+        f"cannot {action} invocation {task_id} in {where}: {type(exc).__name__}: {exc}"
+    )

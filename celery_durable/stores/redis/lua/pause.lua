@@ -1,0 +1,29 @@
+-- Pause a running invocation (its code and journal disagree): kept, without expiry,
+-- until someone resumes or forgets it. Only the execution holding the fence pauses it.
+-- KEYS[1]  meta hash of the invocation
+-- KEYS[2]  index of running ones
+-- KEYS[3]  index of paused ones
+-- ARGV[1]  task id (the index member)
+-- ARGV[2]  the holder's fencing token
+-- ARGV[3]  why it is paused
+-- ARGV[4]  now, seconds since the epoch
+-- Fields: fence status created_at (read); status paused_reason updated_at (set);
+--         lease lease_until (deleted)
+-- Returns  the status after the call: 'paused', or the status it had when it was not
+--          this execution's to pause. Errors: GONE, FENCED.
+local meta = KEYS[1]
+local f = redis.call('HMGET', meta, 'fence', 'status', 'created_at')
+if not f[1] then
+  return redis.error_reply('GONE the invocation no longer exists (forgotten or expired)')
+end
+if f[1] ~= ARGV[2] then
+  return redis.error_reply('FENCED another execution holds the invocation (fence ' .. f[1] .. ')')
+end
+if f[2] ~= 'running' then
+  return f[2]
+end
+redis.call('HSET', meta, 'status', 'paused', 'paused_reason', ARGV[3], 'updated_at', ARGV[4])
+redis.call('HDEL', meta, 'lease', 'lease_until')
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[3], f[3], ARGV[1])
+return 'paused'

@@ -1,0 +1,15 @@
+-- Renew the lease of a running execution (from its heartbeat, not on the step path).
+-- KEYS[1]  meta hash of the invocation
+-- ARGV[1]  the holder's fencing token
+-- ARGV[2]  lease ttl, milliseconds
+-- Fields: fence lease (read); lease_until (set)
+-- Returns  1 when renewed, 0 when the lease is no longer this execution's.
+local meta = KEYS[1]
+local f = redis.call('HMGET', meta, 'fence', 'lease')
+if f[1] ~= ARGV[1] or not f[2] then
+  return 0
+end
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('HSET', meta, 'lease_until', now_ms + tonumber(ARGV[2]))
+return 1

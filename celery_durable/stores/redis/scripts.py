@@ -1,0 +1,36 @@
+"""The Lua scripts of the Redis store, one operation each, called by SHA1.
+
+The source is sent only when Redis answers ``NOSCRIPT`` (after a restart or a
+``SCRIPT FLUSH``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+
+
+class Script:
+    """A Lua script from ``lua/``."""
+
+    __slots__ = ("name", "sha", "source")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        lua = resources.files("celery_durable.stores.redis").joinpath(f"lua/{name}.lua")
+        self.source = lua.read_text()
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
+
+
+START = Script("start")
+APPEND = Script("append")
+ATTEMPT = Script("attempt")
+GUARD = Script("guard")
+RELEASE = Script("release")
+RENEW = Script("renew")
+BREAK_LEASE = Script("break_lease")
+FINISH = Script("finish")
+PAUSE = Script("pause")
+FORGET = Script("forget")
+
+ALL = (START, APPEND, ATTEMPT, GUARD, RELEASE, RENEW, BREAK_LEASE, FINISH, PAUSE, FORGET)

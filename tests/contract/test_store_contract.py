@@ -1,0 +1,325 @@
+"""The journal store contract: what every store does, atomically, in one round trip each."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from celery_durable.errors import JournalError, LeaseLost
+from celery_durable.journal.store import JournalStore, Started, StartRequest
+
+ENTRY = '{"k":"run","n":"s%d","t":0,"d":0,"s":"ok","v":%d}'
+OUTCOME = '{"s":"ok","v":1}'
+
+
+def request(
+    fingerprint: str = "fp",
+    ttl: float = 30.0,
+    holder: str = "host:1",
+    task: str = "shop.checkout",
+    nesting: int = 0,
+    ended_fence: int = 0,
+    seed: int = 11,
+) -> StartRequest:
+    return StartRequest(
+        task, fingerprint, seed, ttl, holder, nesting=nesting, ended_fence=ended_fence
+    )
+
+
+def run(store: JournalStore, task_id: str = "inv", **options: object) -> Started:
+    started = store.start(task_id, request(**options))  # type: ignore[arg-type]
+    assert started.state == "run", started
+    return started
+
+
+def entry(i: int) -> str:
+    return ENTRY % (i, i)
+
+
+# -- Start --------------------------------------------------------------------------------
+
+
+def test_the_first_start_creates_the_invocation_and_takes_the_lease(store: JournalStore) -> None:
+    started = run(store, seed=42)
+    assert (started.created, started.fence, started.seed, started.entries) == (True, 1, 42, [])
+    meta, journal = store.read("inv") or ({}, [])
+    assert (meta["status"], meta["lease"], meta["task"], journal) == (
+        "running", "host:1", "shop.checkout", [],
+    )  # fmt: skip
+
+
+def test_a_start_while_the_lease_is_live_is_busy_and_changes_nothing(store: JournalStore) -> None:
+    first = run(store)
+    busy = store.start("inv", request(holder="host:2"))
+    assert busy.state == "busy"
+    assert 29 < busy.busy_for <= 30
+    assert busy.holder == "host:1"
+    store.append("inv", first.fence, 0, entry(0), False)  # the holder goes on writing
+    assert store.read("inv")[0]["fence"] == "1"  # type: ignore[index]
+
+
+def test_a_start_after_the_lease_expired_takes_over_with_a_new_fence(store: JournalStore) -> None:
+    first = run(store, ttl=0.05)
+    store.append("inv", first.fence, 0, entry(0), False)
+    time.sleep(0.1)
+    second = run(store, holder="host:2")
+    assert (second.created, second.fence, second.entries, second.deaths) == (
+        False, first.fence + 1, [entry(0)], 1,
+    )  # fmt: skip
+    assert second.seed == first.seed
+
+
+def test_a_start_with_other_arguments_or_task_is_a_conflict(store: JournalStore) -> None:
+    run(store)
+    other = store.start("inv", request(fingerprint="fp2"))
+    assert (other.state, other.fingerprint, other.task_name) == ("conflict", "fp", "shop.checkout")
+    assert store.start("inv", request(task="shop.other")).state == "conflict"
+
+
+def test_a_finished_invocation_starts_as_done_with_its_outcome(store: JournalStore) -> None:
+    started = run(store)
+    assert store.finish("inv", started.fence, "completed", OUTCOME, 60) is None
+    done = store.start("inv", request())
+    assert (done.state, done.status, done.outcome) == ("done", "completed", OUTCOME)
+
+
+def test_a_start_reads_exactly_the_journal_it_resumed(store: JournalStore) -> None:
+    # An execution whose lease is over keeps appending while others start: every start
+    # sees the journal whole, as it was when it took over, and the stale writer stops.
+    stale = run(store, ttl=0.001)
+    written: list[int] = []
+    stop = threading.Event()
+
+    def keep_appending() -> None:
+        i = 0
+        try:
+            while not stop.is_set():
+                store.append("inv", stale.fence, i, entry(i), False)
+                written.append(i)
+                i += 1
+        except LeaseLost:
+            pass
+
+    writer = threading.Thread(target=keep_appending)
+    writer.start()
+    time.sleep(0.02)
+    taken = run(store, holder="host:2")
+    stop.set()
+    writer.join()
+    assert taken.entries == [entry(i) for i in range(len(taken.entries))]
+    assert len(written) == len(taken.entries)  # nothing the stale writer wrote is lost
+    _, journal = store.read("inv") or ({}, [])
+    assert journal == taken.entries  # and it wrote nothing after the takeover
+
+
+# -- Deaths and clean ends ----------------------------------------------------------------
+
+
+def test_deaths_are_unreleased_expired_leases_counted_at_one_frontier(store: JournalStore) -> None:
+    first = run(store, ttl=0.001)
+    assert first.deaths == 0
+    time.sleep(0.01)
+    second = run(store, ttl=0.001)
+    assert second.deaths == 1
+    time.sleep(0.01)
+    third = run(store, ttl=0.001)
+    assert third.deaths == 2
+    store.append("inv", third.fence, 0, entry(0), False)  # progress, then death
+    time.sleep(0.01)
+    fourth = run(store)
+    assert fourth.deaths == 1
+    assert store.release("inv", fourth.fence)  # a clean end adds no death
+    assert run(store).deaths == 1
+
+
+def test_an_execution_that_ended_in_an_outage_is_neither_busy_nor_dead(
+    store: JournalStore,
+) -> None:
+    first = run(store)
+    retried = run(store, ended_fence=first.fence, holder="host:2")
+    assert (retried.deaths, retried.fence) == (0, first.fence + 1)
+
+
+def test_a_dead_holders_lease_can_be_broken_and_still_counts_as_a_death(
+    store: JournalStore,
+) -> None:
+    run(store, holder="host:7")
+    assert not store.break_lease("inv", "host:8")  # another holder: nothing happens
+    assert store.start("inv", request()).state == "busy"
+    assert store.break_lease("inv", "host:7")
+    assert run(store).deaths == 1
+
+
+def test_renewing_extends_the_lease_of_its_holder_only(store: JournalStore) -> None:
+    first = run(store, ttl=0.2)
+    time.sleep(0.1)
+    assert store.renew([("inv", first.fence), ("nope", 1)], 0.5) == [True, False]
+    time.sleep(0.15)  # past the first ttl, within the renewed one
+    assert store.start("inv", request()).state == "busy"
+    time.sleep(0.4)
+    second = run(store)
+    assert store.renew([("inv", first.fence)], 0.5) == [False]
+    assert store.renew([("inv", second.fence)], 0.5) == [True]
+
+
+def test_recording_an_attempt_releases_the_lease_and_keeps_the_attempt(
+    store: JournalStore,
+) -> None:
+    started = run(store)
+    assert store.record_attempt("inv", started.fence, 0, '{"a":1}') is None
+    again = run(store)
+    assert (again.deaths, again.attempt) == (0, '{"a":1}')
+    assert store.record_attempt("inv", again.fence, 0, '{"a":2}', release=False) is None
+    assert store.start("inv", request()).state == "busy"  # still held
+
+
+# -- Writes -------------------------------------------------------------------------------
+
+
+def test_appends_are_first_writer_wins_and_refuse_gaps(store: JournalStore) -> None:
+    started = run(store)
+    assert store.append("inv", started.fence, 0, entry(0), False) is None
+    assert store.append("inv", started.fence, 0, entry(9), False) == entry(0)
+    with pytest.raises(JournalError, match="entry 5 written while the journal holds 1"):
+        store.append("inv", started.fence, 5, entry(5), False)
+
+
+def test_every_write_of_a_fenced_out_execution_is_refused(store: JournalStore) -> None:
+    stale = run(store, ttl=0.001)
+    time.sleep(0.01)
+    current = run(store)
+    for write in (
+        lambda: store.append("inv", stale.fence, 0, entry(0), False),
+        lambda: store.record_attempt("inv", stale.fence, 0, "{}"),
+        lambda: store.guard("inv", stale.fence, 0),
+        lambda: store.pause("inv", stale.fence, "why"),
+        lambda: store.finish("inv", stale.fence, "completed", OUTCOME, 60),
+    ):
+        with pytest.raises(LeaseLost, match="another execution"):
+            write()
+    assert not store.release("inv", stale.fence)
+    meta, journal = store.read("inv") or ({}, [])
+    assert (meta["status"], meta["fence"], journal) == ("running", str(current.fence), [])
+    assert "guard" not in meta
+
+
+def test_writes_to_a_forgotten_invocation_are_refused_and_recreate_nothing(
+    store: JournalStore,
+) -> None:
+    started = run(store)
+    assert store.forget("inv")
+    for write in (
+        lambda: store.append("inv", started.fence, 0, entry(0), False),
+        lambda: store.record_attempt("inv", started.fence, 0, "{}"),
+        lambda: store.guard("inv", started.fence, 0),
+        lambda: store.pause("inv", started.fence, "why"),
+        lambda: store.finish("inv", started.fence, "completed", OUTCOME, 60),
+    ):
+        with pytest.raises(LeaseLost, match="no longer exists"):
+            write()
+    assert store.read("inv") is None
+    assert not store.forget("inv")
+    assert store.list_ids(None, 10) == []
+
+
+def test_an_attempt_or_guard_after_the_step_was_journaled_returns_the_entry(
+    store: JournalStore,
+) -> None:
+    started = run(store)
+    store.append("inv", started.fence, 0, entry(0), False)
+    assert store.record_attempt("inv", started.fence, 0, "{}", release=False) == entry(0)
+    assert store.guard("inv", started.fence, 0) == entry(0)
+    assert store.guard("inv", started.fence, 1) is None
+    assert run(store, ttl=0.001, ended_fence=started.fence).guard == 1
+    store.append("inv", started.fence + 1, 1, entry(1), True)  # the entry ends the guard
+    meta, _ = store.read("inv") or ({}, [])
+    assert "guard" not in meta
+
+
+# -- Finishing, pausing, replacing ----------------------------------------------------
+
+
+def test_finishing_is_first_writer_wins_and_starts_the_retention(store: JournalStore) -> None:
+    started = run(store)
+    assert store.finish("inv", started.fence, "completed", OUTCOME, 0.2) is None
+    assert store.finish("inv", started.fence, "failed", '{"s":"error"}', 60) == (
+        "completed", OUTCOME,
+    )  # fmt: skip
+    time.sleep(0.3)
+    assert store.read("inv") is None
+
+
+def test_a_finish_for_a_holder_that_cannot_fences_it_out(store: JournalStore) -> None:
+    started = run(store)
+    assert store.finish("inv", None, "cancelled", '{"s":"error"}', 60) is None
+    with pytest.raises(LeaseLost):
+        store.append("inv", started.fence, 0, entry(0), False)
+    done = store.start("inv", request())
+    assert (done.state, done.status) == ("done", "cancelled")
+
+
+def test_pausing_needs_the_fence_and_a_running_invocation(store: JournalStore) -> None:
+    started = run(store)
+    assert store.pause("inv", started.fence, "the code changed") == "paused"
+    meta, _ = store.read("inv") or ({}, [])
+    assert (meta["status"], meta["paused_reason"]) == ("paused", "the code changed")
+    resumed = run(store)  # a paused invocation resumes at the next start, with no death
+    assert (resumed.status, resumed.deaths) == ("paused", 0)
+    assert store.finish("inv", resumed.fence, "completed", OUTCOME, 60) is None
+    with pytest.raises(LeaseLost):
+        store.pause("inv", started.fence, "late")  # the stale pauser cannot undo it
+    assert store.pause("inv", resumed.fence, "late") == "completed"
+    assert (store.read("inv") or ({}, []))[0]["status"] == "completed"
+
+
+def test_a_replaced_invocation_starts_afresh_only_for_the_replacement(
+    store: JournalStore,
+) -> None:
+    started = run(store, nesting=0)
+    store.append("inv", started.fence, 0, entry(0), False)
+    assert store.finish("inv", started.fence, "replaced", "", 60, nesting=0) is None
+    original = store.start("inv", request(nesting=0))  # the replaced request, again
+    assert (original.state, original.status) == ("done", "replaced")
+    replacement = run(store, task="shop.other", fingerprint="fp2", nesting=1)
+    assert (replacement.created, replacement.entries) == (True, [])
+    meta, journal = store.read("inv") or ({}, [])
+    assert (meta["task"], meta["status"], journal) == ("shop.other", "running", [])
+
+
+# -- Listing ------------------------------------------------------------------------------
+
+
+def test_listing_by_live_status_reads_only_that_status(store: JournalStore) -> None:
+    a = run(store, "a")
+    time.sleep(0.002)
+    b = run(store, "b")
+    time.sleep(0.002)
+    c = run(store, "c")
+    store.pause("b", b.fence, "why")
+    store.finish("c", c.fence, "completed", OUTCOME, 60)
+    assert store.list_ids("running", 10) == ["a"]
+    assert store.list_ids("paused", 10) == ["b"]
+    assert store.list_ids(None, 10) == ["c", "b", "a"]
+    assert store.list_ids(None, 1, offset=1) == ["b"]
+    assert a.fence == 1
+
+
+def test_the_index_of_all_invocations_is_trimmed_by_retention(store: JournalStore) -> None:
+    # An app has one retention: ids created longer ago than that and finished are gone
+    # from the listing by the time a later invocation finishes.
+    old = run(store, "old")
+    store.finish("old", old.fence, "completed", OUTCOME, 0.1)
+    time.sleep(0.15)
+    new = run(store, "new")
+    store.finish("new", new.fence, "completed", OUTCOME, 0.1)
+    assert store.list_ids(None, 10) == ["new"]
+
+
+def test_entries_and_outcomes_are_kept_as_written(store: JournalStore) -> None:
+    started = run(store)
+    text = json.dumps({"k": "run", "n": "ünï", "v": "\u2603"}, ensure_ascii=False)
+    store.append("inv", started.fence, 0, text, False)
+    assert run(store, ended_fence=started.fence).entries == [text]
