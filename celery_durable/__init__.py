@@ -1,10 +1,18 @@
 """Durable execution for Celery tasks: journaled steps that replay after a crash."""
 
 from celery_durable import worker as _worker  # noqa: F401 - registers the worker bootsteps
-from celery_durable.admin import forget_invocation, get_invocation, list_invocations
+from celery_durable.admin import (
+    forget_invocation,
+    get_invocation,
+    list_invocations,
+    reject_awakeable,
+    resolve_awakeable,
+)
 from celery_durable.codec import Codec, JsonCodec, PickleCodec
 from celery_durable.context import DurableContext
+from celery_durable.engine.futures import DurableFuture
 from celery_durable.errors import (
+    AwakeableError,
     CodecError,
     ConfigurationError,
     ContextError,
@@ -12,10 +20,14 @@ from celery_durable.errors import (
     InvocationConflictError,
     JournalError,
     JournalUnavailableError,
+    LeaseLost,
     NonDeterminismError,
     RetryableError,
     StepInterruptedError,
+    Suspended,
     TerminalError,
+    UnstableArgumentsError,
+    ValueTooLargeError,
 )
 from celery_durable.journal.records import Invocation, Step
 from celery_durable.policy import RetryPolicy
@@ -26,6 +38,7 @@ __all__ = [  # noqa: RUF022 - grouped by purpose, as users read it
     # Tasks and their context
     "DurableTask",
     "DurableContext",
+    "DurableFuture",
     "DurableRandom",
     "RetryPolicy",
     # Codecs
@@ -38,6 +51,8 @@ __all__ = [  # noqa: RUF022 - grouped by purpose, as users read it
     "get_invocation",
     "list_invocations",
     "forget_invocation",
+    "resolve_awakeable",
+    "reject_awakeable",
     # Errors
     "DurableError",
     "TerminalError",
@@ -50,4 +65,9 @@ __all__ = [  # noqa: RUF022 - grouped by purpose, as users read it
     "CodecError",
     "ConfigurationError",
     "ContextError",
+    "AwakeableError",
+    "LeaseLost",
+    "Suspended",
+    "ValueTooLargeError",
+    "UnstableArgumentsError",
 ]

@@ -1,17 +1,29 @@
-"""``DurableContext``: what durable code calls. The machinery is in ``engine``."""
+"""``DurableContext``: what durable code calls. The machinery is in ``engine``.
+
+``run`` and ``run_async`` are typed twice over: called without options, mypy checks
+the step's arguments against the function (``ParamSpec``); called with ``retry=``,
+``codec=`` or ``at_most_once=``, it checks the options and the return type, not the
+arguments, because Python's typing cannot put keyword options beside ``**P.kwargs``.
+The options are checked at run time either way.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, ParamSpec, TypeVar, overload
 
 from celery_durable.codec import Codec
+from celery_durable.engine import awakeables, calls, timers
+from celery_durable.engine.combinators import Combinator
 from celery_durable.engine.execution import Execution
+from celery_durable.engine.futures import DurableFuture
+from celery_durable.engine.parallel import run_async
 from celery_durable.engine.run import run_step
 from celery_durable.policy import RetryPolicy
 from celery_durable.rand import DurableRandom
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 
 class DurableContext:
@@ -41,14 +53,50 @@ class DurableContext:
         self._ex.ensure_usable("ctx.rand")
         return self._ex.rand
 
+    # -- Steps --------------------------------------------------------------------------
+
+    @overload
     def run(
         self,
         name: str,
         fn: Callable[..., T],
+        /,
         *args: Any,
-        retry: RetryPolicy | None = None,
+        retry: RetryPolicy | None,
         codec: str | Codec[Any] | None = None,
         at_most_once: bool = False,
+        **kwargs: Any,
+    ) -> T: ...
+
+    @overload
+    def run(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        codec: str | Codec[Any] | None,
+        at_most_once: bool = False,
+        **kwargs: Any,
+    ) -> T: ...
+
+    @overload
+    def run(
+        self, name: str, fn: Callable[..., T], /, *args: Any, at_most_once: bool, **kwargs: Any
+    ) -> T: ...
+
+    @overload
+    def run(self, name: str, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T: ...
+
+    def run(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        retry: Any = None,
+        codec: Any = None,
+        at_most_once: Any = False,
         **kwargs: Any,
     ) -> T:
         """Run ``fn(*args, **kwargs)`` once per invocation and return its journaled value.
@@ -66,10 +114,97 @@ class DurableContext:
             The value as decoded from the journal, on the first run and on replays.
 
         Raises:
-            TerminalError: ``fn`` raised it, or its retry policy is exhausted; now or
-                on the execution that journaled it.
+            TerminalError: ``fn`` failed for good (an instance of its error's own type
+                too), now or on the execution that journaled it.
             NonDeterminismError: the journal holds another operation at this point.
             CodecError: the codec cannot store the value; nothing was journaled.
         """
         self._ex.ensure_usable("ctx.run")
-        return cast(T, run_step(self._ex, name, fn, args, kwargs, retry, codec, at_most_once))
+        value: T = run_step(self._ex, name, fn, args, kwargs, retry, codec, at_most_once)
+        return value
+
+    @overload
+    def run_async(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        retry: RetryPolicy | None,
+        codec: str | Codec[Any] | None = None,
+        **kwargs: Any,
+    ) -> DurableFuture[T]: ...
+
+    @overload
+    def run_async(
+        self, name: str, fn: Callable[..., T], /, *args: Any, codec: str | Codec[Any] | None,
+        **kwargs: Any,
+    ) -> DurableFuture[T]: ...  # fmt: skip
+
+    @overload
+    def run_async(
+        self, name: str, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs
+    ) -> DurableFuture[T]: ...
+
+    def run_async(
+        self,
+        name: str,
+        fn: Callable[..., T],
+        /,
+        *args: Any,
+        retry: Any = None,
+        codec: Any = None,
+        **kwargs: Any,
+    ) -> DurableFuture[T]:
+        """Run ``fn`` as a step in a thread, beside the body; its journal index is fixed now.
+
+        Retries happen in its thread, under ``retry`` or the task's default policy.
+        ``result()`` returns once its value is journaled; a replay does not run it.
+        """
+        self._ex.ensure_usable("ctx.run_async")
+        return run_async(self._ex, name, fn, args, kwargs, retry, codec)
+
+    # -- Waiting ------------------------------------------------------------------------
+
+    def timer(self, seconds: float, name: str = "timer") -> DurableFuture[None]:
+        """A future that completes ``seconds`` after this call first ran (journaled).
+
+        Waiting for it suspends the invocation: no worker slot is held meanwhile.
+        """
+        self._ex.ensure_usable("ctx.timer")
+        return timers.timer(self._ex, seconds, name)
+
+    def sleep(self, seconds: float, name: str = "sleep") -> None:
+        """Wait ``seconds`` without holding a worker slot: ``ctx.timer(...).result()``."""
+        self._ex.ensure_usable("ctx.sleep")
+        timers.timer(self._ex, seconds, name).result()
+
+    def call(self, signature: Any, name: str | None = None) -> DurableFuture[Any]:
+        """Start a child task (a ``DurableTask`` or a plain one) exactly once.
+
+        Its task id is ``<this id>/<journal index>``, the same on every replay. Its
+        failure comes back as a ``TerminalError`` of the child's error type.
+        """
+        self._ex.ensure_usable("ctx.call")
+        return calls.call(self._ex, signature, name)
+
+    def awakeable(self, name: str = "awakeable") -> tuple[str, DurableFuture[Any]]:
+        """An id and a future that ``resolve_awakeable``/``reject_awakeable`` complete."""
+        self._ex.ensure_usable("ctx.awakeable")
+        return awakeables.awakeable(self._ex, name)
+
+    def all(
+        self, *futures: DurableFuture[Any], settle: bool = False, name: str = "all"
+    ) -> DurableFuture[list[Any]]:
+        """Completes when all have succeeded (values in argument order), or with the first
+        failure. With ``settle=True`` it waits for all; a failed position holds its error."""
+        self._ex.ensure_usable("ctx.all")
+        return Combinator(self._ex, "all", futures, name, settle)
+
+    def any(self, *futures: DurableFuture[Any], name: str = "any") -> DurableFuture[int]:
+        """Completes with the position of the first future to complete, successfully or not.
+
+        Which one won is journaled, so a replay takes the same branch.
+        """
+        self._ex.ensure_usable("ctx.any")
+        return Combinator(self._ex, "any", futures, name)

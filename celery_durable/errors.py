@@ -147,6 +147,10 @@ class UnstableArgumentsError(ConfigurationError):
         return self.message
 
 
+class AwakeableError(DurableError):
+    """Raised when an awakeable id given to resolve or reject it is not one."""
+
+
 class ContextError(DurableError):
     """Raised when the durable context is used where it has no meaning."""
 
@@ -180,3 +184,19 @@ class LeaseLost(BaseException):
     and write nothing more; it derives from ``BaseException`` so that an
     ``except Exception`` in user code cannot swallow it and go on.
     """
+
+
+class Suspended(BaseException):
+    """Raised through the task body when it waits for an outcome that is not there yet.
+
+    The execution ends and frees its worker slot; the invocation is delivered again
+    when what it awaits completes. It derives from ``BaseException`` so that an
+    ``except Exception`` in user code cannot swallow it and go on without the value.
+    """
+
+    def __init__(self, awaiting: list[dict[str, Any]]) -> None:
+        super().__init__(f"waiting for {len(awaiting)} outcome(s) from outside")
+        self.awaiting = awaiting
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.awaiting,))

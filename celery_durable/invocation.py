@@ -7,6 +7,7 @@ be tested against the in-memory store.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,8 +56,11 @@ def begin(
     codec: Codec[Any],
     policy: RetryPolicy,
     retention: float,
+    call: Callable[[], str] = str,
 ) -> Execution | Finished | Busy:
     """Start an execution: the execution to run the body in, or why there is none.
+
+    ``call`` returns what re-publishes the invocation, stored if it fails here.
 
     Raises:
         InvocationConflictError: ``task_id`` belongs to another task or other arguments.
@@ -68,7 +72,7 @@ def begin(
         if lost is None:
             return execution
         outcome = encode_outcome("json", None, lost)
-        earlier = store.finish(task_id, started.fence, "failed", outcome, retention)
+        earlier = store.finish(task_id, started.fence, "failed", outcome, retention, call=call())
         return Finished(*(earlier or ("failed", outcome)))
     if started.state == "done":
         return Finished(started.status, started.outcome)
@@ -139,6 +143,6 @@ def complete(
 
 
 def fail(store: JournalStore, ex: Execution, exc: BaseException, retention: float) -> None:
-    """Journal that the body failed for good with ``exc``."""
+    """Journal that the body failed for good with ``exc``, and its call, to resume it."""
     outcome = encode_outcome("json", None, record_of(exc))
-    store.finish(ex.id, ex.fence, "failed", outcome, retention)
+    store.finish(ex.id, ex.fence, "failed", outcome, retention, call=ex.call())

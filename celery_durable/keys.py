@@ -19,7 +19,10 @@ class InvocationKeys:
     meta: str
     """Hash: the fields of ``MetaField``."""
     journal: str
-    """List: one JSON entry per completed durable operation, in order."""
+    """List: one JSON entry per durable operation, in order."""
+    done: str
+    """Hash: completions that came from outside (a child's outcome, an awakeable's value)
+    by journal index, and ``<index>:sent`` once a child was published."""
 
 
 class IndexKeys(NamedTuple):
@@ -71,6 +74,8 @@ class MetaField:
     PAUSED_REASON = "paused_reason"
     CALL = "call"
     """What a wake-up re-publishes: task name, arguments, options (JSON)."""
+    AWAITING = "awaiting"
+    """What a suspended invocation waits for (JSON list), for people reading it."""
 
 
 FINISHED_STATUSES = ("completed", "failed", "cancelled", "replaced")
@@ -85,7 +90,12 @@ class KeySpace:
 
     def invocation(self, task_id: str) -> InvocationKeys:
         base = f"{self.prefix}:{{{task_id}}}:"
-        return InvocationKeys(meta=base + "meta", journal=base + "journal")
+        return InvocationKeys(meta=base + "meta", journal=base + "journal", done=base + "done")
+
+    @property
+    def wakeups(self) -> str:
+        """Sorted set of suspended invocation ids, scored by when to wake them (ms)."""
+        return f"{self.prefix}:wakeups"
 
     @property
     def epoch(self) -> str:

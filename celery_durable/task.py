@@ -8,6 +8,7 @@ retries, deferrals of overlapping deliveries, outages, ``Task.replace`` and
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
@@ -21,6 +22,7 @@ from celery import Task
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 
 from celery_durable import invocation
+from celery_durable.children import CeleryHost
 from celery_durable.codec import Codec, resolve_codec
 from celery_durable.context import DurableContext
 from celery_durable.engine.execution import Execution
@@ -34,6 +36,7 @@ from celery_durable.errors import (
     NonDeterminismError,
     RetryableError,
     StepRetry,
+    Suspended,
     TerminalError,
 )
 from celery_durable.fingerprint import fingerprint
@@ -41,6 +44,7 @@ from celery_durable.journal.store import JournalStore, StartRequest
 from celery_durable.policy import RetryPolicy
 from celery_durable.runtime import Runtime, runtime_for
 from celery_durable.stores.memory import MemoryJournalStore
+from celery_durable.wakeups import encode_call
 
 logger = logging.getLogger("celery_durable")
 
@@ -49,6 +53,10 @@ _current: ContextVar[tuple[Execution, DurableContext] | None] = ContextVar(
 )
 #: The execution whose own ``self.retry()`` is building its next message.
 _retrying: ContextVar[Execution | None] = ContextVar("celery_durable_retrying", default=None)
+#: The task id an eager ``Task.replace`` hands on, and the replacement's nesting.
+_replacing: ContextVar[tuple[str, int] | None] = ContextVar(
+    "celery_durable_replacing", default=None
+)
 
 #: Celery's control flow: it passes through a step untouched, and through the body
 #: without finishing the invocation (the task runs again, or was handed elsewhere).
@@ -117,7 +125,9 @@ class DurableTask(Task):  # type: ignore[misc]
         except StepRetry as signal:
             # Celery's max_retries must never cut a step's own policy short.
             exc = signal.error or RetryableError(str(signal))
-            raise self.retry(exc=exc, countdown=signal.countdown, max_retries=sys.maxsize) from None
+            # A whole number of seconds reads as Celery's own: "Retry in 0s".
+            countdown = int(signal.countdown) if signal.countdown.is_integer() else signal.countdown
+            raise self.retry(exc=exc, countdown=countdown, max_retries=sys.maxsize) from None
         except _Outage as outage:
             if self.request.is_eager or self.request.called_directly:
                 raise outage.error from None  # nobody would redeliver it: the caller sees it
@@ -126,23 +136,44 @@ class DurableTask(Task):  # type: ignore[misc]
     def _execute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run one execution: replay the journal, run what is new, record the outcome."""
         runtime = runtime_for(self.app)
+        store, task_id, shared = self._journal(runtime)
+        while True:
+            try:
+                return self._execute_once(runtime, store, task_id, shared, args, kwargs)
+            except _EagerWait as wait:
+                # No worker would wake an eager execution: wait for its timer here.
+                time.sleep(wait.seconds)
+
+    def _execute_once(
+        self,
+        runtime: Runtime,
+        store: JournalStore,
+        task_id: str,
+        shared: bool,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+    ) -> Any:
         settings = runtime.settings
         codec = self._codec(settings.codec)
-        store, task_id, shared = self._journal(runtime)
         request = self.request
+        replacing = _replacing.get()
+        nesting = int(request.get("replaced_task_nesting") or 0)
+        if replacing is not None and replacing[0] == task_id:
+            nesting = replacing[1]  # eager apply() does not carry the nesting: we do
         start = StartRequest(
             task_name=self.name,
             fingerprint=fingerprint(args, kwargs),
             seed=int.from_bytes(os.urandom(8), "little"),
             lease_ttl=settings.lease_ttl,
             holder=holder_id(),
-            nesting=int(request.get("replaced_task_nesting") or 0),
+            nesting=nesting,
             ended_fence=int(request.get(ENDED_FENCE_HEADER) or 0),
         )
+        call = self._call if shared else str
         try:
             started = invocation.begin(
                 store, task_id, start, codec, self._default_policy(settings.retry),
-                settings.retention,
+                settings.retention, call,
             )  # fmt: skip
         except JournalUnavailableError as exc:
             raise _Outage(exc, None) from exc
@@ -159,6 +190,8 @@ class DurableTask(Task):  # type: ignore[misc]
         ex.passthrough = _CONTROL_FLOW
         ex.max_value_bytes = settings.max_value_bytes
         ex.fingerprint = start.fingerprint
+        ex.call = call
+        ex.host = CeleryHost(self.app, task_id, store, eager=not shared)
         # Only a journal other processes share needs its lease kept alive.
         lease = KEEPER.hold(store, task_id, ex.fence, settings.lease_ttl) if shared else None
         self._shield_durable_errors_from_autoretry()
@@ -186,6 +219,7 @@ class DurableTask(Task):  # type: ignore[misc]
         try:
             try:
                 value = self._run_body(args, kwargs)
+                ex.drain()  # steps still running in threads are journaled before the end
             finally:
                 ex.close()
             if ex.paused_by is not None:
@@ -193,6 +227,8 @@ class DurableTask(Task):  # type: ignore[misc]
             if ex.ended:
                 return value  # replaced in eager mode: the journal is the replacement's
             return invocation.complete(store, ex, value, codec, retention)
+        except Suspended as signal:
+            raise self._suspend(ex, store, signal) from None
         except _NOT_FINAL:
             self._release(ex)
             raise
@@ -202,6 +238,7 @@ class DurableTask(Task):  # type: ignore[misc]
             raise
         except Exception as exc:
             try:
+                ex.drain()
                 invocation.fail(store, ex, exc, retention)
             except JournalUnavailableError as outage:
                 raise _Outage(outage, ex) from exc
@@ -227,6 +264,39 @@ class DurableTask(Task):  # type: ignore[misc]
         return runtime.store, request.id, True
 
     # -- Ending an execution without finishing the invocation ---------------------------
+
+    def _suspend(self, ex: Execution, store: JournalStore, signal: Suspended) -> BaseException:
+        """End the execution until what it awaits completes: the error to raise for it."""
+        ex.drain()
+        awaiting = signal.awaiting
+        outside = [a["index"] for a in awaiting if a["kind"] != "sleep"]
+        wake_at = min((a["until"] for a in awaiting if a["kind"] == "sleep"), default=0.0)
+        eager = self.request.is_eager or self.request.called_directly
+        if eager and outside:
+            names = ", ".join(f"{a['kind']} {a['name']!r}" for a in awaiting)
+            return ContextError(
+                f"invocation {ex.id} waits for {names}, and an eager execution (apply(), "
+                "task_always_eager, a direct call) has no worker to wake it. Complete "
+                "awakeables before waiting for them, or run the task on a worker."
+            )
+        ex.ended = True
+        state = store.suspend(
+            ex.id, ex.fence, json.dumps(awaiting), outside, wake_at, ex.call()
+        )  # fmt: skip
+        if eager:
+            return _EagerWait(0.0 if state == "ready" else max(0.0, wake_at - time.time()))
+        if state == "ready":  # it completed while this execution wound down: go on now
+            retry: BaseException = self.retry(countdown=0, max_retries=sys.maxsize)
+            return retry
+        what = ", ".join(f"{a['kind']} {a['name']!r}" for a in awaiting)
+        logger.info("%s[%s] suspended, waiting for %s", self.name, ex.id, what)
+        suspended: BaseException = Ignore(f"suspended, waiting for {what}")
+        return suspended
+
+    def _call(self) -> str:
+        """The JSON that re-publishes this invocation: task, arguments, options."""
+        sig = super().signature_from_request(self.request)
+        return encode_call(self.name, sig.args, sig.kwargs, sig.options)
 
     def _release(self, ex: Execution, fingerprint: str = "") -> None:
         """End the execution cleanly: the next delivery starts at once, not as a death."""
@@ -332,14 +402,19 @@ class DurableTask(Task):  # type: ignore[misc]
         """Celery's hook of ``Task.replace``: the invocation ends as ``replaced`` and hands
         its task id to the replacement, which starts a journal of its own."""
         current = _current.get()
+        nesting = int(self.request.get("replaced_task_nesting") or 0)
         if current is not None and current[0].id == self.request.id and not current[0].ended:
             ex = current[0]
+            ex.drain()
             ex.ended = True
             ex.close()
             retention = runtime_for(self.app).settings.retention
-            nesting = int(self.request.get("replaced_task_nesting") or 0)
             ex.store.finish(ex.id, ex.fence, "replaced", "", retention, nesting)
-        return super().on_replace(sig)
+        token = _replacing.set((self.request.id, nesting + 1))
+        try:
+            return super().on_replace(sig)
+        finally:
+            _replacing.reset(token)
 
     # -- Options ------------------------------------------------------------------------
 
@@ -388,6 +463,14 @@ class _Escape(BaseException):
     def __init__(self, error: DurableError) -> None:
         super().__init__(str(error))
         self.error = error
+
+
+class _EagerWait(BaseException):
+    """Ends an eager execution that waits for a timer: it runs again after ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"waiting {seconds:.3g} s")
+        self.seconds = seconds
 
 
 class _Outage(BaseException):

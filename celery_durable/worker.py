@@ -7,11 +7,13 @@
   ``cancelled``, so that nothing stays ``running`` with no TTL.
 - ``StartupChecks``, a bootstep: refuse (or warn about) a Redis that could evict
   journals, and warn about a lease longer than the broker's visibility timeout.
+- ``WakeUps``, a bootstep: re-publishes suspended invocations when they are due.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 from billiard.exceptions import WorkerLostError
@@ -22,8 +24,12 @@ from celery_durable.errors import JournalError, LeaseLost
 from celery_durable.journal.entries import encode_outcome
 from celery_durable.runtime import runtime_for
 from celery_durable.task import DurableTask, holder_id
+from celery_durable.wakeups import publish_due
 
 logger = logging.getLogger("celery_durable")
+
+#: Longest pause between two looks for due wake-ups, seconds.
+WAKEUP_POLL = 0.25
 
 
 class DurableRequest(Request):  # type: ignore[misc]
@@ -127,6 +133,49 @@ def lease_outlasts_visibility(conf: Any, lease_ttl: float) -> str | None:
     )
 
 
+class WakeUps(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Worker component: publishes suspended invocations again when they are due.
+
+    A thread of the worker's main process claims due wake-ups (claim.lua: one worker
+    per wake-up) and re-publishes their calls. Every worker runs one; between them a
+    due wake-up is picked up within ``WAKEUP_POLL`` seconds.
+    """
+
+    label = "durable wake-ups"
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, worker: Any) -> None:
+        app = worker.app
+        if not any(isinstance(task, DurableTask) for task in app.tasks.values()):
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, args=(app,), name="celery-durable-wakeups", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, worker: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self, app: Any) -> None:
+        store = runtime_for(app).store
+        pause = 0.0
+        while not self._stop.wait(pause):
+            try:
+                until_next = publish_due(app, store)
+            except JournalError as exc:
+                logger.warning("celery-durable: could not claim wake-ups: %s", exc)
+                until_next = 1.0
+            pause = WAKEUP_POLL if until_next < 0 else min(until_next, WAKEUP_POLL)
+
+
 @signals.worker_init.connect  # type: ignore[untyped-decorator]
-def _add_startup_checks(sender: Any, **_: Any) -> None:
+def _add_worker_steps(sender: Any, **_: Any) -> None:
     sender.app.steps["worker"].add(StartupChecks)
+    sender.app.steps["worker"].add(WakeUps)

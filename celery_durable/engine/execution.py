@@ -2,28 +2,55 @@
 
 An execution walks the journal from the top. While the code asks for operations the
 journal already holds, it hands back their recorded outcome; from the first new
-operation on, the operation families (``engine.run``, ...) run the code and commit
-the outcome here before returning it.
+operation on, the operation families (``engine.run``, ``engine.timers``, ...) run the
+code and commit the outcome here before returning it.
+
+Entries are committed in journal order. A step started with ``run_async`` reserves its
+index when it is called and commits from its thread when every entry before it is in;
+any later commit waits for it, so the journal never has a gap.
 """
 
 from __future__ import annotations
 
-from typing import Any, NoReturn
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, NoReturn, Protocol
 
 from celery_durable.codec import Codec
 from celery_durable.errors import ContextError, NonDeterminismError
-from celery_durable.journal.entries import parse
+from celery_durable.journal.entries import encode_entry, parse
 from celery_durable.journal.failures import rebuild
 from celery_durable.journal.store import JournalStore, Started
 from celery_durable.policy import RetryPolicy
 from celery_durable.rand import DurableRandom
+
+#: Threads of one execution's ``run_async`` steps.
+ASYNC_STEPS = 8
+
+
+class Host(Protocol):
+    """What an execution needs from the task system it runs in (Celery, for DurableTask)."""
+
+    def publish_call(self, signature: Any, child_id: str, index: int) -> bool:
+        """Start the child task ``signature`` under ``child_id``, wired to complete ``index``.
+
+        Returns True when the child ran in this process already (eager execution).
+        """
+        ...
+
+    def describe_call(self, signature: Any) -> str:
+        """The task name of a child signature, for the journal and for people."""
+        ...
 
 
 class Execution:
     """The state of one execution: where replay stands, and what it may still write."""
 
     __slots__ = (
-        "_active", "codec", "ended", "entries", "fence", "fingerprint", "id", "in_step",
+        "_active", "_async", "_committed", "_pool", "_thread", "call", "codec", "combinators",
+        "completions", "ended", "entries", "fence", "fingerprint", "host", "id", "in_step",
         "max_value_bytes", "passthrough", "paused_by", "policy", "position", "rand", "resume",
         "resume_at", "store",
     )  # fmt: skip
@@ -42,10 +69,12 @@ class Execution:
         """The fencing token this execution took with the lease; every write carries it."""
         self.ended = False
         """True once this execution holds the lease no more (released, paused, finished,
-        replaced, or lost): it must not end it again."""
+        suspended, replaced, or lost): it must not end it again."""
         self.fingerprint = ""
         """The fingerprint of the arguments it runs with."""
         self.entries = started.entries
+        self.completions = started.completions
+        """What came from outside, by journal index (see ``Started.completions``)."""
         self.codec = codec
         """The default codec of steps."""
         self.policy = policy
@@ -54,9 +83,19 @@ class Execution:
         """Errors that pass through a step untouched: the host's control flow."""
         self.max_value_bytes = 0
         """Largest encoded value a step may journal; 0 for no limit."""
+        self.host: Host | None = None
+        self.call: Callable[[], str] = str
+        """Returns what re-publishes the invocation (JSON), stored when it pauses, fails
+        or suspends, so that it can be resumed or woken."""
         self.position = 0
+        self.combinators = 0
+        """Combinators made so far: their creation number tells their journal entries apart."""
         self.in_step: str | None = None
         self._active = True
+        self._thread = threading.get_ident()
+        self._committed = threading.Condition()
+        self._async: dict[int, Future[Any]] = {}
+        self._pool: ThreadPoolExecutor | None = None
         self.rand = DurableRandom(started.seed)
         # What earlier executions left about the first step this one will run.
         needs_resume = started.deaths or started.attempt or started.guard is not None
@@ -75,11 +114,12 @@ class Execution:
 
     def ensure_usable(self, what: str) -> None:
         """Raise ``ContextError`` when the context is used inside a step or after the end."""
-        if self.in_step is not None:
+        if self.in_step is not None or threading.get_ident() != self._thread:
+            step = f"step {self.in_step!r}" if self.in_step is not None else "an async step"
             raise ContextError(
-                f"{what} was used inside the function of step {self.in_step!r}. A step's "
-                "function runs once and its value is journaled; durable operations inside it "
-                "would not be. Call them from the task body, between steps."
+                f"{what} was used inside the function of {step}. A step's function runs "
+                "once and its value is journaled; durable operations inside it would not "
+                "be. Call them from the task body, between steps."
             )
         if not self._active:
             raise ContextError(
@@ -92,18 +132,69 @@ class Execution:
     def commit(self, index: int, entry: str, ends_attempts: bool) -> bool:
         """Journal ``entry`` at ``index``; False if another execution's entry was first.
 
-        Either way the entry now at ``index`` is kept, so that replay can reach it.
+        Waits until every entry before ``index`` is in (``run_async`` steps still
+        running). Either way the entry now at ``index`` is kept, so replay can reach it.
         """
-        existing = self.store.append(self.id, self.fence, index, entry, ends_attempts)
-        self.entries.append(entry if existing is None else existing)
+        if not self._async:  # the usual case: only the body writes, in order
+            existing = self.store.append(self.id, self.fence, index, entry, ends_attempts)
+            self.entries.append(entry if existing is None else existing)
+            return existing is None
+        with self._committed:
+            while len(self.entries) < index:
+                self._committed.wait()
+            existing = self.store.append(self.id, self.fence, index, entry, ends_attempts)
+            self.entries.append(entry if existing is None else existing)
+            self._committed.notify_all()
         return existing is None
+
+    def record(self, kind: str, name: str, value: str) -> int:
+        """Journal a new operation whose value is already-encoded JSON; return its index."""
+        index = self.position
+        now = time.time()
+        if not self.commit(index, encode_entry(kind, name, now, now, "json", value), False):
+            self.expect(index, kind, name)  # another execution's is the one that counts
+        self.advance(index)
+        return index
 
     def adopt(self, index: int, kind: str, name: str, existing: str, codec: Codec[Any]) -> Any:
         """Replay the entry another execution journaled first: its outcome is the one."""
         self.entries.append(existing)
         return self.replay(index, kind, name, codec)
 
+    # -- Work in threads ----------------------------------------------------------------
+
+    def submit(self, index: int, work: Callable[[], Any]) -> Future[Any]:
+        """Run ``work`` (an async step that commits at ``index``) in this execution's pool."""
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(ASYNC_STEPS, thread_name_prefix=f"durable-{self.id}")
+        future = self._pool.submit(work)
+        self._async[index] = future
+        return future
+
+    def drain(self) -> None:
+        """Wait until every async step has committed its entry; before the execution ends."""
+        for index in sorted(self._async):
+            self._async[index].exception()  # waits; its error is the body's to see
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def refresh_completions(self) -> None:
+        """Read again what came from outside (one round trip)."""
+        self.completions = self.store.completions(self.id)
+
     # -- Replay -------------------------------------------------------------------------
+
+    def expect(self, index: int, kind: str, name: str) -> dict[str, Any]:
+        """Return the parsed entry at ``index``, which must be ``kind`` ``name``.
+
+        Raises:
+            NonDeterminismError: it is another operation.
+        """
+        entry: dict[str, Any] = parse(self.entries[index])
+        if entry["k"] != kind or entry["n"] != name:
+            self.mismatch(index, f"{entry['k']} {entry['n']!r}", f"{kind} {name!r}")
+        return entry
 
     def replay(self, index: int, kind: str, name: str, codec: Codec[Any]) -> Any:
         """Return the recorded outcome at ``index``, or raise its recorded error.
@@ -111,9 +202,7 @@ class Execution:
         Raises:
             NonDeterminismError: the entry is another operation than the one asked for.
         """
-        entry = parse(self.entries[index])
-        if entry["k"] != kind or entry["n"] != name:
-            self.mismatch(index, f"{entry['k']} {entry['n']!r}", f"{kind} {name!r}")
+        entry = self.expect(index, kind, name)
         recorded_codec = entry.get("c", "json")
         if recorded_codec != codec.name:
             self.mismatch(
@@ -143,6 +232,15 @@ class Execution:
         )
         self._active = False
         self.ended = True
-        self.store.pause(self.id, self.fence, message)
+        self.store.pause(self.id, self.fence, message, self.call())
         self.paused_by = NonDeterminismError(message)
         raise self.paused_by
+
+
+def checked_name(name: object, operation: str) -> None:
+    """Refuse a name that cannot identify an operation in the journal."""
+    if type(name) is not str or not name:
+        raise ContextError(
+            f"ctx.{operation}(name={name!r}): a name must be a non-empty str, stable across "
+            "deploys; it is part of the operation's identity in the journal."
+        )

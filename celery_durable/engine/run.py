@@ -9,7 +9,7 @@ from typing import Any
 
 from celery_durable.codec import JSON_SCALARS, PLAIN_JSON, Codec, resolve_codec
 from celery_durable.engine.attempts import WORKER_LOST, Attempts, judge
-from celery_durable.engine.execution import Execution
+from celery_durable.engine.execution import Execution, checked_name
 from celery_durable.errors import (
     CodecError,
     ConfigurationError,
@@ -24,7 +24,7 @@ from celery_durable.journal.failures import ErrorRecord, rebuild, record_of
 from celery_durable.policy import RetryPolicy
 
 #: Errors of this library that a step's function may raise by misusing it.
-_MISUSE = (ContextError, CodecError, ConfigurationError, NonDeterminismError)
+MISUSE = (ContextError, CodecError, ConfigurationError, NonDeterminismError)
 
 
 def run_step(
@@ -38,17 +38,13 @@ def run_step(
     at_most_once: bool,
 ) -> Any:
     """Run ``fn`` as step ``name``, or replay it; see ``DurableContext.run``."""
-    if type(name) is not str or not name:
-        raise ContextError(
-            f"ctx.run({name!r}, ...): a step's name must be a non-empty str, stable across "
-            "deploys; it is part of the step's identity in the journal."
-        )
+    checked_name(name, "run")
     chosen = ex.codec if codec is None else resolve_codec(codec)
     index = ex.position
     if index < len(ex.entries):
         return ex.replay(index, "run", name, chosen)
 
-    policy = ex.policy if retry is None else _checked(retry)
+    policy = ex.policy if retry is None else checked_policy(retry)
     attempts = None
     if ex.resume is not None:
         attempts, final = _resume_attempts(ex, index, name, policy)
@@ -67,7 +63,7 @@ def run_step(
     except TerminalError as exc:
         error = record_of(exc, attempts=failures + 1)
         return _journal_error(ex, index, name, started_at, error, chosen, exc)
-    except _MISUSE:
+    except MISUSE:
         raise  # a mistake in the code, not a failed attempt: retrying cannot help
     except Exception as exc:
         return _retry_or_give_up(ex, index, name, policy, attempts, exc, started_at, chosen)
@@ -203,7 +199,7 @@ def _journal_error(
     raise rebuild(error) from cause
 
 
-def _checked(policy: Any) -> RetryPolicy:
+def checked_policy(policy: Any) -> RetryPolicy:
     if not isinstance(policy, RetryPolicy):
         raise ConfigurationError(
             f"ctx.run(retry={policy!r}): retry takes a RetryPolicy, "

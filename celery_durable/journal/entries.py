@@ -65,6 +65,16 @@ def encode_outcome(codec_name: str, payload: str | None, error: dict[str, Any] |
     return f'{{"s":"ok","v":{payload}{codec}}}'
 
 
+def encode_completion(payload: str | None, error: dict[str, Any] | None, at: float) -> str:
+    """Return the JSON text of an outcome that came from outside (a child, an awakeable).
+
+    ``payload`` is already-encoded JSON; ``at`` is when it completed, in seconds.
+    """
+    if error is not None:
+        return f'{{"s":"error","e":{_dumps(error)},"t":{at:.6f}}}'
+    return f'{{"s":"ok","v":{payload},"t":{at:.6f}}}'
+
+
 def check_size(payload: str, limit: int, what: str) -> None:
     """Refuse an encoded value larger than ``limit`` bytes, before anything is journaled.
 

@@ -16,11 +16,13 @@ class Step:
     name: str
     kind: str
     status: str
-    """``completed``, ``failed``, or ``retrying`` for a step waiting for its next attempt."""
+    """``completed``, ``failed``, ``retrying`` for a step waiting for its next attempt, or
+    ``waiting`` for a timer, child or awakeable whose outcome has not come yet."""
     attempts: int
     """Attempts so far, the first one included (worker deaths count as attempts)."""
     value: Any
-    """The stored value as JSON (a pickled value stays base64 text)."""
+    """The stored value as JSON (a pickled value stays base64 text). For a child or an
+    awakeable, the outcome that came; for a timer, when it is due."""
     error: dict[str, Any] | None
     started_at: datetime | None
     finished_at: datetime | None
@@ -40,31 +42,49 @@ class Invocation:
     updated_at: datetime | None = None
     seed: int | None = None
     paused_reason: str | None = None
+    awaiting: list[dict[str, Any]] = field(default_factory=list)
+    """What a suspended invocation waits for: kind, name, index, and when a timer is due."""
 
 
-def parse_step(index: int, text: str) -> Step:
-    """Return the ``Step`` that a stored entry describes."""
+def parse_step(index: int, text: str, completion: str | None = None) -> Step:
+    """Return the ``Step`` that a stored entry describes, with its outside completion."""
     raw = json.loads(text)
+    kind, value, error = raw["k"], raw.get("v"), raw.get("e")
+    status = "completed" if raw["s"] == "ok" else "failed"
+    finished_at = _when(raw["t"] / 1000 + raw["d"] / 1e6)
+    if kind in ("call", "awakeable"):
+        if completion is None:
+            status, value, finished_at = "waiting", None, None
+        else:
+            done = json.loads(completion)
+            status = "completed" if done["s"] == "ok" else "failed"
+            value, error, finished_at = done.get("v"), done.get("e"), _when(done.get("t"))
+    elif kind == "sleep":
+        finished_at = _when(value["until"] / 1000)
+        if finished_at is not None and finished_at > datetime.now(UTC):
+            status = "waiting"
     return Step(
         index=index,
         name=raw["n"],
-        kind=raw["k"],
-        status="completed" if raw["s"] == "ok" else "failed",
+        kind=kind,
+        status=status,
         attempts=raw.get("a", 1),
-        value=raw.get("v"),
-        error=raw.get("e"),
+        value=value,
+        error=error,
         started_at=_when(raw["t"] / 1000),
-        finished_at=_when(raw["t"] / 1000 + raw["d"] / 1e6),
+        finished_at=finished_at,
     )
 
 
-def parse_invocation(task_id: str, meta: dict[str, str], entries: list[str]) -> Invocation:
-    """Return the ``Invocation`` that stored metadata and entries describe.
+def parse_invocation(
+    task_id: str, meta: dict[str, str], entries: list[str], completions: dict[str, str]
+) -> Invocation:
+    """Return the ``Invocation`` that stored metadata, entries and completions describe.
 
     A step that failed and waits for its retry is listed last, with status ``retrying``.
     """
     outcome = json.loads(meta["outcome"]) if meta.get("outcome") else {}
-    steps = [parse_step(i, text) for i, text in enumerate(entries)]
+    steps = [parse_step(i, text, completions.get(str(i))) for i, text in enumerate(entries)]
     if meta.get("attempt"):
         attempt = json.loads(meta["attempt"])
         steps.append(
@@ -93,6 +113,7 @@ def parse_invocation(task_id: str, meta: dict[str, str], entries: list[str]) -> 
         updated_at=_latest(_when(meta.get("updated_at")), steps[-1].finished_at if steps else None),
         seed=int(meta["seed"]) if "seed" in meta else None,
         paused_reason=meta.get("paused_reason"),
+        awaiting=json.loads(meta["awaiting"]) if meta.get("awaiting") else [],
     )
 
 

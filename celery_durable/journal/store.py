@@ -12,6 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+#: An invocation as stored: its metadata, its journal entries, its completions.
+Stored = tuple[dict[str, str], list[str], dict[str, str]]
+
 Status = Literal["running", "suspended", "paused", "completed", "failed", "cancelled", "replaced"]
 #: Statuses after which nothing runs again; the journal expires after its retention.
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled", "replaced"})
@@ -59,6 +62,9 @@ class Started:
     """The failed attempts of the next step, as JSON, if it failed before."""
     guard: int | None = None
     """Index of an at-most-once step that an earlier execution started."""
+    completions: dict[str, str] = field(default_factory=dict)
+    """What came from outside, by journal index: outcomes of children and awakeables
+    (JSON), and ``<index>:sent`` for children that were published."""
     outcome: str | None = None
     """The final outcome's JSON text (``done``)."""
     busy_for: float = 0.0
@@ -137,11 +143,13 @@ class JournalStore(Protocol):
         outcome: str,
         retention: float,
         nesting: int = 0,
+        call: str = "",
     ) -> tuple[str, str] | None:
         """Record the final outcome and let the invocation expire after ``retention``.
 
         ``fence`` None finishes it for an execution that cannot (revoked, killed by a
-        time limit) and fences that execution out.
+        time limit) and fences that execution out. A non-empty ``call`` is stored, so
+        that a failed invocation can be resumed.
 
         Returns:
             None when this call finished the invocation, else the (status, outcome)
@@ -149,19 +157,72 @@ class JournalStore(Protocol):
         """
         ...
 
-    def pause(self, task_id: str, fence: int, reason: str) -> str:
-        """Mark the running invocation paused; return its status after the call."""
+    def pause(self, task_id: str, fence: int, reason: str, call: str = "") -> str:
+        """Mark the running invocation paused; return its status after the call.
+
+        A non-empty ``call`` is stored, so that it can be resumed."""
+        ...
+
+    def suspend(
+        self,
+        task_id: str,
+        fence: int,
+        awaiting: str,
+        indexes: Sequence[int],
+        wake_at: float,
+        call: str,
+    ) -> str:
+        """Suspend the invocation until a completion at one of ``indexes`` or ``wake_at``.
+
+        ``wake_at`` is seconds since the epoch (0 for no timer); ``awaiting`` describes
+        what it waits for (JSON); ``call`` is what a wake-up re-publishes. The lease is
+        released. Returns ``suspended``, or ``ready`` when an awaited completion is
+        there already or the timer is due, and the invocation must run again now.
+        """
+        ...
+
+    def complete(self, task_id: str, index: int, kind: str, proof: str, outcome: str) -> int:
+        """Complete the awaited operation at ``index`` from outside; first one wins.
+
+        ``proof`` is the child's task id or the awakeable's secret token, as journaled.
+        Returns 2 when completed and a wake-up of the suspended invocation is due, 1
+        when completed, 0 when nothing was written.
+        """
+        ...
+
+    def mark_sent(self, task_id: str, fence: int, index: int) -> None:
+        """Note that the child at ``index`` was published."""
+        ...
+
+    def completions(self, task_id: str) -> dict[str, str]:
+        """Return what came from outside so far (as ``Started.completions``)."""
+        ...
+
+    def claim_wakeups(self, limit: int, visibility: float) -> tuple[list[tuple[str, str]], float]:
+        """Claim due wake-ups: ``(task_id, claim)`` pairs, and seconds until the next one.
+
+        A claim hides the wake-up for ``visibility`` seconds; ``ack_wakeup`` removes it.
+        The seconds are -1 when no wake-up is scheduled.
+        """
+        ...
+
+    def wake_state(self, task_id: str) -> tuple[str, str] | None:
+        """Return the invocation's status and stored call, or None if it is gone."""
+        ...
+
+    def ack_wakeup(self, task_id: str, claim: str) -> None:
+        """Remove a claimed wake-up, unless it was scheduled again since the claim."""
         ...
 
     def forget(self, task_id: str) -> bool:
         """Delete the invocation; return whether it existed."""
         ...
 
-    def read(self, task_id: str) -> tuple[dict[str, str], list[str]] | None:
-        """Return the invocation's metadata and raw entries, or None if it is gone."""
+    def read(self, task_id: str) -> Stored | None:
+        """Return the invocation's metadata, raw entries and completions, or None."""
         ...
 
-    def read_many(self, task_ids: Sequence[str]) -> list[tuple[dict[str, str], list[str]] | None]:
+    def read_many(self, task_ids: Sequence[str]) -> list[Stored | None]:
         """Return what ``read`` returns for each id, in one round trip."""
         ...
 

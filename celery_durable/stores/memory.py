@@ -8,12 +8,13 @@ same behaviour against both stores so that they cannot drift apart.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Sequence
 
 from celery_durable.errors import JournalError, LeaseLost
-from celery_durable.journal.store import FINISHED, Started, StartRequest
+from celery_durable.journal.store import FINISHED, Started, StartRequest, Stored
 from celery_durable.keys import LIVE_STATUSES
 from celery_durable.keys import MetaField as F
 
@@ -24,6 +25,9 @@ class MemoryJournalStore:
     def __init__(self) -> None:
         self.meta: dict[str, dict[str, str]] = {}
         self.journals: dict[str, list[str]] = {}
+        self.done: dict[str, dict[str, str]] = {}
+        self.wakeups: dict[str, int] = {}
+        """Suspended invocations by when to wake them, ms (a sorted set in Redis)."""
         self.expires_at: dict[str, float] = {}
         self.round_trips = 0
         self._swept_at = time.monotonic()
@@ -52,6 +56,7 @@ class MemoryJournalStore:
                 if request.call:
                     self.meta[task_id][F.CALL] = request.call
                 self.journals[task_id] = []
+                self.done[task_id] = {}
                 self.expires_at.pop(task_id, None)
                 return Started("run", created=True, fence=1, seed=request.seed)
             status = meta[F.STATUS]
@@ -84,6 +89,7 @@ class MemoryJournalStore:
             if status != "running":
                 meta[F.STATUS] = "running"
                 meta.pop(F.PAUSED_REASON, None)
+                meta.pop(F.AWAITING, None)
             return Started(
                 "run",
                 status=status,
@@ -93,6 +99,7 @@ class MemoryJournalStore:
                 deaths=deaths,
                 attempt=meta.get(F.ATTEMPT),
                 guard=int(meta[F.GUARD]) if F.GUARD in meta else None,
+                completions=dict(self.done[task_id]),
             )
 
     def append(
@@ -178,6 +185,7 @@ class MemoryJournalStore:
         outcome: str,
         retention: float,
         nesting: int = 0,
+        call: str = "",
     ) -> tuple[str, str] | None:
         with self._lock:
             self.round_trips += 1
@@ -193,20 +201,107 @@ class MemoryJournalStore:
             meta.update({F.STATUS: status, F.OUTCOME: outcome, F.UPDATED_AT: _now()})
             if status == "replaced":
                 meta[F.NESTING] = str(nesting)
-            for name in (F.LEASE, F.LEASE_UNTIL, F.PAUSED_REASON, F.ATTEMPT, F.GUARD):
+            if call:
+                meta[F.CALL] = call
+            for name in (F.LEASE, F.LEASE_UNTIL, F.PAUSED_REASON, F.ATTEMPT, F.GUARD, F.AWAITING):
                 meta.pop(name, None)
             self.expires_at[task_id] = time.monotonic() + retention
             return None
 
-    def pause(self, task_id: str, fence: int, reason: str) -> str:
+    def pause(self, task_id: str, fence: int, reason: str, call: str = "") -> str:
         with self._lock:
             meta = self._fenced(task_id, fence, "pause")
             if meta[F.STATUS] != "running":
                 return meta[F.STATUS]
+            if call:
+                meta[F.CALL] = call
             meta.update({F.STATUS: "paused", F.PAUSED_REASON: reason, F.UPDATED_AT: _now()})
             meta.pop(F.LEASE, None)
             meta.pop(F.LEASE_UNTIL, None)
             return "paused"
+
+    # -- Waiting ------------------------------------------------------------------------
+
+    def suspend(
+        self,
+        task_id: str,
+        fence: int,
+        awaiting: str,
+        indexes: Sequence[int],
+        wake_at: float,
+        call: str,
+    ) -> str:
+        with self._lock:
+            meta = self._fenced(task_id, fence, "suspend")
+            meta.pop(F.LEASE, None)
+            meta.pop(F.LEASE_UNTIL, None)
+            meta[F.UPDATED_AT] = _now()
+            meta.setdefault(F.CALL, call)
+            if any(str(i) in self.done[task_id] for i in indexes):
+                return "ready"
+            wake_ms = int(wake_at * 1000) if wake_at else 0
+            if wake_ms:
+                if wake_ms <= _now_ms():
+                    return "ready"
+                self.wakeups[task_id] = min(wake_ms, self.wakeups.get(task_id, wake_ms))
+            meta.update({F.STATUS: "suspended", F.AWAITING: awaiting})
+            return "suspended"
+
+    def complete(self, task_id: str, index: int, kind: str, proof: str, outcome: str) -> int:
+        with self._lock:
+            self.round_trips += 1
+            meta = self._live(task_id)
+            if meta is None or meta[F.STATUS] in FINISHED:
+                return 0
+            journal = self.journals[task_id]
+            if index >= len(journal):
+                return 0
+            entry = json.loads(journal[index])
+            value = entry.get("v")
+            if entry.get("k") != kind or not isinstance(value, dict) or value.get("id") != proof:
+                return 0
+            done = self.done[task_id]
+            if str(index) in done:
+                return 0
+            done[str(index)] = outcome
+            if meta[F.STATUS] == "suspended":
+                self.wakeups[task_id] = 0
+                return 2
+            return 1
+
+    def mark_sent(self, task_id: str, fence: int, index: int) -> None:
+        with self._lock:
+            self._fenced(task_id, fence, f"note the child at {index} of")
+            self.done[task_id][f"{index}:sent"] = "1"
+
+    def completions(self, task_id: str) -> dict[str, str]:
+        with self._lock:
+            self.round_trips += 1
+            return dict(self.done.get(task_id, {})) if self._live(task_id) is not None else {}
+
+    def claim_wakeups(self, limit: int, visibility: float) -> tuple[list[tuple[str, str]], float]:
+        with self._lock:
+            self.round_trips += 1
+            now = _now_ms()
+            due = sorted((score, i) for i, score in self.wakeups.items() if score <= now)[:limit]
+            hidden = now + int(visibility * 1000)
+            for _, task_id in due:
+                self.wakeups[task_id] = hidden
+            following = min(self.wakeups.values(), default=None)
+            until_next = -1.0 if following is None else max(0, following - now) / 1000
+            return [(task_id, str(hidden)) for _, task_id in due], until_next
+
+    def wake_state(self, task_id: str) -> tuple[str, str] | None:
+        with self._lock:
+            self.round_trips += 1
+            meta = self._live(task_id)
+            return None if meta is None else (meta[F.STATUS], meta.get(F.CALL, ""))
+
+    def ack_wakeup(self, task_id: str, claim: str) -> None:
+        with self._lock:
+            self.round_trips += 1
+            if str(self.wakeups.get(task_id)) == claim:
+                del self.wakeups[task_id]
 
     # -- Operators ----------------------------------------------------------------------
 
@@ -217,16 +312,21 @@ class MemoryJournalStore:
             self._drop(task_id)
             return existed
 
-    def read(self, task_id: str) -> tuple[dict[str, str], list[str]] | None:
+    def read(self, task_id: str) -> Stored | None:
         return self.read_many([task_id])[0]
 
-    def read_many(self, task_ids: Sequence[str]) -> list[tuple[dict[str, str], list[str]] | None]:
+    def read_many(self, task_ids: Sequence[str]) -> list[Stored | None]:
         with self._lock:
             self.round_trips += 1
-            found: list[tuple[dict[str, str], list[str]] | None] = []
+            found: list[Stored | None] = []
             for task_id in task_ids:
                 meta = self._live(task_id)
-                found.append(None if meta is None else (dict(meta), list(self.journals[task_id])))
+                if meta is None:
+                    found.append(None)
+                else:
+                    found.append(
+                        (dict(meta), list(self.journals[task_id]), dict(self.done[task_id]))
+                    )
             return found
 
     def list_ids(self, status: str | None, limit: int, offset: int = 0) -> list[str]:
@@ -261,6 +361,7 @@ class MemoryJournalStore:
     def _drop(self, task_id: str) -> None:
         self.meta.pop(task_id, None)
         self.journals.pop(task_id, None)
+        self.done.pop(task_id, None)
         self.expires_at.pop(task_id, None)
 
     def _fenced(self, task_id: str, fence: int, action: str) -> dict[str, str]:

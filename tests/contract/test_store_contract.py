@@ -45,7 +45,7 @@ def entry(i: int) -> str:
 def test_the_first_start_creates_the_invocation_and_takes_the_lease(store: JournalStore) -> None:
     started = run(store, seed=42)
     assert (started.created, started.fence, started.seed, started.entries) == (True, 1, 42, [])
-    meta, journal = store.read("inv") or ({}, [])
+    meta, journal, _ = store.read("inv") or ({}, [], {})
     assert (meta["status"], meta["lease"], meta["task"], journal) == (
         "running", "host:1", "shop.checkout", [],
     )  # fmt: skip
@@ -111,7 +111,7 @@ def test_a_start_reads_exactly_the_journal_it_resumed(store: JournalStore) -> No
     writer.join()
     assert taken.entries == [entry(i) for i in range(len(taken.entries))]
     assert len(written) == len(taken.entries)  # nothing the stale writer wrote is lost
-    _, journal = store.read("inv") or ({}, [])
+    _, journal, _ = store.read("inv") or ({}, [], {})
     assert journal == taken.entries  # and it wrote nothing after the takeover
 
 
@@ -201,7 +201,7 @@ def test_every_write_of_a_fenced_out_execution_is_refused(store: JournalStore) -
         with pytest.raises(LeaseLost, match="another execution"):
             write()
     assert not store.release("inv", stale.fence)
-    meta, journal = store.read("inv") or ({}, [])
+    meta, journal, _ = store.read("inv") or ({}, [], {})
     assert (meta["status"], meta["fence"], journal) == ("running", str(current.fence), [])
     assert "guard" not in meta
 
@@ -235,7 +235,7 @@ def test_an_attempt_or_guard_after_the_step_was_journaled_returns_the_entry(
     assert store.guard("inv", started.fence, 1) is None
     assert run(store, ttl=0.001, ended_fence=started.fence).guard == 1
     store.append("inv", started.fence + 1, 1, entry(1), True)  # the entry ends the guard
-    meta, _ = store.read("inv") or ({}, [])
+    meta, _, _ = store.read("inv") or ({}, [], {})
     assert "guard" not in meta
 
 
@@ -264,7 +264,7 @@ def test_a_finish_for_a_holder_that_cannot_fences_it_out(store: JournalStore) ->
 def test_pausing_needs_the_fence_and_a_running_invocation(store: JournalStore) -> None:
     started = run(store)
     assert store.pause("inv", started.fence, "the code changed") == "paused"
-    meta, _ = store.read("inv") or ({}, [])
+    meta, _, _ = store.read("inv") or ({}, [], {})
     assert (meta["status"], meta["paused_reason"]) == ("paused", "the code changed")
     resumed = run(store)  # a paused invocation resumes at the next start, with no death
     assert (resumed.status, resumed.deaths) == ("paused", 0)
@@ -272,7 +272,7 @@ def test_pausing_needs_the_fence_and_a_running_invocation(store: JournalStore) -
     with pytest.raises(LeaseLost):
         store.pause("inv", started.fence, "late")  # the stale pauser cannot undo it
     assert store.pause("inv", resumed.fence, "late") == "completed"
-    assert (store.read("inv") or ({}, []))[0]["status"] == "completed"
+    assert (store.read("inv") or ({}, [], {}))[0]["status"] == "completed"
 
 
 def test_a_replaced_invocation_starts_afresh_only_for_the_replacement(
@@ -285,7 +285,7 @@ def test_a_replaced_invocation_starts_afresh_only_for_the_replacement(
     assert (original.state, original.status) == ("done", "replaced")
     replacement = run(store, task="shop.other", fingerprint="fp2", nesting=1)
     assert (replacement.created, replacement.entries) == (True, [])
-    meta, journal = store.read("inv") or ({}, [])
+    meta, journal, _ = store.read("inv") or ({}, [], {})
     assert (meta["task"], meta["status"], journal) == ("shop.other", "running", [])
 
 
@@ -323,3 +323,91 @@ def test_entries_and_outcomes_are_kept_as_written(store: JournalStore) -> None:
     text = json.dumps({"k": "run", "n": "ünï", "v": "\u2603"}, ensure_ascii=False)
     store.append("inv", started.fence, 0, text, False)
     assert run(store, ended_fence=started.fence).entries == [text]
+
+
+# -- Waiting: suspension, completions from outside, wake-ups -----------------------------
+
+CALL_ENTRY = '{"k":"call","n":"child","t":0,"d":0,"s":"ok","v":{"id":"inv-c1","task":"t"}}'
+AWAKEABLE_ENTRY = '{"k":"awakeable","n":"approval","t":0,"d":0,"s":"ok","v":{"id":"s3cr3t"}}'
+
+
+def test_an_invocation_suspends_releases_its_lease_and_wakes_on_a_completion(
+    store: JournalStore,
+) -> None:
+    started = run(store)
+    store.append("inv", started.fence, 0, CALL_ENTRY, False)
+    store.mark_sent("inv", started.fence, 0)
+    assert store.suspend("inv", started.fence, '[{"index":0}]', [0], 0, '{"task":"t"}') == (
+        "suspended"
+    )
+    meta, _, done = store.read("inv") or ({}, [], {})
+    assert (meta["status"], meta["awaiting"], meta["call"]) == (
+        "suspended", '[{"index":0}]', '{"task":"t"}',
+    )  # fmt: skip
+    assert "lease" not in meta
+    assert done == {"0:sent": "1"}
+    assert store.list_ids("suspended", 10) == ["inv"]
+    assert store.claim_wakeups(10, 30) == ([], -1.0)  # nothing due: it waits for a child
+
+    assert store.complete("inv", 0, "call", "inv-c1", '{"s":"ok","v":7}') == 2
+    assert store.complete("inv", 0, "call", "inv-c1", '{"s":"ok","v":8}') == 0  # first wins
+    [(woken, claim)], _ = store.claim_wakeups(10, 30)
+    assert woken == "inv"
+    assert store.claim_wakeups(10, 30)[0] == []  # claimed: hidden from other workers
+    store.ack_wakeup("inv", claim)
+
+    resumed = run(store)
+    assert (resumed.status, resumed.deaths, resumed.completions) == (
+        "suspended", 0, {"0": '{"s":"ok","v":7}', "0:sent": "1"},
+    )  # fmt: skip
+    meta, _, _ = store.read("inv") or ({}, [], {})
+    assert (meta["status"], "awaiting" in meta) == ("running", False)
+    assert store.list_ids("running", 10) == ["inv"]
+
+
+def test_suspending_when_the_completion_is_already_there_is_ready(store: JournalStore) -> None:
+    started = run(store)
+    store.append("inv", started.fence, 0, AWAKEABLE_ENTRY, False)
+    assert store.complete("inv", 0, "awakeable", "s3cr3t", '{"s":"ok","v":"yes"}') == 1
+    assert store.suspend("inv", started.fence, "[]", [0], 0, "{}") == "ready"
+    assert store.start("inv", request()).state == "run"  # its lease was released
+
+
+def test_a_completion_needs_the_journaled_id_of_that_kind(store: JournalStore) -> None:
+    started = run(store)
+    store.append("inv", started.fence, 0, AWAKEABLE_ENTRY, False)
+    assert store.complete("inv", 0, "awakeable", "guess", '{"s":"ok","v":1}') == 0
+    assert store.complete("inv", 0, "call", "s3cr3t", '{"s":"ok","v":1}') == 0
+    assert store.complete("inv", 1, "awakeable", "s3cr3t", '{"s":"ok","v":1}') == 0
+    assert store.complete("nope", 0, "awakeable", "s3cr3t", '{"s":"ok","v":1}') == 0
+    store.finish("inv", started.fence, "completed", OUTCOME, 60)
+    assert store.complete("inv", 0, "awakeable", "s3cr3t", '{"s":"ok","v":1}') == 0
+    assert store.completions("inv") == {}
+
+
+def test_a_timer_wakes_a_suspended_invocation_when_it_is_due(store: JournalStore) -> None:
+    started = run(store)
+    assert store.suspend("inv", started.fence, "[]", [], time.time() + 0.15, "{}") == ("suspended")
+    claimed, until_next = store.claim_wakeups(10, 30)
+    assert claimed == []
+    assert 0 < until_next <= 0.15
+    time.sleep(0.2)
+    [(woken, claim)], _ = store.claim_wakeups(10, 0.05)
+    assert woken == "inv"
+    time.sleep(0.1)  # its claimer died before acknowledging: it comes due again
+    [(again, claim2)], _ = store.claim_wakeups(10, 30)
+    store.ack_wakeup("inv", claim)  # the first claimer's late ack removes nothing
+    assert again == "inv"
+    store.ack_wakeup("inv", claim2)
+    assert store.claim_wakeups(10, 30) == ([], -1.0)
+
+
+def test_a_due_timer_is_ready_and_an_earlier_wake_up_is_kept(store: JournalStore) -> None:
+    started = run(store)
+    assert store.suspend("inv", started.fence, "[]", [], time.time() - 1, "{}") == "ready"
+    again = run(store)
+    store.suspend("inv", again.fence, "[]", [], time.time() + 0.1, "{}")
+    resumed = run(store, ended_fence=0)  # woken early by something else
+    store.suspend("inv", resumed.fence, "[]", [], time.time() + 60, "{}")
+    time.sleep(0.15)
+    assert [i for i, _ in store.claim_wakeups(10, 30)[0]] == ["inv"]  # the earlier one

@@ -63,9 +63,10 @@ def test_k_steps_cost_k_plus_two_round_trips(
 
     count_steps.apply().get()  # connect and load the scripts first: neither happens per task
     sent = commands_sent(spare_redis, lambda: count_steps.apply().get())
-    # Start: the script and the journal in one transaction, one round trip. Then one
-    # EVALSHA per step and one to finish.
-    assert sent == ["MULTI", "EVALSHA", "LRANGE", "EXEC"] + ["EVALSHA"] * steps + ["EVALSHA"]
+    # Start: the script, the journal and its completions in one transaction, one round
+    # trip. Then one EVALSHA per step and one to finish.
+    start = ["MULTI", "EVALSHA", "LRANGE", "HGETALL", "EXEC"]
+    assert sent == start + ["EVALSHA"] * steps + ["EVALSHA"]
 
     writes: list[int] = []
     send = redis.connection.AbstractConnection.send_packed_command

@@ -32,5 +32,13 @@ BREAK_LEASE = Script("break_lease")
 FINISH = Script("finish")
 PAUSE = Script("pause")
 FORGET = Script("forget")
+SUSPEND = Script("suspend")
+COMPLETE = Script("complete")
+SENT = Script("sent")
+CLAIM = Script("claim")
+ACK_WAKEUP = Script("ack_wakeup")
 
-ALL = (START, APPEND, ATTEMPT, GUARD, RELEASE, RENEW, BREAK_LEASE, FINISH, PAUSE, FORGET)
+ALL = (
+    START, APPEND, ATTEMPT, GUARD, RELEASE, RENEW, BREAK_LEASE, FINISH, PAUSE, FORGET, SUSPEND,
+    COMPLETE, SENT, CLAIM, ACK_WAKEUP,
+)  # fmt: skip

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import redis
 from redis.exceptions import NoScriptError, RedisError
 
-from celery_durable.journal.store import Started, StartRequest
+from celery_durable.journal.store import Started, StartRequest, Stored
 from celery_durable.keys import KeySpace
 from celery_durable.stores.redis import scripts
 from celery_durable.stores.redis.checks import check_eviction_policy
@@ -56,7 +56,7 @@ class RedisJournalStore:
             self._mark_epoch()
         k = self._keys.invocation(task_id)
         args = (
-            k.meta, k.journal, *self._keys.indexes(task_id),
+            k.meta, k.journal, k.done, *self._keys.indexes(task_id),
             task_id, request.task_name, request.fingerprint, str(request.seed),
             _now(), _ms(request.lease_ttl), request.holder, request.nesting, request.call,
             request.ended_fence,
@@ -66,13 +66,14 @@ class RedisJournalStore:
             # MULTI makes the journal read exactly the one the script saw.
             pipe = self._client.pipeline(transaction=True)
             command: Callable[..., Any] = pipe.execute_command
-            command("EVALSHA", scripts.START.sha, 6, *args)
+            command("EVALSHA", scripts.START.sha, 7, *args)
             command("LRANGE", k.journal, 0, -1)
+            command("HGETALL", k.done)
             replies: list[Any] = pipe.execute()
             return replies
 
         with self._errors(task_id, "start"):
-            reply, entries = self._loading_scripts(call)
+            reply, entries, completions = self._loading_scripts(call)
         state = reply[0]
         if state == "run":
             _, fence, status, seed, length, deaths, attempt, guard, created = reply
@@ -86,6 +87,7 @@ class RedisJournalStore:
                 deaths=int(deaths),
                 attempt=attempt,
                 guard=None if guard is None else int(guard),
+                completions=completions,
             )
         if state == "done":
             return Started("done", status=reply[1], outcome=reply[2] or None)
@@ -164,24 +166,85 @@ class RedisJournalStore:
         outcome: str,
         retention: float,
         nesting: int = 0,
+        call: str = "",
     ) -> tuple[str, str] | None:
         k = self._keys.invocation(task_id)
         token = "" if fence is None else fence
         with self._errors(task_id, "finish"):
             reply = self._eval(
-                scripts.FINISH, 6, k.meta, k.journal, *self._keys.indexes(task_id),
-                task_id, token, status, outcome, _now(), _ms(retention), nesting,
+                scripts.FINISH, 7, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
+                task_id, token, status, outcome, _now(), _ms(retention), nesting, call,
             )  # fmt: skip
         return None if reply is None else (reply[0], reply[1])
 
-    def pause(self, task_id: str, fence: int, reason: str) -> str:
+    def pause(self, task_id: str, fence: int, reason: str, call: str = "") -> str:
         k = self._keys.invocation(task_id)
         ix = self._keys.indexes(task_id)
         with self._errors(task_id, "pause"):
             status: str = self._eval(
-                scripts.PAUSE, 3, k.meta, ix.running, ix.paused, task_id, fence, reason, _now()
-            )
+                scripts.PAUSE, 3, k.meta, ix.running, ix.paused,
+                task_id, fence, reason, _now(), call,
+            )  # fmt: skip
         return status
+
+    # -- Waiting ------------------------------------------------------------------------
+
+    def suspend(
+        self,
+        task_id: str,
+        fence: int,
+        awaiting: str,
+        indexes: Sequence[int],
+        wake_at: float,
+        call: str,
+    ) -> str:
+        k = self._keys.invocation(task_id)
+        ix = self._keys.indexes(task_id)
+        wake_ms = int(wake_at * 1000) if wake_at else 0
+        with self._errors(task_id, "suspend"):
+            state: str = self._eval(
+                scripts.SUSPEND, 5, k.meta, k.done, ix.running, ix.suspended, self._keys.wakeups,
+                task_id, fence, awaiting, ",".join(map(str, indexes)), wake_ms, call, _now(),
+            )  # fmt: skip
+        return state
+
+    def complete(self, task_id: str, index: int, kind: str, proof: str, outcome: str) -> int:
+        k = self._keys.invocation(task_id)
+        with self._errors(task_id, f"complete {kind} {index} of"):
+            reply = self._eval(
+                scripts.COMPLETE, 4, k.meta, k.journal, k.done, self._keys.wakeups,
+                task_id, index, kind, proof, outcome,
+            )  # fmt: skip
+        return int(reply)
+
+    def mark_sent(self, task_id: str, fence: int, index: int) -> None:
+        k = self._keys.invocation(task_id)
+        with self._errors(task_id, f"note the child at {index} of"):
+            self._eval(scripts.SENT, 2, k.meta, k.done, fence, index)
+
+    def completions(self, task_id: str) -> dict[str, str]:
+        with self._errors(task_id, "read the completions of"):
+            found: dict[str, str] = self._command("HGETALL", self._keys.invocation(task_id).done)
+        return found
+
+    def claim_wakeups(self, limit: int, visibility: float) -> tuple[list[tuple[str, str]], float]:
+        with self._errors("*", "claim the wake-ups of"):
+            reply: list[str] = self._eval(
+                scripts.CLAIM, 1, self._keys.wakeups, limit, _ms(visibility)
+            )
+        *pairs, next_ms = reply
+        claimed = list(zip(pairs[::2], pairs[1::2], strict=True))
+        return claimed, float(next_ms) / 1000 if float(next_ms) >= 0 else -1.0
+
+    def wake_state(self, task_id: str) -> tuple[str, str] | None:
+        meta = self._keys.invocation(task_id).meta
+        with self._errors(task_id, "read the call of"):
+            status, call = self._command("HMGET", meta, "status", "call")
+        return None if status is None else (status, call or "")
+
+    def ack_wakeup(self, task_id: str, claim: str) -> None:
+        with self._errors(task_id, "acknowledge the wake-up of"):
+            self._eval(scripts.ACK_WAKEUP, 1, self._keys.wakeups, task_id, claim)
 
     # -- Operators ----------------------------------------------------------------------
 
@@ -189,23 +252,25 @@ class RedisJournalStore:
         k = self._keys.invocation(task_id)
         with self._errors(task_id, "forget"):
             reply = self._eval(
-                scripts.FORGET, 6, k.meta, k.journal, *self._keys.indexes(task_id), task_id
-            )
+                scripts.FORGET, 7, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
+                task_id,
+            )  # fmt: skip
         return bool(reply)
 
-    def read(self, task_id: str) -> tuple[dict[str, str], list[str]] | None:
+    def read(self, task_id: str) -> Stored | None:
         return self.read_many([task_id])[0]
 
-    def read_many(self, task_ids: Sequence[str]) -> list[tuple[dict[str, str], list[str]] | None]:
+    def read_many(self, task_ids: Sequence[str]) -> list[Stored | None]:
         pipe = self._client.pipeline(transaction=False)
         for task_id in task_ids:
             k = self._keys.invocation(task_id)
             pipe.hgetall(k.meta)
             pipe.lrange(k.journal, 0, -1)
+            pipe.hgetall(k.done)
         with self._errors(",".join(task_ids[:3]), "read"):
             replies = pipe.execute()
-        pairs = zip(replies[::2], replies[1::2], strict=True)
-        return [(meta, entries) if meta else None for meta, entries in pairs]
+        found = zip(replies[::3], replies[1::3], replies[2::3], strict=True)
+        return [(meta, entries, done) if meta else None for meta, entries, done in found]
 
     def list_ids(self, status: str | None, limit: int, offset: int = 0) -> list[str]:
         ix = self._keys.indexes()

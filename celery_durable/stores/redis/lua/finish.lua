@@ -1,7 +1,8 @@
 -- Record an invocation's final outcome and start its retention clock; first writer wins.
 -- KEYS[1]  meta hash of the invocation          KEYS[2]  its journal list
--- KEYS[3]  index of all invocations             KEYS[4]  index of running ones
--- KEYS[5]  index of suspended ones              KEYS[6]  index of paused ones
+-- KEYS[3]  its completions hash
+-- KEYS[4]  index of all invocations             KEYS[5]  index of running ones
+-- KEYS[6]  index of suspended ones              KEYS[7]  index of paused ones
 -- ARGV[1]  task id (the index member)
 -- ARGV[2]  the finisher's fencing token, or '' when the worker finishes it for a
 --          holder that cannot (revoked, hard time limit): the holder is fenced out
@@ -10,8 +11,9 @@
 -- ARGV[5]  now, seconds since the epoch
 -- ARGV[6]  retention in milliseconds
 -- ARGV[7]  replaced_task_nesting of the request (kept for 'replaced')
+-- ARGV[8]  the call, to re-publish it when resumed (JSON), or '' to keep what is stored
 -- Fields: task status outcome fence (read); status outcome updated_at nesting fence
---         (set); lease lease_until paused_reason attempt guard (deleted)
+--         call (set); lease lease_until paused_reason attempt guard awaiting (deleted)
 -- Returns  nil when this call finished the invocation,
 --          else {status, outcome} that an earlier call recorded.
 --          Errors: GONE (nothing is written), FENCED (another execution holds it).
@@ -34,12 +36,16 @@ redis.call('HSET', meta, 'status', ARGV[3], 'outcome', ARGV[4], 'updated_at', AR
 if ARGV[3] == 'replaced' then
   redis.call('HSET', meta, 'nesting', ARGV[7])
 end
-redis.call('HDEL', meta, 'lease', 'lease_until', 'paused_reason', 'attempt', 'guard')
+if ARGV[8] ~= '' then
+  redis.call('HSET', meta, 'call', ARGV[8])
+end
+redis.call('HDEL', meta, 'lease', 'lease_until', 'paused_reason', 'attempt', 'guard', 'awaiting')
 redis.call('PEXPIRE', meta, ARGV[6])
 redis.call('PEXPIRE', journal, ARGV[6])
-redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[6])
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[6], ARGV[1])
+redis.call('ZREM', KEYS[7], ARGV[1])
 -- Keep the index of all invocations as long as the journals it lists.
-redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. (tonumber(ARGV[5]) - tonumber(ARGV[6]) / 1000))
+redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (tonumber(ARGV[5]) - tonumber(ARGV[6]) / 1000))
 return false

@@ -7,7 +7,8 @@
 -- ARGV[2]  the holder's fencing token
 -- ARGV[3]  why it is paused
 -- ARGV[4]  now, seconds since the epoch
--- Fields: fence status created_at (read); status paused_reason updated_at (set);
+-- ARGV[5]  the call, to re-publish it when resumed (JSON), or ''
+-- Fields: fence status created_at (read); status paused_reason updated_at call (set);
 --         lease lease_until (deleted)
 -- Returns  the status after the call: 'paused', or the status it had when it was not
 --          this execution's to pause. Errors: GONE, FENCED.
@@ -24,6 +25,9 @@ if f[2] ~= 'running' then
 end
 redis.call('HSET', meta, 'status', 'paused', 'paused_reason', ARGV[3], 'updated_at', ARGV[4])
 redis.call('HDEL', meta, 'lease', 'lease_until')
+if ARGV[5] ~= '' then
+  redis.call('HSET', meta, 'call', ARGV[5])
+end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], f[3], ARGV[1])
 return 'paused'

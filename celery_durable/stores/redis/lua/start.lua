@@ -1,9 +1,10 @@
 -- Start an execution: create the invocation or resume it, and take its lease.
--- Runs inside MULTI with an LRANGE of the journal after it, so that the entries the
--- caller reads are exactly the journal this script saw (one round trip, atomic).
+-- Runs inside MULTI with an LRANGE of the journal and an HGETALL of the completions
+-- after it, so that the caller reads exactly what this script saw (one round trip).
 -- KEYS[1]  meta hash of the invocation          KEYS[2]  its journal list
--- KEYS[3]  index of all invocations             KEYS[4]  index of running ones
--- KEYS[5]  index of suspended ones              KEYS[6]  index of paused ones
+-- KEYS[3]  its completions hash (read by the caller with HGETALL in the same MULTI)
+-- KEYS[4]  index of all invocations             KEYS[5]  index of running ones
+-- KEYS[6]  index of suspended ones              KEYS[7]  index of paused ones
 -- ARGV[1]  task id (the index member)           ARGV[2]  task name
 -- ARGV[3]  argument fingerprint                 ARGV[4]  seed, stored on creation only
 -- ARGV[5]  now, seconds since the epoch         ARGV[6]  lease ttl, milliseconds
@@ -28,7 +29,7 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local until_ms = now_ms + tonumber(ARGV[6])
 
 local function create()
-  redis.call('DEL', meta, journal)  -- a journal without its metadata is a leftover
+  redis.call('DEL', meta, journal, KEYS[3])  -- a journal without its metadata is a leftover
   redis.call('HSET', meta, 'task', ARGV[2], 'fingerprint', ARGV[3], 'seed', ARGV[4],
              'status', 'running', 'created_at', ARGV[5], 'updated_at', ARGV[5],
              'fence', 1, 'lease', ARGV[7], 'lease_until', until_ms,
@@ -36,8 +37,8 @@ local function create()
   if ARGV[9] ~= '' then
     redis.call('HSET', meta, 'call', ARGV[9])
   end
-  redis.call('ZADD', KEYS[3], ARGV[5], id)
   redis.call('ZADD', KEYS[4], ARGV[5], id)
+  redis.call('ZADD', KEYS[5], ARGV[5], id)
   return {'run', 1, 'running', ARGV[4], 0, 0, false, false, 1}
 end
 
@@ -52,7 +53,7 @@ if status == 'replaced' then
   -- Task.replace hands the id on: the replacement comes with a deeper nesting and
   -- starts a journal of its own; the replaced request, delivered again, is done.
   if tonumber(ARGV[8]) > (tonumber(f[13]) or 0) then
-    redis.call('ZREM', KEYS[4], id)
+    redis.call('ZREM', KEYS[5], id)
     return create()
   end
   return {'done', status, false}
@@ -81,10 +82,11 @@ redis.call('HSET', meta, 'lease', ARGV[7], 'lease_until', until_ms, 'frontier', 
            'deaths', deaths, 'updated_at', ARGV[5])
 if status ~= 'running' then
   -- A paused invocation resumes; a suspended one wakes.
+  redis.call('HDEL', meta, 'awaiting')
   redis.call('HSET', meta, 'status', 'running')
   redis.call('HDEL', meta, 'paused_reason')
-  redis.call('ZREM', KEYS[5], id)
   redis.call('ZREM', KEYS[6], id)
-  redis.call('ZADD', KEYS[4], f[14] or ARGV[5], id)
+  redis.call('ZREM', KEYS[7], id)
+  redis.call('ZADD', KEYS[5], f[14] or ARGV[5], id)
 end
 return {'run', fence, status, f[3], n, deaths, f[11] or false, f[12] or false, 0}

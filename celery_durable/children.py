@@ -1,0 +1,115 @@
+"""Child calls on Celery: publishing a child, and bringing its outcome home.
+
+``ctx.call(sig)`` publishes ``sig`` under a task id derived from the parent's, with a
+``link`` to ``celery_durable.child_succeeded`` and a ``link_error`` to
+``celery_durable.child_failed``. Those record the outcome in the parent's
+completions and wake the parent if it is suspended, for a DurableTask child and a
+plain one alike. An eager parent runs its child in process and records the outcome
+at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import Task, current_app, shared_task
+from celery.canvas import Signature, _chain, chord, group
+
+from celery_durable.codec import PLAIN_JSON
+from celery_durable.engine.calls import child_id
+from celery_durable.errors import ContextError, JournalUnavailableError
+from celery_durable.journal.entries import encode_completion
+from celery_durable.journal.failures import record_of
+from celery_durable.journal.store import JournalStore
+from celery_durable.runtime import runtime_for
+from celery_durable.wakeups import publish_due
+
+logger = logging.getLogger("celery_durable")
+
+
+class CeleryHost:
+    """Starts the children of one execution (``engine.execution.Host``)."""
+
+    def __init__(self, app: Any, parent_id: str, store: JournalStore, eager: bool) -> None:
+        self._app = app
+        self._parent = parent_id
+        self._store = store
+        self._eager = eager
+
+    def describe_call(self, signature: Any) -> str:
+        if not isinstance(signature, Signature) or isinstance(signature, _chain | group | chord):
+            raise ContextError(
+                f"ctx.call() takes the signature of one task, such as add.s(2, 2), not "
+                f"{signature!r}. Call a chain, group or chord from a plain task, and call that."
+            )
+        return str(signature.task)
+
+    def publish_call(self, signature: Any, child: str, index: int) -> bool:
+        sig = signature.clone()
+        if self._eager:
+            result = sig.apply(task_id=child)
+            outcome = _success(result.result) if result.successful() else _failure(result.result)
+            record_outcome(self._app, self._store, self._parent, index, outcome)
+            return True
+        where = {"parent": self._parent, "index": index}
+        sig.link(self._app.signature("celery_durable.child_succeeded", kwargs=where))
+        sig.link_error(self._app.signature("celery_durable.child_failed", kwargs=where))
+        sig.apply_async(task_id=child)
+        return False
+
+
+def record_outcome(app: Any, store: JournalStore, parent: str, index: int, outcome: str) -> None:
+    """Complete the parent's call at ``index`` with ``outcome``; wake the parent if due."""
+    if store.complete(parent, index, "call", child_id(parent, index), outcome) == 2:
+        publish_due(app, store)
+
+
+def _success(value: Any) -> str:
+    return encode_completion(PLAIN_JSON.encode(value), None, time.time())
+
+
+def _failure(exc: BaseException) -> str:
+    return encode_completion(None, record_of(exc), time.time())
+
+
+def _store_of(app: Any) -> JournalStore:
+    # A worker's child reports to its parent's journal in Redis; an eager parent records
+    # its child's outcome itself (CeleryHost.publish_call).
+    return runtime_for(app).store
+
+
+@shared_task(  # type: ignore[untyped-decorator]
+    name="celery_durable.child_succeeded", bind=True, acks_late=True, ignore_result=True,
+    autoretry_for=(JournalUnavailableError,), retry_backoff=True, max_retries=None,
+)  # fmt: skip
+def child_succeeded(self: Task, value: Any, parent: str, index: int) -> None:
+    """Record a child's return value in its parent's journal (the child's ``link``)."""
+    record_outcome(self.app, _store_of(self.app), parent, index, _success(value))
+
+
+# Not bound: Celery calls an errback with (request, exc, traceback) only when it is not.
+@shared_task(name="celery_durable.child_failed")  # type: ignore[untyped-decorator]
+def child_failed(request: Any, exc: BaseException, traceback: Any, parent: str, index: int) -> None:
+    """Record a child's failure in its parent's journal (the child's ``link_error``).
+
+    Celery runs this in the child's worker, in process; if the journal cannot be
+    written there, the outcome goes on as a message, to be written with retries.
+    """
+    outcome = _failure(exc)
+    try:
+        record_outcome(current_app, _store_of(current_app), parent, index, outcome)
+    except Exception as error:
+        logger.warning("celery-durable: could not record the failure of child %s/%s now "
+                       "(%s); sending it on", parent, index, error)  # fmt: skip
+        child_outcome.apply_async((parent, index, outcome))
+
+
+@shared_task(  # type: ignore[untyped-decorator]
+    name="celery_durable.child_outcome", bind=True, acks_late=True, ignore_result=True,
+    autoretry_for=(JournalUnavailableError,), retry_backoff=True, max_retries=None,
+)  # fmt: skip
+def child_outcome(self: Task, parent: str, index: int, outcome: str) -> None:
+    """Record a child's outcome (JSON) in its parent's journal."""
+    record_outcome(self.app, _store_of(self.app), parent, index, outcome)

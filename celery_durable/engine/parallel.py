@@ -1,0 +1,123 @@
+"""``run_async``: a step that runs in a thread of the execution, beside the body.
+
+Its journal index is fixed when it is called. It retries under its own policy in its
+thread (the execution holds its worker slot anyway while the body waits for it), and
+its entry is committed in journal order, before its future completes: flush before
+return. A replay hands back the journaled outcome without running it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from typing import Any
+
+from celery_durable.codec import Codec, resolve_codec
+from celery_durable.engine.attempts import Attempts, judge
+from celery_durable.engine.execution import Execution, checked_name
+from celery_durable.engine.futures import Done, DurableFuture, InProcess, Outcome
+from celery_durable.engine.run import MISUSE, checked_policy
+from celery_durable.errors import CodecError, TerminalError
+from celery_durable.journal.entries import check_size, encode_entry, parse
+from celery_durable.journal.failures import record_of
+from celery_durable.policy import RetryPolicy
+
+
+def run_async(
+    ex: Execution,
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    retry: RetryPolicy | None,
+    codec: str | Codec[Any] | None,
+) -> DurableFuture[Any]:
+    """Start ``fn`` as step ``name`` in a thread, or replay it; see ``DurableContext``."""
+    checked_name(name, "run_async")
+    chosen = ex.codec if codec is None else resolve_codec(codec)
+    index = ex.position
+    if index < len(ex.entries):
+        ex.expect(index, "run", name)
+        outcome = _outcome_of(ex.entries[index], chosen)
+        ex.advance(index)
+        return Done(ex, outcome)
+    policy = ex.policy if retry is None else checked_policy(retry)
+    ex.advance(index)  # the index is this step's now; later operations come after it
+
+    def step() -> Outcome:
+        return _run(ex, index, name, fn, args, kwargs, policy, chosen)
+
+    return InProcess(ex, ex.submit(index, step))
+
+
+def _run(
+    ex: Execution,
+    index: int,
+    name: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    policy: RetryPolicy,
+    codec: Codec[Any],
+) -> Outcome:
+    started_at = time.time()
+    attempts: Attempts | None = None
+    while True:
+        try:
+            value = fn(*args, **kwargs)
+        except TerminalError as exc:
+            entry = _error_entry(name, started_at, codec, record_of(exc, _tries(attempts) + 1))
+            break
+        except MISUSE:
+            raise
+        except Exception as exc:
+            now = time.time()
+            error = {"type": type(exc).__name__, "message": str(exc)}
+            if attempts is None:
+                attempts = Attempts(index, name, 1, now, error, policy.max_attempts)
+            else:
+                attempts = attempts.after(error)
+            verdict = judge(policy, attempts, exc, now, random.random)
+            if verdict.give_up:
+                record = record_of(exc, attempts.failures)
+                if attempts.failures > 1:
+                    record["metadata"] = {"gave_up": verdict.reason}
+                entry = _error_entry(name, started_at, codec, record)
+                break
+            time.sleep(verdict.delay)
+            continue
+        try:
+            payload = codec.encode(value)
+        except CodecError as exc:
+            raise CodecError(
+                f"async step {name!r} (index {index}) of invocation {ex.id} returned a "
+                f"{type(value).__name__} that its codec cannot store, so nothing was "
+                f"journaled: {exc}"
+            ) from exc.__cause__
+        check_size(payload, ex.max_value_bytes, f"step {name!r} (index {index}) of {ex.id}")
+        entry = encode_entry(
+            "run", name, started_at, time.time(), codec.name, payload, attempts=_tries(attempts) + 1
+        )
+        break
+    ex.commit(index, entry, ends_attempts=False)
+    return _outcome_of(ex.entries[index], codec)
+
+
+def _tries(attempts: Attempts | None) -> int:
+    return 0 if attempts is None else attempts.failures
+
+
+def _error_entry(name: str, started_at: float, codec: Codec[Any], record: dict[str, Any]) -> str:
+    attempts = int(record.get("attempts", 1))
+    return encode_entry(
+        "run", name, started_at, time.time(), codec.name, error=record, attempts=attempts
+    )
+
+
+def _outcome_of(text: str, codec: Codec[Any]) -> Outcome:
+    entry = parse(text)
+    finished = (entry["t"] / 1000) + entry["d"] / 1e6
+    if entry["s"] == "error":
+        return Outcome(False, error=entry["e"], at=finished)
+    return Outcome(True, codec.decode(entry["v"]), at=finished)

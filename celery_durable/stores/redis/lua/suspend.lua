@@ -1,0 +1,45 @@
+-- Suspend a running invocation until something it awaits completes: release its lease
+-- and, for a timer, schedule its wake-up. Nothing is suspended when what it awaits has
+-- completed in the meantime: the caller then delivers it again at once.
+-- KEYS[1]  meta hash of the invocation          KEYS[2]  its completions hash
+-- KEYS[3]  index of running ones                KEYS[4]  index of suspended ones
+-- KEYS[5]  the wake-ups sorted set
+-- ARGV[1]  task id (the index and wake-up member)
+-- ARGV[2]  the holder's fencing token
+-- ARGV[3]  what it awaits, JSON for people (the meta's 'awaiting')
+-- ARGV[4]  the journal indexes of the awaited completions, comma-separated, or ''
+-- ARGV[5]  when the earliest awaited timer is due, ms of Redis's clock, or 0
+-- ARGV[6]  the call a wake-up re-publishes (JSON), kept if one is stored already
+-- ARGV[7]  now, seconds since the epoch
+-- Fields: fence created_at (read); status awaiting updated_at call (set);
+--         lease lease_until (deleted)
+-- Returns  'suspended', or 'ready' when an awaited completion is there or the timer is
+--          due (the lease is released either way). Errors: GONE, FENCED.
+local meta, done = KEYS[1], KEYS[2]
+local f = redis.call('HMGET', meta, 'fence', 'created_at')
+if not f[1] then
+  return redis.error_reply('GONE the invocation no longer exists (forgotten or expired)')
+end
+if f[1] ~= ARGV[2] then
+  return redis.error_reply('FENCED another execution holds the invocation (fence ' .. f[1] .. ')')
+end
+redis.call('HDEL', meta, 'lease', 'lease_until')
+redis.call('HSET', meta, 'updated_at', ARGV[7])
+redis.call('HSETNX', meta, 'call', ARGV[6])
+for index in string.gmatch(ARGV[4], '[^,]+') do
+  if redis.call('HEXISTS', done, index) == 1 then
+    return 'ready'
+  end
+end
+local wake = tonumber(ARGV[5])
+if wake > 0 then
+  local t = redis.call('TIME')
+  if wake <= tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) then
+    return 'ready'
+  end
+  redis.call('ZADD', KEYS[5], 'LT', wake, ARGV[1])
+end
+redis.call('HSET', meta, 'status', 'suspended', 'awaiting', ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZADD', KEYS[4], f[2], ARGV[1])
+return 'suspended'

@@ -1,0 +1,69 @@
+"""Waking suspended invocations: what is stored to re-publish one, and the publishing.
+
+A suspended invocation keeps its call (task name, arguments, execution options) in
+its metadata. When what it awaits completes (a timer is due, a child finished, an
+awakeable was resolved), a wake-up is due in the wake-ups sorted set; whoever claims
+it (the wake-up component of a worker, or the process that completed it) publishes
+the call again under the same task id, then acknowledges the claim. A claim whose
+publisher died comes due again after its visibility window: a wake-up is never lost,
+and one published twice runs nothing twice (the lease, first-writer-wins entries).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from kombu.utils import json as kombu_json
+
+logger = logging.getLogger("celery_durable")
+
+# Typed once here: kombu leaves them untyped.
+_dumps: Callable[[Any], str] = kombu_json.dumps
+_loads: Callable[[str], Any] = kombu_json.loads
+
+#: Execution options a re-published call keeps, as Celery's ``send_task`` takes them.
+_OPTIONS = frozenset({
+    "task_id", "root_id", "parent_id", "group_id", "group_index", "shadow", "chord", "chain",
+    "link", "link_error", "expires", "soft_time_limit", "time_limit", "headers", "retries",
+    "reply_to", "replaced_task_nesting", "ignore_result", "priority", "queue", "exchange",
+    "routing_key",
+})  # fmt: skip
+
+#: Seconds a claimed wake-up stays hidden from other claimers while it is published.
+CLAIM_VISIBILITY = 30.0
+
+
+def encode_call(task_name: str, args: Any, kwargs: Any, options: Mapping[str, Any]) -> str:
+    """Return the JSON of a call, as a wake-up re-publishes it (kombu's JSON types too)."""
+    kept = {k: v for k, v in options.items() if k in _OPTIONS and v is not None}
+    call = {"task": task_name, "args": list(args or ()), "kwargs": dict(kwargs or {}),
+            "options": kept}  # fmt: skip
+    return _dumps(call)
+
+
+def publish(app: Any, call: str) -> None:
+    """Publish a stored call again, under its task id, to its queue."""
+    decoded = _loads(call)
+    app.send_task(decoded["task"], decoded["args"], decoded["kwargs"], **decoded["options"])
+
+
+def publish_due(app: Any, store: Any, limit: int = 100) -> float:
+    """Claim due wake-ups and publish them; return seconds until the next one (-1: none).
+
+    Raises:
+        JournalError: the journal's Redis could not be reached to claim.
+    """
+    claimed, until_next = store.claim_wakeups(limit, CLAIM_VISIBILITY)
+    for task_id, claim in claimed:
+        try:
+            state = store.wake_state(task_id)
+            if state is not None and state[0] == "suspended" and state[1]:
+                publish(app, state[1])
+                logger.info("celery-durable: woke invocation %s", task_id)
+            store.ack_wakeup(task_id, claim)
+        except Exception as exc:
+            # The claim runs out and the wake-up comes due again: nothing is lost.
+            logger.warning("celery-durable: could not wake invocation %s: %s", task_id, exc)
+    return float(until_next)
