@@ -1,0 +1,229 @@
+"""How a durable execution ends without finishing its invocation, the Celery way.
+
+``CeleryFlow`` is the base of ``DurableTask``. It maps the ways an execution stops
+early onto Celery's own control flow: a retry of a step, a deferral of a delivery
+that found the lease held, a retry until the journal's Redis is back, a suspension
+(Celery's ``Ignore``), ``Task.retry`` and ``Task.replace`` called by the body. Where
+Celery would acknowledge a message away (a retry it cannot publish), it requeues.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from contextvars import ContextVar
+from typing import Any
+
+from celery import Task
+from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
+
+from celery_durable import invocation
+from celery_durable.context import DurableContext
+from celery_durable.engine.execution import Execution
+from celery_durable.errors import (
+    ContextError,
+    JournalUnavailableError,
+    RetryableError,
+    Suspended,
+)
+from celery_durable.fingerprint import fingerprint
+from celery_durable.journal.store import JournalStore
+from celery_durable.runtime import runtime_for
+from celery_durable.wakeups import encode_call
+
+logger = logging.getLogger("celery_durable")
+
+current: ContextVar[tuple[Execution, DurableContext] | None] = ContextVar(
+    "celery_durable_context", default=None
+)
+#: The execution whose own ``self.retry()`` is building its next message.
+retrying: ContextVar[Execution | None] = ContextVar("celery_durable_retrying", default=None)
+#: The task id an eager ``Task.replace`` hands on, and the replacement's nesting.
+replacing: ContextVar[tuple[str, int] | None] = ContextVar("celery_durable_replacing", default=None)
+
+#: Celery's control flow: it passes through a step untouched, and through the body
+#: without finishing the invocation (the task runs again, or was handed elsewhere).
+CONTROL_FLOW = (SoftTimeLimitExceeded, Retry, Ignore, Reject)
+NOT_FINAL = (Retry, Ignore, Reject)
+
+#: A message header: the fence of an execution that ended in an outage, unable to
+#: release its lease. The next start treats that lease as released, not as a death.
+ENDED_FENCE_HEADER = "durable_ended_fence"
+
+#: How long a worker keeps trying to publish a retry while the broker refuses it,
+#: before it gives the message back (requeue) instead of acknowledging it away.
+PUBLISH_PATIENCE = 30.0
+
+
+class CeleryFlow(Task):  # type: ignore[misc]
+    """Celery's control flow for durable executions; see the module docstring."""
+
+    def _suspend(self, ex: Execution, store: JournalStore, signal: Suspended) -> BaseException:
+        """End the execution until what it awaits completes: the error to raise for it."""
+        ex.drain()
+        awaiting = signal.awaiting
+        outside = [a["index"] for a in awaiting if a["kind"] != "sleep"]
+        wake_at = min((a["until"] for a in awaiting if a["kind"] == "sleep"), default=0.0)
+        eager = self.request.is_eager or self.request.called_directly
+        if eager and outside:
+            names = ", ".join(f"{a['kind']} {a['name']!r}" for a in awaiting)
+            return ContextError(
+                f"invocation {ex.id} waits for {names}, and an eager execution (apply(), "
+                "task_always_eager, a direct call) has no worker to wake it. Complete "
+                "awakeables before waiting for them, or run the task on a worker."
+            )
+        ex.ended = True
+        state = store.suspend(
+            ex.id, ex.fence, json.dumps(awaiting), outside, wake_at, ex.call()
+        )  # fmt: skip
+        if eager:
+            return EagerWait(0.0 if state == "ready" else max(0.0, wake_at - time.time()))
+        if state == "ready":  # it completed while this execution wound down: go on now
+            retry: BaseException = self.retry(countdown=0, max_retries=sys.maxsize)
+            return retry
+        what = ", ".join(f"{a['kind']} {a['name']!r}" for a in awaiting)
+        logger.info("%s[%s] suspended, waiting for %s", self.name, ex.id, what)
+        suspended: BaseException = Ignore(f"suspended, waiting for {what}")
+        return suspended
+
+    def _call(self) -> str:
+        """The JSON that re-publishes this invocation: task, arguments, options."""
+        sig = super().signature_from_request(self.request)
+        return encode_call(self.name, sig.args, sig.kwargs, sig.options)
+
+    def _release(self, ex: Execution, fingerprint: str = "") -> None:
+        """End the execution cleanly: the next delivery starts at once, not as a death."""
+        if ex.ended:
+            return
+        ex.ended = True
+        try:
+            ex.store.release(ex.id, ex.fence, fingerprint)
+        except JournalUnavailableError as exc:
+            # The lease runs out by itself; the next start counts a death at worst.
+            logger.warning("%s[%s]: could not release its lease: %s", self.name, ex.id, exc)
+
+    def _defer(self, busy: invocation.Busy) -> Retry:
+        """Come back when the execution that holds the lease would have lost it."""
+        if self.request.is_eager or self.request.called_directly:
+            raise ContextError(
+                f"invocation {self.request.id} is already running in this process "
+                f"({busy.holder}); an eager or direct call cannot wait for it."
+            )
+        countdown = busy.seconds + 0.1
+        logger.info(
+            "%s[%s] is running in %s: this delivery waits %.1f s for its lease",
+            self.name, self.request.id, busy.holder, countdown,
+        )  # fmt: skip
+        message = f"another execution ({busy.holder}) holds the invocation; deferred"
+        retry: Retry = self.retry(
+            exc=RetryableError(message), countdown=countdown, max_retries=sys.maxsize
+        )
+        return retry
+
+    def _retry_until_redis_is_back(self, outage: Outage) -> Retry:
+        # A journal outage is nobody's fault in the task: never give up on it, and never
+        # let it fail the task, which would ack the message and lose the invocation.
+        countdown = min(2 ** min(self.request.retries, 6), 60)
+        logger.warning(
+            "%s[%s]: %s Retrying in %s s.", self.name, self.request.id, outage.error, countdown
+        )
+        headers = dict(self.request.headers or {})
+        if outage.execution is not None and not outage.execution.ended:
+            headers[ENDED_FENCE_HEADER] = outage.execution.fence
+        retry: Retry = self.retry(
+            exc=outage.error, countdown=countdown, max_retries=sys.maxsize, headers=headers
+        )
+        return retry
+
+    # -- Celery's own retry and replace, from inside a running execution ----------------
+
+    def retry(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: Any = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Any:
+        """Celery's ``Task.retry``. From the running execution it releases the lease,
+        and new ``args``/``kwargs`` carry the invocation on with them.
+
+        A retry that cannot be published (the broker refuses writes) is tried again for
+        a while; then the message is given back to the broker (``Reject(requeue=True)``)
+        rather than acknowledged away, as Celery would.
+        """
+        running = current.get()
+        mine = running[0] if running is not None and running[0].id == self.request.id else None
+        token = retrying.set(mine if mine is not None and not mine.ended else None)
+        try:
+            deadline, pause = time.monotonic() + PUBLISH_PATIENCE, 0.5
+            while True:
+                try:
+                    return super().retry(
+                        args, kwargs, exc, throw, eta, countdown, max_retries, **options
+                    )
+                except Reject as rejected:
+                    if rejected.requeue or time.monotonic() > deadline:
+                        raise Reject(rejected.reason, requeue=True) from rejected
+                    logger.warning(
+                        "%s[%s]: could not publish its retry (%s); trying again in %.1f s",
+                        self.name, self.request.id, rejected.reason, pause,
+                    )  # fmt: skip
+                    time.sleep(pause)
+                    pause = min(pause * 2, 5.0)
+        finally:
+            retrying.reset(token)
+
+    def signature_from_request(
+        self, request: Any = None, args: Any = None, kwargs: Any = None, queue: Any = None,
+        **extra_options: Any,
+    ) -> Any:  # fmt: skip
+        signature = super().signature_from_request(request, args, kwargs, queue, **extra_options)
+        ex = retrying.get()
+        if ex is not None:
+            # The retry's message is built and about to be published: release the lease
+            # now, so that it starts at once; new arguments become the invocation's own.
+            retrying.set(None)
+            new = fingerprint(signature.args or (), signature.kwargs or {})
+            self._release(ex, new if new != ex.fingerprint else "")
+        return signature
+
+    def on_replace(self, sig: Any) -> Any:
+        """Celery's hook of ``Task.replace``: the invocation ends as ``replaced`` and hands
+        its task id to the replacement, which starts a journal of its own."""
+        running = current.get()
+        nesting = int(self.request.get("replaced_task_nesting") or 0)
+        if running is not None and running[0].id == self.request.id and not running[0].ended:
+            ex = running[0]
+            ex.drain()
+            ex.ended = True
+            ex.close()
+            retention = runtime_for(self.app).settings.retention
+            ex.store.finish(ex.id, ex.fence, "replaced", "", retention, nesting)
+        token = replacing.set((self.request.id, nesting + 1))
+        try:
+            return super().on_replace(sig)
+        finally:
+            replacing.reset(token)
+
+
+class EagerWait(BaseException):
+    """Ends an eager execution that waits for a timer: it runs again after ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"waiting {seconds:.3g} s")
+        self.seconds = seconds
+
+
+class Outage(BaseException):
+    """Carries a journal outage out of an execution, with the execution if it started."""
+
+    def __init__(self, error: JournalUnavailableError, execution: Execution | None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.execution = execution
