@@ -9,7 +9,9 @@ from typing import Any
 
 import pytest
 import redis
+from kombu import Connection
 
+from tests.system import harness
 from tests.system.workers import REDIS_URL, System
 
 _SYSTEM = pytest.StashKey[System]()
@@ -17,20 +19,37 @@ _SYSTEM = pytest.StashKey[System]()
 
 @pytest.fixture
 def system(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[System]:
-    """A unique prefix and queue; workers started through it are killed at teardown."""
+    """A unique prefix and queue; workers started through it are killed at teardown.
+
+    Its broker is Redis unless the test asks for RabbitMQ, indirectly:
+    ``@pytest.mark.parametrize("system", ["redis", "amqp"], indirect=True)``.
+    """
+    broker = getattr(request, "param", harness.REDIS)
     client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     try:
         client.ping()
     except redis.ConnectionError:
         client.close()
         pytest.fail(f"the system tests need Redis at {REDIS_URL}; start redis-server")
-    world = System(f"sys-{uuid.uuid4().hex[:10]}", tmp_path, client)
+    if broker == harness.AMQP:
+        _check_rabbitmq()
+    world = System(f"sys-{uuid.uuid4().hex[:10]}", tmp_path, client, broker)
     request.node.stash[_SYSTEM] = world
     try:
         yield world
     finally:
         world.close()
         client.close()
+
+
+def _check_rabbitmq() -> None:
+    connection = Connection(harness.AMQP_URL, connect_timeout=5)
+    try:
+        connection.ensure_connection(max_retries=1)
+    except Exception as exc:
+        pytest.fail(f"this test needs RabbitMQ at {harness.AMQP_URL}: {exc}")
+    finally:
+        connection.release()
 
 
 @pytest.hookimpl(wrapper=True)

@@ -25,6 +25,7 @@ REDIS_URL = os.environ.get(harness.ENV_REDIS_URL, "redis://127.0.0.1:6379/0")
 PREFIX = os.environ.get(harness.ENV_PREFIX, "sys-unset")
 QUEUE = os.environ.get(harness.ENV_QUEUE, f"{PREFIX}-q")
 VISIBILITY = float(os.environ.get(harness.ENV_VISIBILITY, "2"))
+BROKER = os.environ.get(harness.ENV_BROKER, harness.REDIS)
 #: "old=new,old2=new2": ask for step ``new`` where the code used to ask for ``old``.
 RENAMES = dict(
     pair.split("=", 1) for pair in os.environ.get(harness.ENV_RENAME, "").split(",") if pair
@@ -36,7 +37,7 @@ RETRY_DELAY = float(os.environ.get(harness.ENV_RETRY_DELAY, "0"))
 #: A blocked step gives up after this long, in case nobody kills the worker.
 BLOCK_SECONDS = 300
 
-app = harness.make_app(REDIS_URL, PREFIX, QUEUE, VISIBILITY)
+app = harness.make_app(REDIS_URL, PREFIX, QUEUE, VISIBILITY, BROKER)
 rec = harness.Records(PREFIX)
 r = redis.Redis.from_url(REDIS_URL, decode_responses=True)
 
@@ -54,7 +55,7 @@ def _enter(task_id: str, name: str) -> int:
     pipe.rpush(rec.pids(task_id, name), os.getpid())
     blocked, run, _ = pipe.execute()
     if blocked:
-        _wait_for_release(rec.release(task_id, name))
+        _wait_for_release(rec.release(task_id, name, run))
     return int(run)
 
 
@@ -118,7 +119,7 @@ def fail_first(task_id: str, name: str) -> dict[str, Any]:
     if run == 1:
         raise ValueError(f"{name} fails its first attempt")
     if r.delete(rec.block(task_id, name)):
-        _wait_for_release(rec.release(task_id, name))
+        _wait_for_release(rec.release(task_id, name, run))
     return {"name": name, "run": run, "pid": os.getpid(), "token": uuid.uuid4().hex}
 
 
@@ -192,6 +193,66 @@ def at_most_once(self: DurableTask, order: str, catch: bool = True) -> dict[str,
         refund = ctx.run("refund", do_step, task_id, "refund", order, 2)
         return {"order": order, "steps": [first], "paid": None, "refund": refund}
     return {"order": order, "steps": [first], "paid": paid, "refund": None}
+
+
+#: Raise the record of the most bodies at once to ARGV[1] if it is higher.
+_RAISE_MAX = """
+if tonumber(ARGV[1]) > tonumber(redis.call('GET', KEYS[1]) or '0') then
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+"""
+
+
+def slow_step(task_id: str, name: str, order: str, index: int, duration: float) -> dict[str, Any]:
+    """A step that takes ``duration`` seconds (the work itself, not a synchronisation)."""
+    value = do_step(task_id, name, order, index)
+    time.sleep(duration)
+    return value
+
+
+@app.task(base=DurableTask, bind=True, name=harness.OVERLAP)
+def overlap(
+    self: DurableTask, order: str, duration: float, at_most_once: bool = False
+) -> dict[str, Any]:
+    """Three steps, the middle one ``duration`` seconds long; counts bodies running at once."""
+    task_id = self.request.id
+    r.incr(rec.bodies(task_id))
+    now = r.incr(rec.active(task_id))
+    r.eval(_RAISE_MAX, 1, rec.max_active(task_id), now)
+    try:
+        ctx = self.ctx
+        first = ctx.run("first", do_step, task_id, "first", order, 0)
+        long = ctx.run(
+            "long", slow_step, task_id, "long", order, 1, duration, at_most_once=at_most_once
+        )
+        last = ctx.run("last", do_step, task_id, "last", order, 2)
+    finally:
+        r.decr(rec.active(task_id))
+    steps = [first, long, last]
+    return {"order": order, "steps": steps, "total": sum(s["amount"] for s in steps)}
+
+
+#: The task's own retry options: two deaths outside any step are all it may take.
+DIE_MAX_RETRIES = 1
+
+
+@app.task(
+    base=DurableTask,
+    bind=True,
+    name=harness.DIE_OUTSIDE_STEPS,
+    max_retries=DIE_MAX_RETRIES,
+    default_retry_delay=3600,
+)
+def die_outside_steps(self: DurableTask, order: str, n_steps: int) -> dict[str, Any]:
+    """Run ``n_steps`` steps (maybe none), then SIGKILL the process, outside any step."""
+    task_id = self.request.id
+    r.incr(rec.bodies(task_id))
+    steps = [
+        self.ctx.run(f"step-{i}", do_step, task_id, f"step-{i}", order, i) for i in range(n_steps)
+    ]
+    r.rpush(rec.kills(task_id), os.getpid())
+    os.kill(os.getpid(), signal.SIGKILL)
+    return {"order": order, "steps": steps}  # unreachable: the process was killed
 
 
 def _ours(task: Any) -> bool:

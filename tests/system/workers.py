@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+import pytest
 import redis
+from amqp.exceptions import NotFound
 from celery import Celery
 from celery.result import AsyncResult
 
 from celery_durable import Invocation, get_invocation
+from celery_durable.keys import InvocationKeys, KeySpace
 from celery_durable.runtime import release_runtime
 from tests.system import harness
 
@@ -30,6 +33,19 @@ REDIS_URL = os.environ.get(harness.ENV_REDIS_URL, "redis://127.0.0.1:6379/0")
 STARTUP_TIMEOUT = 60.0
 WAIT_TIMEOUT = 60.0
 _READY = re.compile(r"@\S+ ready\.")
+
+#: Run a test once on the Redis broker and once on RabbitMQ (its ``system`` fixture).
+BOTH_BROKERS = pytest.mark.parametrize("system", [harness.REDIS, harness.AMQP], indirect=True)
+
+#: What a delivery that found the invocation's lease held by another execution says
+#: when it defers itself (a Celery retry): it ran neither the body nor a step.
+DEFERRED = "holds the invocation; deferred"
+
+
+def is_deferral(outcome: dict[str, Any]) -> bool:
+    """Whether a recorded outcome is a delivery that deferred itself to a live lease."""
+    return outcome["state"] == "RETRY" and DEFERRED in outcome.get("message", "")
+
 
 T = TypeVar("T")
 
@@ -85,11 +101,16 @@ class Worker:
 
 @dataclass
 class System:
-    """One test's world: its key prefix, queue, client app, records and workers."""
+    """One test's world: its key prefix, queue, client app, records and workers.
+
+    ``broker`` is ``harness.REDIS`` or ``harness.AMQP`` (RabbitMQ); Redis keeps the
+    results, the journals and the records either way.
+    """
 
     prefix: str
     tmp_path: Path
     client: redis.Redis
+    broker: str = harness.REDIS
     app: Celery = field(init=False)
     rec: harness.Records = field(init=False)
     workers: list[Worker] = field(default_factory=list)
@@ -97,8 +118,9 @@ class System:
 
     def __post_init__(self) -> None:
         self.queue = f"{self.prefix}-q"
-        self.app = harness.make_app(REDIS_URL, self.prefix, self.queue)
+        self.app = harness.make_app(REDIS_URL, self.prefix, self.queue, broker=self.broker)
         self.rec = harness.Records(self.prefix)
+        self.keys = KeySpace(f"{self.prefix}:durable")
 
     # -- Workers ------------------------------------------------------------------------
 
@@ -115,7 +137,7 @@ class System:
         Args:
             pool: ``solo`` runs tasks in the worker process; ``prefork`` in one child.
             visibility_timeout: Seconds after which this worker redelivers a message
-                that a dead worker took and never acked.
+                that a dead worker took and never acked (Redis broker only).
             retry_delay: The task's ``default_retry_delay``: after a worker died inside
                 a step, the next execution retries it after this delay (0: at once).
             max_retries: The task's ``max_retries``; its steps get one more attempt.
@@ -135,6 +157,7 @@ class System:
             harness.ENV_RETRY_DELAY: str(retry_delay),
             harness.ENV_MAX_RETRIES: str(max_retries),
             harness.ENV_RENAME: rename,
+            harness.ENV_BROKER: self.broker,
         }
         command = [
             sys.executable, "-m", "celery", "-A", "tests.system.proj", "worker",
@@ -182,6 +205,24 @@ class System:
         self.task_ids.add(task_id)
         return self.app.send_task(name, args=list(args), kwargs=kwargs, task_id=task_id)
 
+    def send_with(
+        self,
+        name: str,
+        task_id: str,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> AsyncResult:
+        """Send task ``name`` with Celery execution options (``time_limit``, ...)."""
+        self.task_ids.add(task_id)
+        return self.app.send_task(
+            name, args=list(args), kwargs=kwargs or {}, task_id=task_id, **options
+        )
+
+    def revoke(self, task_id: str, terminate: bool = False) -> None:
+        """Revoke ``task_id`` through the workers' remote control, as ``celery revoke``."""
+        self.app.control.revoke(task_id, terminate=terminate)
+
     def result(self, task_id: str) -> AsyncResult:
         return AsyncResult(task_id, app=self.app)
 
@@ -193,8 +234,12 @@ class System:
     # -- Records ------------------------------------------------------------------------
 
     def block(self, task_id: str, step: str) -> None:
-        """Make the next run of ``step`` wait (until the worker is killed)."""
+        """Make the next run of ``step`` wait (until the worker is killed or ``release``)."""
         self.client.set(self.rec.block(task_id, step), 1)
+
+    def release(self, task_id: str, step: str, run: int) -> None:
+        """Let run number ``run`` of ``step``, blocked by ``block``, go on."""
+        self.client.rpush(self.rec.release(task_id, step, run), 1)
 
     def hold_after(self, task_id: str) -> None:
         """Make the next delivery wait after it finished, before its late ack."""
@@ -240,6 +285,15 @@ class System:
 
         return wait_for(ended, f"{count} deliveries of {task_id} to end")
 
+    def wait_executions_ended(self, task_id: str, count: int) -> list[dict[str, Any]]:
+        """Wait until ``count`` deliveries that were not deferrals ended; return those."""
+
+        def ended() -> list[dict[str, Any]] | None:
+            outcomes = [o for o in self.outcomes(task_id) if not is_deferral(o)]
+            return outcomes if len(outcomes) >= count else None
+
+        return wait_for(ended, f"{count} non-deferred deliveries of {task_id} to end")
+
     def receipts(self, task_id: str) -> list[dict[str, Any]]:
         """Each message of ``task_id`` a worker received: its pid and ETA, in order."""
         return [json.loads(o) for o in self._strings(self.rec.receipts(task_id))]
@@ -249,12 +303,68 @@ class System:
         return [json.loads(o) for o in self._strings(self.rec.caught(task_id))]
 
     def unacked(self) -> int:
-        """Messages of this test's queue that a worker took and has not acked yet."""
+        """Messages of this test's queue that a worker took and has not acked yet.
+
+        Redis broker only: RabbitMQ does not tell a client that does not hold them.
+        """
+        assert self.broker == harness.REDIS, "unacked messages are only seen on Redis"
         return int(self.client.hlen(f"{self.prefix}:kombu:unacked"))
 
     def queued(self) -> int:
-        """Messages waiting in this test's queue."""
+        """Messages waiting in this test's queue (ready, not taken by a worker)."""
+        if self.broker == harness.AMQP:
+            return self._amqp_queue_declare()[1]
         return int(self.client.llen(f"{self.prefix}:kombu:{self.queue}"))
+
+    def wait_redelivery_pending(self) -> None:
+        """Wait until a killed worker's message is where the broker gives it back from:
+        the unacked hash (Redis, after the visibility timeout) or the queue (RabbitMQ,
+        once it saw the connection close)."""
+        if self.broker == harness.AMQP:
+            wait_for(lambda: self.queued() == 1, "RabbitMQ to requeue the killed worker's message")
+        else:
+            assert self.unacked() == 1, "the killed worker's message waits, unacked"
+
+    def wait_settled(self) -> None:
+        """Wait until no message of this test's queue is waiting or held by a worker."""
+        if self.broker == harness.AMQP:
+            # RabbitMQ tells a client how many messages are ready, not how many a
+            # consumer holds unacked: the caller checks those through the outcomes.
+            wait_for(lambda: self.queued() == 0, "the queue to be empty")
+        else:
+            wait_for(
+                lambda: self.queued() == 0 and self.unacked() == 0,
+                "every message of the test's queue to be acked",
+            )
+
+    def _amqp_queue_declare(self) -> tuple[str, int, int]:
+        """(name, ready messages, consumers) of this test's RabbitMQ queue."""
+        with self.app.connection_for_write() as conn:
+            channel = conn.default_channel
+            try:
+                declared = channel.queue_declare(self.queue, passive=True)
+            except NotFound:  # no worker declared it yet
+                return self.queue, 0, 0
+            return declared.queue, declared.message_count, declared.consumer_count
+
+    # -- The journal's own keys ---------------------------------------------------------
+
+    def journal_keys(self, task_id: str) -> InvocationKeys:
+        return self.keys.invocation(task_id)
+
+    def meta(self, task_id: str) -> dict[str, str]:
+        """The invocation's meta hash as stored (fence, lease, deaths, ...)."""
+        return dict(self.client.hgetall(self.journal_keys(task_id).meta))
+
+    def pttls(self, task_id: str) -> tuple[int, int]:
+        """Milliseconds the meta hash and the journal list of ``task_id`` have left
+        (-1: no expiry, -2: no such key)."""
+        keys = self.journal_keys(task_id)
+        return int(self.client.pttl(keys.meta)), int(self.client.pttl(keys.journal))
+
+    def expire_lease(self, task_id: str) -> None:
+        """Expire the lease of ``task_id`` by hand, as if its holder stopped renewing it."""
+        self.client.hset(self.journal_keys(task_id).meta, "lease_until", 0)
 
     def _strings(self, key: str) -> list[str]:
         return [str(item) for item in self.client.lrange(key, 0, -1)]
@@ -266,5 +376,13 @@ class System:
         keys = list(self.client.scan_iter(f"{self.prefix}:*", count=1000))
         keys += [f"celery-task-meta-{task_id}" for task_id in self.task_ids]
         self.client.delete(*keys)
+        if self.broker == harness.AMQP:
+            self._delete_amqp_queue()
         release_runtime(self.app)
         self.app.close()
+
+    def _delete_amqp_queue(self) -> None:
+        with self.app.connection_for_write() as conn:
+            channel = conn.default_channel
+            channel.queue_delete(self.queue)
+            channel.exchange_delete(self.queue)
