@@ -1,4 +1,11 @@
-"""The Celery app and its one durable task: an order saga with compensation.
+"""The Celery app and its tasks: two order sagas with compensation, and a plain task.
+
+- ``place_order`` reserves stock, charges the card and ships.
+- ``place_order_with_approval`` prices the order with a child task (``ctx.call``),
+  emails a manager for approval and waits for the answer (an awakeable) or a
+  timeout (a durable timer), whichever comes first (``ctx.any``). While it waits it
+  is suspended: no worker slot is held, and a worker may die meanwhile.
+- ``price_order`` is an ordinary Celery task, called as a child.
 
 Run a worker with ``celery -A example_project.app worker``. The app reads its
 configuration from the environment when imported, because that is how the demo
@@ -97,5 +104,74 @@ def place_order(
         "status": "shipped",
         "charge_id": charge["charge_id"],
         "idempotency_key": idempotency_key,
+        "tracking": shipment["tracking"],
+    }
+
+
+@app.task(name="example_project.price_order")  # type: ignore[untyped-decorator]
+def price_order(order_id: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """A plain Celery task: nothing durable about it, but a durable task can call it."""
+    return services.price(order_id, items)
+
+
+@app.task(base=DurableTask, bind=True, name="example_project.place_order_with_approval")  # type: ignore[untyped-decorator]
+def place_order_with_approval(
+    self: DurableTask,
+    order_id: str,
+    items: list[dict[str, Any]],
+    card: str,
+    address: str,
+    approval_timeout: float,
+) -> dict[str, Any]:
+    """Price the order, reserve stock, and charge and ship only once a manager approves.
+
+    The manager gets an email with an awakeable id and answers with
+    ``resolve_awakeable(app, awakeable_id, {"approved_by": ...})`` (or
+    ``reject_awakeable``). Without an answer within ``approval_timeout`` seconds the
+    order is cancelled and its stock released. Waiting for the child, the answer or
+    the timeout suspends the invocation: the worker acknowledges the message and
+    takes other work, and the invocation is delivered again when what it waits for
+    has come.
+    """
+    ctx = self.ctx
+    # A child task, started once: its task id is derived from this invocation's.
+    quote = ctx.call(price_order.s(order_id, items), name="price_order").result()
+    reservation = ctx.run("reserve_stock", services.reserve_stock, order_id, items)
+
+    # The same id on every replay: the email is sent once, and an answer to it reaches
+    # this invocation whichever worker runs it by then.
+    awakeable_id, approval = ctx.awakeable("approval")
+    ctx.run("email_manager", services.email_manager, order_id, quote["total_cents"], awakeable_id)
+    deadline = ctx.timer(approval_timeout, name="approval_timeout")
+    # The position of the first to complete; journaled, so a replay takes the same branch
+    # even if an approval comes in after the timeout.
+    first = ctx.any(approval, deadline, name="approval_or_timeout").result()
+
+    def cancel(reason: str) -> dict[str, Any]:
+        ctx.run("release_stock", services.release_stock, order_id, reservation["reservation_id"])
+        return {"order_id": order_id, "status": "cancelled", "reason": reason}
+
+    if first == 1:
+        return cancel(f"no approval within {approval_timeout:g} s")
+    try:
+        approved = approval.result()
+    except TerminalError as exc:  # reject_awakeable(app, awakeable_id, "why")
+        return cancel(f"rejected: {exc.message}")
+
+    idempotency_key = str(ctx.rand.uuid4())
+    try:
+        charge = ctx.run(
+            "charge_card", charge_card, order_id, card, quote["total_cents"], idempotency_key
+        )
+    except TerminalError as exc:
+        return cancel(exc.message)
+
+    shipment = ctx.run("ship", services.ship, order_id, address)
+    return {
+        "order_id": order_id,
+        "status": "shipped",
+        "approved_by": approved["approved_by"],
+        "total_cents": quote["total_cents"],
+        "charge_id": charge["charge_id"],
         "tracking": shipment["tracking"],
     }

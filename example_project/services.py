@@ -1,4 +1,5 @@
-"""The outside world of the order saga: a fake inventory, payment provider and carrier.
+"""The outside world of the order sagas: a fake price list, inventory, payment
+provider, carrier and mail server.
 
 Each call leaves a trace in Redis, outside the worker process: a counter per order
 and step (``<prefix>:effects:<order>:<step>``) and an entry in a log list that names
@@ -36,6 +37,12 @@ class Services:
 
     # -- The services ----------------------------------------------------------------
 
+    def price(self, order_id: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """Price an order: the work of ``price_order``, a plain Celery task."""
+        self._record(order_id, "price_order")
+        total = sum(item["qty"] * item["price_cents"] for item in items)
+        return {"total_cents": total, "lines": len(items)}
+
     def reserve_stock(self, order_id: str, items: list[dict[str, Any]]) -> dict[str, Any]:
         self._record(order_id, "reserve_stock")
         return {"reservation_id": f"res-{order_id}", "skus": [item["sku"] for item in items]}
@@ -65,6 +72,18 @@ class Services:
         self._record(order_id, "ship")
         return {"tracking": f"TRK-{order_id}", "to": address}
 
+    def email_manager(self, order_id: str, total_cents: int, awakeable_id: str) -> dict[str, Any]:
+        """Ask a manager to approve an order: the email carries the id to answer with."""
+        self._record(order_id, "email_manager")
+        email = {
+            "order": order_id,
+            "to": "manager@example.com",
+            "subject": f"Approve {order_id} ({total_cents / 100:.2f} USD)?",
+            "approve_with": awakeable_id,
+        }
+        self.redis.rpush(self.key("outbox"), json.dumps(email))
+        return {"sent_to": email["to"]}
+
     # -- What the demo reads -----------------------------------------------------------
 
     def effect_count(self, order_id: str, step: str) -> int:
@@ -73,6 +92,11 @@ class Services:
     def log(self, order_id: str) -> list[dict[str, Any]]:
         entries = (json.loads(e) for e in self.redis.lrange(self.key("log"), 0, -1))
         return [e for e in entries if e["order"] == order_id]
+
+    def outbox(self, order_id: str) -> list[dict[str, Any]]:
+        """The emails sent about ``order_id``, oldest first."""
+        emails = (json.loads(e) for e in self.redis.lrange(self.key("outbox"), 0, -1))
+        return [e for e in emails if e["order"] == order_id]
 
     def charges(self) -> dict[str, dict[str, Any]]:
         """Every charge the provider made, by idempotency key."""
