@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
-import inspect
 import json
 import os
 import platform
@@ -191,28 +189,26 @@ def write_json(path: Path | None, data: dict[str, Any]) -> None:
 # -- The package -------------------------------------------------------------------------
 
 
-def begin(store: Any, task_id: str, task_name: str, codec: Any) -> Any:
-    """``invocation.begin`` for a task without arguments, with the default retry policy.
+def begin(store: Any, task_id: str, task_name: str, codec: Any, lease_ttl: float = 30.0) -> Any:
+    """Start an execution of a task without arguments, as ``DurableTask`` does, with the
+    default retry policy; return its context, or the recorded outcome if it finished.
 
-    Passes a ``policy`` only where ``begin`` takes one (it arrived with retry policies).
-    """
+    A short ``lease_ttl`` lets the next start take over without a release round trip."""
     from celery_durable import invocation
     from celery_durable.context import DurableContext
+    from celery_durable.fingerprint import fingerprint
+    from celery_durable.journal.store import StartRequest
+    from celery_durable.policy import RetryPolicy
 
-    started = invocation.begin(store, task_id, task_name, (), {}, codec, **_begin_extra())
-    # Newer packages return the execution behind the context; the bench drives the context.
+    request = StartRequest(task_name, fingerprint((), {}), 1, lease_ttl, "bench:1")
+    started = invocation.begin(store, task_id, request, codec, RetryPolicy(), 600.0)
     return started if isinstance(started, invocation.Finished) else DurableContext(started)
 
 
-@functools.cache
-def _begin_extra() -> dict[str, Any]:
-    from celery_durable import invocation
-
-    if "policy" not in inspect.signature(invocation.begin).parameters:
-        return {}
-    from celery_durable.policy import RetryPolicy
-
-    return {"policy": RetryPolicy()}
+def finish(ctx: Any) -> None:
+    """End a context's execution and release its lease, as a task's clean end does."""
+    ctx._ex.close()
+    ctx._ex.store.release(ctx._ex.id, ctx._ex.fence)
 
 
 def package_version() -> str:

@@ -53,7 +53,7 @@ def main() -> None:
         warm = c.begin(store, f"{prefix}-warm-up", "bench.memory", CODEC)
         for _ in range(100):
             warm.run(NAME, lambda: 0)
-        warm.close()
+        c.finish(warm)
         listpack = client.config_get("list-max-listpack-size")["list-max-listpack-size"]
         for label, payload in PAYLOADS.items():
             for n in args.sizes:
@@ -62,7 +62,7 @@ def main() -> None:
                 ctx = c.begin(store, task_id, "bench.memory", CODEC)
                 for _ in range(n):
                     ctx.run(NAME, lambda v=payload: v)
-                ctx.close()
+                c.finish(ctx)
                 after = client.info("memory")["used_memory"]
                 journal = f"{prefix}:{{{task_id}}}:journal"
                 meta = f"{prefix}:{{{task_id}}}:meta"

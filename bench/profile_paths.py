@@ -69,7 +69,7 @@ def main() -> None:
             ctx = c.begin(store, task_id, "bench.profile", CODEC)
             for i in range(steps):
                 ctx.run("step", lambda i=i: i)
-            ctx.close()
+            c.finish(ctx)
 
             def work() -> None:
                 for _ in range(args.replays):

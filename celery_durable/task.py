@@ -253,7 +253,11 @@ class DurableTask(CeleryFlow):
             return self.durable_retry
         if setting is not None:
             return setting
-        return RetryPolicy.from_celery_options(self)
+        # Built from the task's Celery options once, not at every execution.
+        cached = self.__dict__.get("_durable_celery_policy")
+        if cached is None:
+            cached = self.__dict__["_durable_celery_policy"] = RetryPolicy.from_celery_options(self)
+        return cached
 
     def _codec(self, default: Codec[Any]) -> Codec[Any]:
         if self.durable_codec is None:
@@ -284,7 +288,13 @@ class DurableTask(CeleryFlow):
 
 def holder_id() -> str:
     """Who holds a lease: this host and process, so that a worker can tell a dead child."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    pid = os.getpid()
+    if _holder[0] != pid:  # a name lookup per execution would be a system call each
+        _holder[:] = [pid, f"{socket.gethostname()}:{pid}"]
+    return str(_holder[1])
+
+
+_holder: list[Any] = [0, ""]
 
 
 class _Escape(BaseException):

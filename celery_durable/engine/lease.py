@@ -37,7 +37,8 @@ class Lease:
     task_id: str
     fence: int
     ttl: float
-    lost: threading.Event = field(default_factory=threading.Event)
+    lost: bool = False
+    """Set when a renewal found the lease taken: the execution's next write fails."""
     renewed_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -55,6 +56,7 @@ class LeaseKeeper:
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._pid = 0
+        self._shortest = float("inf")
 
     def hold(self, store: Renewing, task_id: str, fence: int, ttl: float) -> Lease:
         """Start renewing the lease that an execution took with ``fence``."""
@@ -63,15 +65,16 @@ class LeaseKeeper:
             if self._pid != os.getpid():
                 # After a fork (a prefork pool child) the parent's thread is not here.
                 self._pid, self._thread, self._leases = os.getpid(), None, set()
-            first_due = min((x.due_at for x in self._leases), default=None)
             self._leases.add(lease)
             if self._thread is None:
+                self._shortest = lease.ttl
                 self._thread = threading.Thread(
                     target=self._beat, name="celery-durable-leases", daemon=True
                 )
                 self._thread.start()
-            elif first_due is None or lease.due_at < first_due:
-                self._wake.notify()  # the thread sleeps until a later time, or forever
+            elif lease.ttl < self._shortest:
+                self._shortest = lease.ttl
+                self._wake.notify()  # it sleeps longer than this lease can wait
         return lease
 
     def drop(self, lease: Lease) -> None:
@@ -80,16 +83,17 @@ class LeaseKeeper:
             self._leases.discard(lease)
 
     def _beat(self) -> None:
-        # Executions shorter than a third of their lease are never renewed: most tasks
-        # cost the heartbeat nothing.
+        # It wakes at least every third of the shortest lease it has seen, leases or not,
+        # so that taking a lease never needs to wake it: most executions are over before
+        # their lease is due for renewal, and cost the heartbeat nothing.
         while True:
             with self._lock:
-                while not self._leases:
-                    self._wake.wait()
                 now = time.monotonic()
                 due = [lease for lease in self._leases if lease.due_at <= now]
                 if not due:
-                    self._wake.wait(timeout=min(x.due_at for x in self._leases) - now)
+                    following = min((x.due_at for x in self._leases), default=None)
+                    pause = self._shortest / 3 if following is None else following - now
+                    self._wake.wait(timeout=min(pause, self._shortest / 3))
                     continue
             self.renew(due)
 
@@ -111,8 +115,8 @@ class LeaseKeeper:
                 continue
             for lease, ok in zip(group, renewed, strict=True):
                 lease.renewed_at = started
-                if not ok and not lease.lost.is_set():
-                    lease.lost.set()
+                if not ok and not lease.lost:
+                    lease.lost = True
                     logger.warning(
                         "celery-durable: invocation %s: this execution lost its lease "
                         "(fence %d); it stops at its next journal write",

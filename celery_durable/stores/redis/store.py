@@ -19,6 +19,7 @@ from celery_durable.keys import KeySpace
 from celery_durable.stores.redis import scripts
 from celery_durable.stores.redis.checks import check_eviction_policy
 from celery_durable.stores.redis.errors import is_gone, journal_error
+from celery_durable.stores.redis.lean import LeanConnection, bulk
 from celery_durable.stores.redis.scripts import Script
 
 T = TypeVar("T")
@@ -33,8 +34,11 @@ class RedisJournalStore:
         self._where = where
         # Typed here once: redis-py leaves execute_command untyped.
         self._command: Callable[..., Any] = client.execute_command
-        self._last_id = ""
-        self._last_keys = keys.invocation("")
+        # The hot commands (start, append, finish) go through one held connection per
+        # thread, packed by hand where they can be (lean.py); other clients (a cluster)
+        # take redis-py's usual path.
+        self._lean = LeanConnection(client) if type(client) is redis.Redis else None
+        self._append_head: tuple[str, int, bytes] = ("", 0, b"")
         self._epoch_marked = False
 
     @classmethod
@@ -64,6 +68,12 @@ class RedisJournalStore:
 
         def call() -> list[Any]:
             # MULTI makes the journal read exactly the one the script saw.
+            if self._lean is not None:
+                return self._lean.transaction(
+                    ("EVALSHA", scripts.START.sha, 7, *args),
+                    ("LRANGE", k.journal, 0, -1),
+                    ("HGETALL", k.done),
+                )
             pipe = self._client.pipeline(transaction=True)
             command: Callable[..., Any] = pipe.execute_command
             command("EVALSHA", scripts.START.sha, 7, *args)
@@ -74,6 +84,8 @@ class RedisJournalStore:
 
         with self._errors(task_id, "start"):
             reply, entries, completions = self._loading_scripts(call)
+        if isinstance(completions, list):  # RESP2 gives a hash as a flat list
+            completions = dict(zip(completions[::2], completions[1::2], strict=True))
         state = reply[0]
         if state == "run":
             _, fence, status, seed, length, deaths, attempt, guard, created = reply
@@ -100,17 +112,35 @@ class RedisJournalStore:
         self, task_id: str, fence: int, index: int, entry: str, ends_attempts: bool
     ) -> str | None:
         # The hot path: one EVALSHA, and nothing else that can be avoided.
-        if task_id != self._last_id:
-            self._last_id, self._last_keys = task_id, self._keys.invocation(task_id)
-        k = self._last_keys
         flag = "1" if ends_attempts else "0"
         try:
-            reply: str | None = self._eval(
-                scripts.APPEND, 2, k.meta, k.journal, fence, index, entry, flag
-            )
+            if self._lean is None:
+                k = self._keys.invocation(task_id)
+                reply: str | None = self._eval(
+                    scripts.APPEND, 2, k.meta, k.journal, fence, index, entry, flag
+                )
+                return reply
+            # Packed by hand: what is the same for every step of an execution once.
+            cached_id, cached_fence, head = self._append_head
+            if (cached_id, cached_fence) != (task_id, fence):
+                head = self._pack_append_head(task_id, fence)
+                self._append_head = (task_id, fence, head)
+            tail = b"$1\r\n1\r\n" if ends_attempts else b"$1\r\n0\r\n"
+            packed = b"".join((head, bulk(b"%d" % index), bulk(entry.encode()), tail))
+            try:
+                reply = self._lean.call(packed)
+            except NoScriptError:
+                k = self._keys.invocation(task_id)
+                reply = self._eval(scripts.APPEND, 2, k.meta, k.journal, fence, index, entry, flag)
+            return reply
         except RedisError as exc:
             raise self._error(exc, task_id, f"write step {index} of") from exc
-        return reply
+
+    def _pack_append_head(self, task_id: str, fence: int) -> bytes:
+        k = self._keys.invocation(task_id)
+        parts = (b"EVALSHA", scripts.APPEND.sha.encode(), b"2", k.meta.encode(),
+                 k.journal.encode(), b"%d" % fence)  # fmt: skip
+        return b"*9\r\n" + b"".join(bulk(part) for part in parts)
 
     def record_attempt(
         self, task_id: str, fence: int, index: int, attempt: str, release: bool = True
@@ -171,7 +201,7 @@ class RedisJournalStore:
         k = self._keys.invocation(task_id)
         token = "" if fence is None else fence
         with self._errors(task_id, "finish"):
-            reply = self._eval(
+            reply = self._hot_eval(
                 scripts.FINISH, 7, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
                 task_id, token, status, outcome, _now(), _ms(retention), nesting, call,
             )  # fmt: skip
@@ -305,6 +335,18 @@ class RedisJournalStore:
             return command("EVALSHA", script.sha, numkeys, *keys_then_args)
         except NoScriptError:
             return command("EVAL", script.source, numkeys, *keys_then_args)
+
+    def _hot_eval(self, script: Script, numkeys: int, *keys_then_args: Any) -> Any:
+        """``_eval`` through the held connection, for commands on the hot path."""
+        if self._lean is None:
+            return self._eval(script, numkeys, *keys_then_args)
+        conn = self._lean.connection()
+        try:
+            return self._lean.call(
+                conn.pack_command("EVALSHA", script.sha, numkeys, *keys_then_args)
+            )
+        except NoScriptError:
+            return self._command("EVAL", script.source, numkeys, *keys_then_args)
 
     def _loading_scripts(self, call: Callable[[], T]) -> T:
         try:

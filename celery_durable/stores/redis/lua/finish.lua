@@ -27,25 +27,36 @@ if status == 'completed' or status == 'failed' or status == 'cancelled'
     or status == 'replaced' then
   return {status, prior[3] or ''}
 end
-if ARGV[2] == '' then
-  redis.call('HINCRBY', meta, 'fence', 1)
-elseif prior[4] ~= ARGV[2] then
+local forced = ARGV[2] == ''
+if not forced and prior[4] ~= ARGV[2] then
   return redis.error_reply('FENCED another execution holds the invocation (fence ' .. prior[4] .. ')')
 end
-redis.call('HSET', meta, 'status', ARGV[3], 'outcome', ARGV[4], 'updated_at', ARGV[5])
+local fields = {'status', ARGV[3], 'outcome', ARGV[4], 'updated_at', ARGV[5]}
+if forced then
+  table.insert(fields, 'fence')
+  table.insert(fields, (tonumber(prior[4]) or 0) + 1)
+end
 if ARGV[3] == 'replaced' then
-  redis.call('HSET', meta, 'nesting', ARGV[7])
+  table.insert(fields, 'nesting')
+  table.insert(fields, ARGV[7])
 end
 if ARGV[8] ~= '' then
-  redis.call('HSET', meta, 'call', ARGV[8])
+  table.insert(fields, 'call')
+  table.insert(fields, ARGV[8])
 end
-redis.call('HDEL', meta, 'lease', 'lease_until', 'paused_reason', 'attempt', 'guard', 'awaiting')
+redis.call('HSET', meta, unpack(fields))
+-- A running invocation finished by its own execution holds only its lease; what else a
+-- finish clears (a pause, a pending attempt, what it awaited) is there otherwise.
+if forced or status ~= 'running' then
+  redis.call('HDEL', meta, 'lease', 'lease_until', 'paused_reason', 'attempt', 'guard', 'awaiting')
+else
+  redis.call('HDEL', meta, 'lease', 'lease_until')
+end
 redis.call('PEXPIRE', meta, ARGV[6])
 redis.call('PEXPIRE', journal, ARGV[6])
 redis.call('PEXPIRE', KEYS[3], ARGV[6])
-redis.call('ZREM', KEYS[5], ARGV[1])
-redis.call('ZREM', KEYS[6], ARGV[1])
-redis.call('ZREM', KEYS[7], ARGV[1])
+local live = {running = KEYS[5], suspended = KEYS[6], paused = KEYS[7]}
+redis.call('ZREM', live[status] or KEYS[5], ARGV[1])
 -- Keep the index of all invocations as long as the journals it lists.
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (tonumber(ARGV[5]) - tonumber(ARGV[6]) / 1000))
 return false
