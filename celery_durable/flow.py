@@ -18,6 +18,7 @@ from typing import Any
 
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
+from celery.worker import state as worker_state
 
 from celery_durable import invocation
 from celery_durable.context import DurableContext
@@ -52,9 +53,8 @@ NOT_FINAL = (Retry, Ignore, Reject)
 #: release its lease. The next start treats that lease as released, not as a death.
 ENDED_FENCE_HEADER = "durable_ended_fence"
 
-#: How long a worker keeps trying to publish a retry while the broker refuses it,
-#: before it gives the message back (requeue) instead of acknowledging it away.
-PUBLISH_PATIENCE = 30.0
+#: Longest pause between two tries to publish a retry the broker refuses, seconds.
+PUBLISH_PAUSE = 5.0
 
 
 class CeleryFlow(Task):  # type: ignore[misc]
@@ -97,12 +97,14 @@ class CeleryFlow(Task):  # type: ignore[misc]
         """End the execution cleanly: the next delivery starts at once, not as a death."""
         if ex.ended:
             return
-        ex.ended = True
         try:
             ex.store.release(ex.id, ex.fence, fingerprint)
         except JournalUnavailableError as exc:
-            # The lease runs out by itself; the next start counts a death at worst.
+            # Tried again with the retry's next publish; else the lease runs out by itself
+            # and the next start counts a death at worst.
             logger.warning("%s[%s]: could not release its lease: %s", self.name, ex.id, exc)
+            return
+        ex.ended = True
 
     def _defer(self, busy: invocation.Busy) -> Retry:
         """Come back when the execution that holds the lease would have lost it."""
@@ -132,9 +134,14 @@ class CeleryFlow(Task):  # type: ignore[misc]
         headers = dict(self.request.headers or {})
         if outage.execution is not None and not outage.execution.ended:
             headers[ENDED_FENCE_HEADER] = outage.execution.fence
-        retry: Retry = self.retry(
-            exc=outage.error, countdown=countdown, max_retries=sys.maxsize, headers=headers
-        )
+        # The retry's publish tries again to release the lease, as Redis comes back.
+        token = retrying.set(outage.execution)
+        try:
+            retry: Retry = self.retry(
+                exc=outage.error, countdown=countdown, max_retries=sys.maxsize, headers=headers
+            )
+        finally:
+            retrying.reset(token)
         return retry
 
     # -- Celery's own retry and replace, from inside a running execution ----------------
@@ -153,29 +160,32 @@ class CeleryFlow(Task):  # type: ignore[misc]
         """Celery's ``Task.retry``. From the running execution it releases the lease,
         and new ``args``/``kwargs`` carry the invocation on with them.
 
-        A retry that cannot be published (the broker refuses writes) is tried again for
-        a while; then the message is given back to the broker (``Reject(requeue=True)``)
-        rather than acknowledged away, as Celery would.
+        A retry that cannot be published (the broker refuses writes) is tried again, with
+        a growing pause, until the broker takes it, where Celery would acknowledge the
+        message away (``Reject(requeue=False)``). Giving it back to a broker that refuses
+        writes would fail too, so it is given back (``Reject(requeue=True)``) only when
+        the worker shuts down. Each try also tries again to release the lease.
         """
         running = current.get()
         mine = running[0] if running is not None and running[0].id == self.request.id else None
-        token = retrying.set(mine if mine is not None and not mine.ended else None)
+        token = retrying.set(mine or retrying.get())
         try:
-            deadline, pause = time.monotonic() + PUBLISH_PATIENCE, 0.5
+            pause = 0.5
             while True:
                 try:
                     return super().retry(
                         args, kwargs, exc, throw, eta, countdown, max_retries, **options
                     )
                 except Reject as rejected:
-                    if rejected.requeue or time.monotonic() > deadline:
+                    stopping = worker_state.should_stop or worker_state.should_terminate
+                    if rejected.requeue or stopping:
                         raise Reject(rejected.reason, requeue=True) from rejected
                     logger.warning(
                         "%s[%s]: could not publish its retry (%s); trying again in %.1f s",
                         self.name, self.request.id, rejected.reason, pause,
                     )  # fmt: skip
                     time.sleep(pause)
-                    pause = min(pause * 2, 5.0)
+                    pause = min(pause * 2, PUBLISH_PAUSE)
         finally:
             retrying.reset(token)
 
@@ -185,10 +195,9 @@ class CeleryFlow(Task):  # type: ignore[misc]
     ) -> Any:  # fmt: skip
         signature = super().signature_from_request(request, args, kwargs, queue, **extra_options)
         ex = retrying.get()
-        if ex is not None:
+        if ex is not None and not ex.ended:
             # The retry's message is built and about to be published: release the lease
             # now, so that it starts at once; new arguments become the invocation's own.
-            retrying.set(None)
             new = fingerprint(signature.args or (), signature.kwargs or {})
             self._release(ex, new if new != ex.fingerprint else "")
         return signature

@@ -24,9 +24,11 @@ _dumps: Callable[[Any], str] = kombu_json.dumps
 _loads: Callable[[str], Any] = kombu_json.loads
 
 #: Execution options a re-published call keeps, as Celery's ``send_task`` takes them.
+#: Not ``expires``: a wake-up comes later than the first delivery by design, and an
+#: expiry meant for the first delivery would discard it.
 _OPTIONS = frozenset({
     "task_id", "root_id", "parent_id", "group_id", "group_index", "shadow", "chord", "chain",
-    "link", "link_error", "expires", "soft_time_limit", "time_limit", "headers", "retries",
+    "link", "link_error", "soft_time_limit", "time_limit", "headers", "retries",
     "reply_to", "replaced_task_nesting", "ignore_result", "priority", "queue", "exchange",
     "routing_key",
 })  # fmt: skip
