@@ -2,11 +2,15 @@
 
 from celery_durable import worker as _worker  # noqa: F401 - registers the worker bootsteps
 from celery_durable.admin import (
+    Resumed,
     forget_invocation,
     get_invocation,
     list_invocations,
+    purge_invocations,
     reject_awakeable,
     resolve_awakeable,
+    restart_invocation,
+    resume_invocation,
 )
 from celery_durable.codec import Codec, JsonCodec, PickleCodec
 from celery_durable.context import DurableContext
@@ -18,10 +22,12 @@ from celery_durable.errors import (
     ContextError,
     DurableError,
     InvocationConflictError,
+    InvocationStateError,
     JournalError,
     JournalUnavailableError,
     LeaseLost,
     NonDeterminismError,
+    Paused,
     RetryableError,
     StepInterruptedError,
     Suspended,
@@ -53,6 +59,11 @@ __all__ = [  # noqa: RUF022 - grouped by purpose, as users read it
     "forget_invocation",
     "resolve_awakeable",
     "reject_awakeable",
+    # Operating invocations
+    "resume_invocation",
+    "restart_invocation",
+    "purge_invocations",
+    "Resumed",
     # Errors
     "DurableError",
     "TerminalError",
@@ -60,6 +71,7 @@ __all__ = [  # noqa: RUF022 - grouped by purpose, as users read it
     "StepInterruptedError",
     "NonDeterminismError",
     "InvocationConflictError",
+    "InvocationStateError",
     "JournalError",
     "JournalUnavailableError",
     "CodecError",
@@ -68,6 +80,7 @@ __all__ = [  # noqa: RUF022 - grouped by purpose, as users read it
     "AwakeableError",
     "LeaseLost",
     "Suspended",
+    "Paused",
     "ValueTooLargeError",
     "UnstableArgumentsError",
 ]

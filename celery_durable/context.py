@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
 from celery_durable.codec import Codec
-from celery_durable.engine import awakeables, calls, timers
+from celery_durable.engine import awakeables, calls, patches, timers
 from celery_durable.engine.combinators import Combinator
 from celery_durable.engine.execution import Execution
 from celery_durable.engine.futures import DurableFuture
@@ -208,3 +208,34 @@ class DurableContext:
         """
         self._ex.ensure_usable("ctx.any")
         return Combinator(self._ex, "any", futures, name)
+
+    # -- Versioning ---------------------------------------------------------------------
+
+    def patched(self, change_id: str) -> bool:
+        """Whether this invocation takes the new branch of a change to the task body.
+
+        True for an execution that reaches this point for the first time (a marker
+        naming ``change_id`` is journaled, so replays say True too); False for an
+        invocation that passed this point before the change was deployed (its journal
+        has another operation here, which is left for the old branch to replay)::
+
+            if ctx.patched("charge-with-3ds"):
+                charge = ctx.run("charge_3ds", charge_3ds, order_id)
+            else:
+                charge = ctx.run("charge", charge_card, order_id)
+
+        Once no invocation that started before the change is left, replace the call
+        with ``ctx.deprecate_patch(change_id)`` and keep only the new branch; once none
+        that started before that deploy is left, remove it.
+        """
+        self._ex.ensure_usable("ctx.patched")
+        return patches.patched(self._ex, change_id)
+
+    def deprecate_patch(self, change_id: str) -> None:
+        """Step over the marker ``ctx.patched(change_id)`` journaled here, if there is one.
+
+        It journals nothing: code that calls it replays invocations that ran the
+        patched code and those that never saw the patch point alike.
+        """
+        self._ex.ensure_usable("ctx.deprecate_patch")
+        patches.deprecate_patch(self._ex, change_id)

@@ -155,6 +155,15 @@ class ContextError(DurableError):
     """Raised when the durable context is used where it has no meaning."""
 
 
+class InvocationStateError(DurableError):
+    """Raised when an operator's request does not fit the invocation's state.
+
+    Resuming one that is neither paused nor failed, restarting one that is gone or
+    from a step it never reached, forking onto an id that is taken. Nothing was
+    changed; the message says what the state is and what to do.
+    """
+
+
 # -- Control flow: never catch these ------------------------------------------------
 
 
@@ -200,3 +209,21 @@ class Suspended(BaseException):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.awaiting,))
+
+
+class Paused(BaseException):
+    """Raised through the task body when a step's retry policy is exhausted and its
+    ``on_exhausted`` is ``"pause"``.
+
+    The invocation is paused with its journal as it is (the failed attempts recorded,
+    nothing journaled for the step) for an operator to resume once the cause is fixed
+    (``celery durable resume``). It derives from ``BaseException`` so that the body
+    cannot catch it and compensate: the step has not failed for good.
+    """
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.reason,))

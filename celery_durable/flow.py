@@ -26,6 +26,7 @@ from celery_durable.engine.execution import Execution
 from celery_durable.errors import (
     ContextError,
     JournalUnavailableError,
+    Paused,
     RetryableError,
     Suspended,
 )
@@ -78,6 +79,8 @@ class CeleryFlow(Task):  # type: ignore[misc]
         state = store.suspend(
             ex.id, ex.fence, json.dumps(awaiting), outside, wake_at, ex.call()
         )  # fmt: skip
+        if state == "suspended" and ex.observer is not None:
+            ex.observer.invocation_suspended(ex, awaiting)
         if eager:
             return EagerWait(0.0 if state == "ready" else max(0.0, wake_at - time.time()))
         if state == "ready":  # it completed while this execution wound down: go on now
@@ -219,6 +222,18 @@ class CeleryFlow(Task):  # type: ignore[misc]
             return super().on_replace(sig)
         finally:
             replacing.reset(token)
+
+    def _pause(self, ex: Execution, signal: Paused) -> BaseException:
+        """End an execution whose step paused the invocation: the error to raise for it.
+
+        The invocation is paused already (``Execution.pause``); the message is
+        acknowledged and no result state is written, as for a suspension, until an
+        operator resumes it.
+        """
+        ex.drain()
+        logger.warning("%s[%s] paused: %s", self.name, ex.id, signal.reason)
+        paused: BaseException = Ignore(f"paused: {signal.reason}")
+        return paused
 
 
 class EagerWait(BaseException):

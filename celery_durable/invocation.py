@@ -14,7 +14,7 @@ from typing import Any
 from celery_durable.codec import Codec, resolve_codec
 from celery_durable.engine.attempts import WORKER_LOST, Attempts
 from celery_durable.engine.execution import Execution
-from celery_durable.errors import CodecError, InvocationConflictError
+from celery_durable.errors import CodecError, InvocationConflictError, Paused
 from celery_durable.fingerprint import describe_difference
 from celery_durable.journal.entries import check_size, encode_outcome
 from celery_durable.journal.failures import ErrorRecord, rebuild, record_of
@@ -28,7 +28,8 @@ class Finished:
 
     status: str
     outcome: str | None
-    """The outcome's JSON; None when there is none to give (replaced)."""
+    """The outcome's JSON; None when there is none to give (replaced, or paused at its
+    start because workers kept dying and the task's policy pauses)."""
 
     def replay(self, codec: Codec[Any]) -> Any:
         """Return the recorded result, or raise the recorded terminal error."""
@@ -57,20 +58,29 @@ def begin(
     policy: RetryPolicy,
     retention: float,
     call: Callable[[], str] = str,
+    execution_type: type[Execution] = Execution,
 ) -> Execution | Finished | Busy:
     """Start an execution: the execution to run the body in, or why there is none.
 
     ``call`` returns what re-publishes the invocation, stored if it fails here.
+    ``execution_type`` is what the execution is made as (a test mode subclasses it).
 
     Raises:
         InvocationConflictError: ``task_id`` belongs to another task or other arguments.
     """
     started = store.start(task_id, request)
     if started.state == "run":
-        execution = Execution(store, task_id, started, codec, policy)
+        execution = execution_type(store, task_id, started, codec, policy)
         lost = _crash_loop(task_id, started, policy)
         if lost is None:
             return execution
+        if policy.on_exhausted == "pause":
+            reason = (
+                f"{lost['message']}. The task's policy says on_exhausted='pause': fix the cause, "
+                f"then resume it with `celery -A <your app> durable resume {task_id}`."
+            )
+            store.pause(task_id, started.fence, reason, call())
+            return Finished("paused", None)
         outcome = encode_outcome("json", None, lost)
         earlier = store.finish(task_id, started.fence, "failed", outcome, retention, call=call())
         return Finished(*(earlier or ("failed", outcome)))
@@ -138,11 +148,19 @@ def complete(
         ) from exc.__cause__
     check_size(payload, ex.max_value_bytes, f"the result of invocation {ex.id}")
     outcome = encode_outcome(codec.name, payload, None)
-    earlier = store.finish(ex.id, ex.fence, "completed", outcome, retention)
+    # The call is kept so that an operator can restart the invocation from a step (it
+    # costs one encoding per invocation, and its bytes for the retention).
+    earlier = store.finish(ex.id, ex.fence, "completed", outcome, retention, call=ex.call())
     return Finished(*(earlier or ("completed", outcome))).replay(codec)
 
 
 def fail(store: JournalStore, ex: Execution, exc: BaseException, retention: float) -> None:
-    """Journal that the body failed for good with ``exc``, and its call, to resume it."""
+    """Journal that the body failed for good with ``exc``, and its call, to resume it.
+
+    Raises:
+        Paused: an async step paused the invocation meanwhile; that wins.
+    """
+    if isinstance(ex.paused_by, Paused):
+        raise ex.paused_by
     outcome = encode_outcome("json", None, record_of(exc))
     store.finish(ex.id, ex.fence, "failed", outcome, retention, call=ex.call())

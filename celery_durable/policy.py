@@ -5,9 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from celery_durable.errors import ConfigurationError, RetryableError, TerminalError
+
+#: What a policy may do once it is exhausted (``RetryPolicy.on_exhausted``).
+ON_EXHAUSTED = ("fail", "pause")
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +38,12 @@ class RetryPolicy:
     """Errors that are retried; any other one fails the step at once."""
     dont_retry_on: tuple[type[BaseException], ...] = ()
     """Errors that fail the step at once even though ``retry_on`` matches them."""
+    on_exhausted: Literal["fail", "pause"] = "fail"
+    """What happens once the attempts or ``max_duration`` are used up: ``"fail"``
+    journals the last error and raises it from the step; ``"pause"`` journals nothing
+    for the step, pauses the invocation (no compensation runs) and leaves it for an
+    operator to resume after fixing the cause. Errors the policy does not retry, and
+    ``TerminalError``, fail the step either way."""
 
     def __post_init__(self) -> None:
         def refuse(field: str, why: str) -> None:
@@ -63,6 +72,8 @@ class RetryPolicy:
                 isinstance(t, type) and issubclass(t, BaseException) for t in types
             ):
                 refuse(field, "must be a tuple of exception classes")
+        if self.on_exhausted not in ON_EXHAUSTED:
+            refuse("on_exhausted", f"must be one of {list(ON_EXHAUSTED)}")
 
     def retries(self, error: BaseException) -> bool:
         """Return whether ``error`` is one this policy retries.

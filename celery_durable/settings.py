@@ -33,6 +33,7 @@ KNOWN = frozenset(
         "durable_retry",
         "durable_eager_journal",
         "durable_max_value_bytes",
+        "durable_replay_each_step",
     }
 )
 EAGER_JOURNALS = ("memory", "redis")
@@ -63,6 +64,9 @@ class DurableSettings:
     """Where direct calls and eager execution keep their journal: memory or redis."""
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     """Largest encoded step value or result; larger is refused before it is journaled."""
+    replay_each_step: bool = False
+    """Test mode: after every new journal entry the execution ends and the task is
+    delivered again, so that every step after the first is reached through a replay."""
 
     def journal_url(self) -> str:
         """The URL of the journal's Redis; the default one, with a warning, if none is set."""
@@ -110,6 +114,9 @@ class DurableSettings:
             max_value_bytes=_byte_count(
                 "durable_max_value_bytes",
                 conf.get("durable_max_value_bytes", DEFAULT_MAX_VALUE_BYTES),
+            ),
+            replay_each_step=_flag(
+                "durable_replay_each_step", conf.get("durable_replay_each_step", False)
             ),
         )
 
@@ -166,6 +173,12 @@ def _policy(value: Any) -> RetryPolicy | None:
 def _byte_count(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1024:
         raise ConfigurationError(f"{name}={value!r} must be a number of bytes of at least 1024.")
+    return value
+
+
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{name}={value!r} must be True or False.")
     return value
 
 

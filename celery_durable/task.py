@@ -24,6 +24,7 @@ from celery_durable.codec import Codec, resolve_codec
 from celery_durable.context import DurableContext
 from celery_durable.engine.execution import Execution
 from celery_durable.engine.lease import KEEPER
+from celery_durable.engine.replay_each_step import AbandonExecution, ReplayEachStep, must_replay
 from celery_durable.errors import (
     ContextError,
     DurableError,
@@ -31,6 +32,7 @@ from celery_durable.errors import (
     JournalUnavailableError,
     LeaseLost,
     NonDeterminismError,
+    Paused,
     RetryableError,
     StepRetry,
     Suspended,
@@ -50,6 +52,7 @@ from celery_durable.flow import (
 from celery_durable.journal.store import JournalStore, StartRequest
 from celery_durable.policy import RetryPolicy
 from celery_durable.runtime import Runtime, runtime_for
+from celery_durable.signals import observer_for
 from celery_durable.stores.memory import MemoryJournalStore
 
 logger = logging.getLogger("celery_durable")
@@ -126,6 +129,10 @@ class DurableTask(CeleryFlow):
             except EagerWait as wait:
                 # No worker would wake an eager execution: wait for its timer here.
                 time.sleep(wait.seconds)
+            except AbandonExecution:
+                # durable_replay_each_step: deliver it again, to replay what it journaled.
+                if not (self.request.is_eager or self.request.called_directly):
+                    raise self.retry(countdown=0, max_retries=sys.maxsize) from None
 
     def _execute_once(
         self,
@@ -157,13 +164,14 @@ class DurableTask(CeleryFlow):
             started = invocation.begin(
                 store, task_id, start, codec, self._default_policy(settings.retry),
                 settings.retention, call,
+                ReplayEachStep if settings.replay_each_step else Execution,
             )  # fmt: skip
         except JournalUnavailableError as exc:
             raise Outage(exc, None) from exc
         if isinstance(started, invocation.Busy):
             raise self._defer(started)
         if isinstance(started, invocation.Finished):
-            if started.status in ("replaced", "cancelled"):
+            if started.status in ("replaced", "cancelled", "paused"):
                 raise Ignore(f"invocation {task_id} was {started.status}")
             logger.info("%s[%s] is %s: returning its recorded outcome", self.name, task_id,
                         started.status)  # fmt: skip
@@ -178,17 +186,28 @@ class DurableTask(CeleryFlow):
         # Only a journal other processes share needs its lease kept alive.
         lease = KEEPER.hold(store, task_id, ex.fence, settings.lease_ttl) if shared else None
         self._shield_durable_errors_from_autoretry()
+        observer = ex.observer = observer_for(self)
+        if observer is not None:
+            observer.execution_started(ex)
+        ended: BaseException | None = None
         token = current.set((ex, DurableContext(ex)))
         try:
             return self._run(ex, store, codec, settings.retention, args, kwargs)
+        except Paused as signal:  # a step's policy was exhausted: on_exhausted="pause"
+            raise self._pause(ex, signal) from None
         except LeaseLost as lost:
             ex.ended = True
             logger.warning("%s[%s]: %s", self.name, ex.id, lost)
             raise Ignore(str(lost)) from None
+        except BaseException as exc:
+            ended = exc
+            raise
         finally:
             current.reset(token)
             if lease is not None:
                 KEEPER.drop(lease)
+            if observer is not None:
+                observer.execution_ended(ex, _failure(ended))
 
     def _run(
         self,
@@ -209,9 +228,18 @@ class DurableTask(CeleryFlow):
                 raise ex.paused_by  # the body swallowed it; the invocation stays paused
             if ex.ended:
                 return value  # replaced in eager mode: the journal is the replacement's
-            return invocation.complete(store, ex, value, codec, retention)
+            if must_replay(ex):  # async steps journaled: replay them once before the end
+                raise AbandonExecution(ex.id, len(ex.entries) - 1)
+            result = invocation.complete(store, ex, value, codec, retention)
+            if ex.observer is not None:
+                ex.observer.invocation_completed(ex, "completed", result, None)
+            return result
         except Suspended as signal:
             raise self._suspend(ex, store, signal) from None
+        except AbandonExecution:
+            ex.drain()
+            self._release(ex)
+            raise
         except NOT_FINAL:
             self._release(ex)
             raise
@@ -222,9 +250,14 @@ class DurableTask(CeleryFlow):
         except Exception as exc:
             try:
                 ex.drain()
+                if must_replay(ex):
+                    self._release(ex)
+                    raise AbandonExecution(ex.id, len(ex.entries) - 1) from exc
                 invocation.fail(store, ex, exc, retention)
             except JournalUnavailableError as outage:
                 raise Outage(outage, ex) from exc
+            if ex.observer is not None:
+                ex.observer.invocation_completed(ex, "failed", None, exc)
             raise
 
     def _run_body(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
@@ -284,6 +317,13 @@ class DurableTask(CeleryFlow):
 
         shielded._durable_shielded = True  # type: ignore[attr-defined]
         self._orig_run = shielded
+
+
+def _failure(exc: BaseException | None) -> BaseException | None:
+    """What ended an execution, if it is a failure, not Celery's or our control flow."""
+    if not isinstance(exc, Exception) or isinstance(exc, CONTROL_FLOW):
+        return None
+    return exc
 
 
 def holder_id() -> str:

@@ -45,6 +45,13 @@ def encode_call(task_name: str, args: Any, kwargs: Any, options: Mapping[str, An
     return _dumps(call)
 
 
+def decode_call(call: str) -> dict[str, Any]:
+    """Return a stored call as ``encode_call`` took it: ``task``, ``args``, ``kwargs``,
+    ``options``."""
+    decoded: dict[str, Any] = _loads(call)
+    return decoded
+
+
 def publish(app: Any, call: str) -> None:
     """Publish a stored call again, under its task id, to its queue."""
     decoded = _loads(call)

@@ -66,6 +66,9 @@ class Verdict:
     give_up: bool
     delay: float
     reason: str = ""
+    exhausted: bool = False
+    """It gives up because the attempts or ``max_duration`` are used up (the policy's
+    ``on_exhausted`` decides what follows), not because the error is not retried."""
 
 
 def judge(
@@ -87,7 +90,7 @@ def judge(
     if error is not None and not policy.retries(error):
         return Verdict(True, 0.0, "its policy does not retry this error")
     if policy.max_attempts is not None and attempts.failures >= policy.max_attempts:
-        return Verdict(True, 0.0, f"all {policy.max_attempts} attempts failed")
+        return Verdict(True, 0.0, f"all {policy.max_attempts} attempts failed", exhausted=True)
     # After a worker's death the redelivery is the retry: the step runs again at once.
     delay = 0.0 if error is None else policy.delay(attempts.failures, random)
     if isinstance(error, RetryableError) and error.retry_after is not None:
@@ -96,6 +99,9 @@ def judge(
         deadline = attempts.first_failure_at + policy.max_duration
         if now + delay > deadline:
             return Verdict(
-                True, 0.0, f"the next attempt would start after max_duration={policy.max_duration}s"
+                True,
+                0.0,
+                f"the next attempt would start after max_duration={policy.max_duration}s",
+                exhausted=True,
             )
     return Verdict(False, delay)

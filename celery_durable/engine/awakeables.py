@@ -53,8 +53,11 @@ def awakeable(ex: Execution, name: str) -> tuple[str, FromOutside[object]]:
     checked_name(name, "awakeable")
     index = ex.position
     if index < len(ex.entries):
-        token = ex.expect(index, "awakeable", name)["v"]["id"]
+        value = ex.expect(index, "awakeable", name)["v"]
+        token = value["id"]
         ex.advance(index)
+        if ex.observer is not None:
+            ex.observer.step_replayed(ex, index, "awakeable", name, 1, value, None)
     else:
         token = secrets.token_hex(16)
         index = ex.record("awakeable", name, json.dumps({"id": token}))

@@ -37,6 +37,8 @@ def call(ex: Execution, signature: Any, name: str | None) -> FromOutside[Any]:
     if index < len(ex.entries):
         recorded = ex.expect(index, "call", name)["v"]
         ex.advance(index)
+        if ex.observer is not None:
+            ex.observer.step_replayed(ex, index, "call", name, 1, recorded, None)
         sent = f"{index}:sent" in ex.completions or str(index) in ex.completions
         if not sent:
             _publish(ex, host, signature, recorded["id"], index)

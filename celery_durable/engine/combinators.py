@@ -57,8 +57,12 @@ class Combinator(DurableFuture[Any]):
         ex = self._ex
         while True:
             if ex.position < len(ex.entries) and self._is_mine(ex.entries[ex.position]):
-                self._outcome = self._replay(parse(ex.entries[ex.position]))
+                index, entry = ex.position, parse(ex.entries[ex.position])
+                self._outcome = self._replay(entry)
                 ex.advance(ex.position)
+                if ex.observer is not None:
+                    value = entry["v"]
+                    ex.observer.step_replayed(ex, index, self._kind, self._name, 1, value, None)
                 return self._outcome
             before = ex.position
             outcomes = [future.poll() for future in self._futures]

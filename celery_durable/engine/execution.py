@@ -12,6 +12,7 @@ any later commit waits for it, so the journal never has a gap.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable
@@ -19,7 +20,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, NoReturn, Protocol
 
 from celery_durable.codec import Codec
-from celery_durable.errors import ContextError, NonDeterminismError
+from celery_durable.engine.observer import Observer, log_pause
+from celery_durable.errors import ContextError, NonDeterminismError, Paused
 from celery_durable.journal.entries import encode_entry, parse
 from celery_durable.journal.failures import rebuild
 from celery_durable.journal.store import JournalStore, Started
@@ -51,8 +53,8 @@ class Execution:
     __slots__ = (
         "_active", "_async", "_committed", "_pool", "_thread", "call", "codec", "combinators",
         "completions", "ended", "entries", "fence", "fingerprint", "host", "id", "in_step",
-        "max_value_bytes", "passthrough", "paused_by", "policy", "position", "rand", "resume",
-        "resume_at", "store",
+        "max_value_bytes", "observer", "passthrough", "paused_by", "policy", "position", "rand",
+        "resume", "resume_at", "store",
     )  # fmt: skip
 
     def __init__(
@@ -84,6 +86,8 @@ class Execution:
         self.max_value_bytes = 0
         """Largest encoded value a step may journal; 0 for no limit."""
         self.host: Host | None = None
+        self.observer: Observer | None = None
+        """Who watches this execution (signals, spans, logs); None when nobody does."""
         self.call: Callable[[], str] = str
         """Returns what re-publishes the invocation (JSON), stored when it pauses, fails
         or suspends, so that it can be resumed or woken."""
@@ -101,8 +105,9 @@ class Execution:
         needs_resume = started.deaths or started.attempt or started.guard is not None
         self.resume: Started | None = started if needs_resume else None
         self.resume_at = len(started.entries)
-        #: The error that paused the invocation, even if the body swallowed it.
-        self.paused_by: NonDeterminismError | None = None
+        #: What paused the invocation (a ``NonDeterminismError``, or ``Paused`` when a
+        #: policy was exhausted), raised again even if the body swallowed it.
+        self.paused_by: BaseException | None = None
 
     @property
     def is_replaying(self) -> bool:
@@ -141,6 +146,8 @@ class Execution:
             return existing is None
         with self._committed:
             while len(self.entries) < index:
+                if self.paused_by is not None:  # an async step before this one paused
+                    raise self.paused_by
                 self._committed.wait()
             existing = self.store.append(self.id, self.fence, index, entry, ends_attempts)
             self.entries.append(entry if existing is None else existing)
@@ -153,6 +160,8 @@ class Execution:
         now = time.time()
         if not self.commit(index, encode_entry(kind, name, now, now, "json", value), False):
             self.expect(index, kind, name)  # another execution's is the one that counts
+        elif self.observer is not None:
+            self.observer.step_succeeded(self, index, kind, name, 1, json.loads(value), 0.0)
         self.advance(index)
         return index
 
@@ -211,9 +220,16 @@ class Execution:
                 f"the same step with codec {codec.name!r}",
             )
         self.advance(index)
+        observer = self.observer
         if entry["s"] == "error":
-            raise rebuild(entry["e"])
-        return codec.decode(entry["v"])
+            error = rebuild(entry["e"])
+            if observer is not None:
+                observer.step_replayed(self, index, kind, name, entry.get("a", 1), None, error)
+            raise error
+        value = codec.decode(entry["v"])
+        if observer is not None:
+            observer.step_replayed(self, index, kind, name, entry.get("a", 1), value, None)
+        return value
 
     def advance(self, index: int) -> None:
         self.position = index + 1
@@ -225,16 +241,41 @@ class Execution:
             f"invocation {self.id} is not deterministic at journal index {index}: "
             f"the journal recorded {recorded}, but the code asked for {asked}. "
             "Steps are matched by (index, kind, name), so renaming, adding or reordering "
-            "steps breaks replay of invocations already running. It is paused: deploy code "
-            "that asks for the recorded step and send the task again with the same task id "
-            "and arguments to resume it from the journal, or forget it with "
-            f"celery_durable.forget_invocation(app, {self.id!r})."
+            "steps breaks replay of invocations already running (guard a change with "
+            "ctx.patched). It is paused: deploy code that asks for the recorded step, then "
+            f"resume it from the journal with `celery -A <your app> durable resume {self.id}` "
+            "(or send the task again with the same task id and arguments), or forget it "
+            f"with `celery -A <your app> durable forget {self.id}`."
         )
         self._active = False
         self.ended = True
         self.store.pause(self.id, self.fence, message, self.call())
         self.paused_by = NonDeterminismError(message)
+        log_pause(self, message)
+        if self.observer is not None:
+            self.observer.invocation_paused(self, message)
         raise self.paused_by
+
+    def pause(self, reason: str, call: str, attempt: str = "") -> NoReturn:
+        """Pause the invocation for an operator to resume, and end this execution.
+
+        Called from the body's thread or from an async step's; ``call`` comes from the
+        caller because only the body's thread knows the request. ``attempt`` records
+        the failed attempts of the step that paused it. Commits still waiting for that
+        step raise the same signal instead of waiting for ever.
+
+        Raises:
+            Paused: always, after the invocation is paused.
+        """
+        self.ended = True
+        self.store.pause(self.id, self.fence, reason, call, attempt)
+        if self.observer is not None:
+            self.observer.invocation_paused(self, reason)
+        signal = Paused(reason)
+        with self._committed:
+            self.paused_by = signal
+            self._committed.notify_all()
+        raise signal
 
 
 def checked_name(name: object, operation: str) -> None:

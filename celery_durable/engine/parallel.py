@@ -17,10 +17,12 @@ from celery_durable.codec import Codec, resolve_codec
 from celery_durable.engine.attempts import Attempts, judge
 from celery_durable.engine.execution import Execution, checked_name
 from celery_durable.engine.futures import Done, DurableFuture, InProcess, Outcome
+from celery_durable.engine.observer import log_failure, log_retry
+from celery_durable.engine.pausing import pause_exhausted
 from celery_durable.engine.run import MISUSE, checked_policy
 from celery_durable.errors import CodecError, TerminalError
 from celery_durable.journal.entries import check_size, encode_entry, parse
-from celery_durable.journal.failures import record_of
+from celery_durable.journal.failures import rebuild, record_of
 from celery_durable.policy import RetryPolicy
 
 
@@ -38,15 +40,22 @@ def run_async(
     chosen = ex.codec if codec is None else resolve_codec(codec)
     index = ex.position
     if index < len(ex.entries):
-        ex.expect(index, "run", name)
+        entry = ex.expect(index, "run", name)
         outcome = _outcome_of(ex.entries[index], chosen)
         ex.advance(index)
+        if ex.observer is not None:
+            error = None if outcome.ok else rebuild(outcome.error or {})
+            ex.observer.step_replayed(
+                ex, index, "run", name, entry.get("a", 1), outcome.value, error
+            )  # fmt: skip
         return Done(ex, outcome)
     policy = ex.policy if retry is None else checked_policy(retry)
+    # Only the body's thread knows the request that a pause must keep, to be resumed.
+    call = ex.call() if policy.on_exhausted == "pause" else None
     ex.advance(index)  # the index is this step's now; later operations come after it
 
     def step() -> Outcome:
-        return _run(ex, index, name, fn, args, kwargs, policy, chosen)
+        return _run(ex, index, name, fn, args, kwargs, policy, chosen, call)
 
     return InProcess(ex, ex.submit(index, step))
 
@@ -60,10 +69,14 @@ def _run(
     kwargs: dict[str, Any],
     policy: RetryPolicy,
     codec: Codec[Any],
+    call: str | None = None,
 ) -> Outcome:
     started_at = time.time()
     attempts: Attempts | None = None
+    observer = ex.observer
     while True:
+        if observer is not None:
+            observer.step_started(ex, index, "run", name, _tries(attempts) + 1)
         try:
             value = fn(*args, **kwargs)
         except TerminalError as exc:
@@ -80,11 +93,16 @@ def _run(
                 attempts = attempts.after(error)
             verdict = judge(policy, attempts, exc, now, random.random)
             if verdict.give_up:
+                if verdict.exhausted and call is not None:  # on_exhausted="pause"
+                    pause_exhausted(ex, index, name, attempts, verdict.reason, call)
                 record = record_of(exc, attempts.failures)
                 if attempts.failures > 1:
                     record["metadata"] = {"gave_up": verdict.reason}
                 entry = _error_entry(name, started_at, codec, record)
                 break
+            log_retry(ex, index, name, attempts.failures, exc, verdict.delay)
+            if observer is not None:
+                observer.step_failed(ex, index, "run", name, attempts.failures, exc, verdict.delay)
             time.sleep(verdict.delay)
             continue
         try:
@@ -101,7 +119,18 @@ def _run(
         )
         break
     ex.commit(index, entry, ends_attempts=False)
-    return _outcome_of(ex.entries[index], codec)
+    outcome = _outcome_of(ex.entries[index], codec)
+    if not outcome.ok or observer is not None:
+        tries = int(parse(ex.entries[index]).get("a", 1))
+    if not outcome.ok:
+        failure = rebuild(outcome.error or {})
+        log_failure(ex, index, name, tries, failure)
+        if observer is not None:
+            observer.step_failed(ex, index, "run", name, tries, failure, None)
+    elif observer is not None:
+        took = time.time() - started_at
+        observer.step_succeeded(ex, index, "run", name, tries, outcome.value, took)
+    return outcome
 
 
 def _tries(attempts: Attempts | None) -> int:

@@ -10,6 +10,8 @@ from typing import Any
 from celery_durable.codec import JSON_SCALARS, PLAIN_JSON, Codec, resolve_codec
 from celery_durable.engine.attempts import WORKER_LOST, Attempts, judge
 from celery_durable.engine.execution import Execution, checked_name
+from celery_durable.engine.observer import log_failure, log_retry
+from celery_durable.engine.pausing import pause_exhausted
 from celery_durable.errors import (
     CodecError,
     ConfigurationError,
@@ -49,12 +51,18 @@ def run_step(
     if ex.resume is not None:
         attempts, final = _resume_attempts(ex, index, name, policy)
         if final is not None:
+            if attempts is not None and policy.on_exhausted == "pause":  # deaths used it up
+                why = final["metadata"]["gave_up"]
+                pause_exhausted(ex, index, name, attempts, why, ex.call())
             return _journal_error(ex, index, name, time.time(), final, chosen)
     if at_most_once and (existing := ex.store.guard(ex.id, ex.fence, index)) is not None:
         return ex.adopt(index, "run", name, existing, chosen)
 
     started_at = time.time()
     failures = attempts.failures if attempts else 0
+    observer = ex.observer
+    if observer is not None:
+        observer.step_started(ex, index, "run", name, failures + 1)
     ex.in_step = name
     try:
         value = fn(*args, **kwargs)
@@ -86,8 +94,13 @@ def run_step(
         return ex.replay(index, "run", name, chosen)
     ex.advance(index)
     if chosen is PLAIN_JSON and type(value) in JSON_SCALARS:
-        return value  # decoding its JSON would give it back as it is
-    return chosen.decode(parse(payload))
+        result = value  # decoding its JSON would give it back as it is
+    else:
+        result = chosen.decode(parse(payload))
+    if observer is not None:
+        took = time.time() - started_at
+        observer.step_succeeded(ex, index, "run", name, failures + 1, result, took)
+    return result
 
 
 def _resume_attempts(
@@ -165,6 +178,8 @@ def _retry_or_give_up(
         attempts = attempts.after(error)
     verdict = judge(policy, attempts, exc, now, random.random)
     if verdict.give_up:
+        if verdict.exhausted and policy.on_exhausted == "pause":
+            pause_exhausted(ex, index, name, attempts, verdict.reason, ex.call())
         record = record_of(exc, attempts.failures)
         if attempts.failures > 1:
             record["metadata"] = {"gave_up": verdict.reason}
@@ -172,6 +187,9 @@ def _retry_or_give_up(
     existing = ex.store.record_attempt(ex.id, ex.fence, index, attempts.to_json())
     if existing is not None:
         return ex.adopt(index, "run", name, existing, codec)
+    log_retry(ex, index, name, attempts.failures, exc, verdict.delay)
+    if ex.observer is not None:
+        ex.observer.step_failed(ex, index, "run", name, attempts.failures, exc, verdict.delay)
     raise StepRetry(name, verdict.delay, exc)
 
 
@@ -196,7 +214,11 @@ def _journal_error(
     if not ex.commit(index, entry, ends_attempts):
         return ex.replay(index, "run", name, codec)
     ex.advance(index)
-    raise rebuild(error) from cause
+    failure = rebuild(error)
+    log_failure(ex, index, name, attempts, failure)
+    if ex.observer is not None:
+        ex.observer.step_failed(ex, index, "run", name, attempts, failure, None)
+    raise failure from cause
 
 
 def checked_policy(policy: Any) -> RetryPolicy:

@@ -29,8 +29,11 @@ def timer(ex: Execution, seconds: float, name: str) -> Timer:
     checked_name(name, "timer")
     index = ex.position
     if index < len(ex.entries):
-        until = ex.expect(index, "sleep", name)["v"]["until"] / 1000
+        value = ex.expect(index, "sleep", name)["v"]
+        until = value["until"] / 1000
         ex.advance(index)
+        if ex.observer is not None:
+            ex.observer.step_replayed(ex, index, "sleep", name, 1, value, None)
     else:
         until_ms = int((time.time() + seconds) * 1000)
         index = ex.record("sleep", name, json.dumps({"until": until_ms}))

@@ -16,7 +16,8 @@ class Step:
     name: str
     kind: str
     status: str
-    """``completed``, ``failed``, ``retrying`` for a step waiting for its next attempt, or
+    """``completed``, ``failed``, ``retrying`` for a step waiting for its next attempt,
+    ``paused`` for one whose policy was exhausted with ``on_exhausted="pause"``, or
     ``waiting`` for a timer, child or awakeable whose outcome has not come yet."""
     attempts: int
     """Attempts so far, the first one included (worker deaths count as attempts)."""
@@ -26,6 +27,20 @@ class Step:
     error: dict[str, Any] | None
     started_at: datetime | None
     finished_at: datetime | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The step as JSON types, times as ISO 8601 text (``celery durable show --json``)."""
+        return {
+            "index": self.index,
+            "name": self.name,
+            "kind": self.kind,
+            "status": self.status,
+            "attempts": self.attempts,
+            "value": self.value,
+            "error": self.error,
+            "started_at": _iso(self.started_at),
+            "finished_at": _iso(self.finished_at),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +59,23 @@ class Invocation:
     paused_reason: str | None = None
     awaiting: list[dict[str, Any]] = field(default_factory=list)
     """What a suspended invocation waits for: kind, name, index, and when a timer is due."""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The invocation as JSON types, its steps as ``Step.as_dict``, times as ISO 8601
+        text: the stable shape of ``celery durable show --json``."""
+        return {
+            "id": self.id,
+            "task_name": self.task_name,
+            "status": self.status,
+            "steps": [step.as_dict() for step in self.steps],
+            "result": self.result,
+            "error": self.error,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+            "seed": self.seed,
+            "paused_reason": self.paused_reason,
+            "awaiting": self.awaiting,
+        }
 
 
 def parse_step(index: int, text: str, completion: str | None = None) -> Step:
@@ -81,7 +113,8 @@ def parse_invocation(
 ) -> Invocation:
     """Return the ``Invocation`` that stored metadata, entries and completions describe.
 
-    A step that failed and waits for its retry is listed last, with status ``retrying``.
+    A step that failed and waits for its retry is listed last, with status ``retrying``
+    (``paused`` when the invocation is paused: its policy was exhausted).
     """
     outcome = json.loads(meta["outcome"]) if meta.get("outcome") else {}
     steps = [parse_step(i, text, completions.get(str(i))) for i, text in enumerate(entries)]
@@ -92,7 +125,7 @@ def parse_invocation(
                 index=attempt["i"],
                 name=attempt["n"],
                 kind="run",
-                status="retrying",
+                status="paused" if meta.get("status") == "paused" else "retrying",
                 attempts=attempt["a"],
                 value=None,
                 error=attempt["e"],
@@ -109,8 +142,12 @@ def parse_invocation(
         error=outcome.get("e"),
         created_at=_when(meta.get("created_at")),
         # Steps do not touch the metadata (one write less per step), so the last one
-        # may have finished after the metadata last changed.
-        updated_at=_latest(_when(meta.get("updated_at")), steps[-1].finished_at if steps else None),
+        # may have finished after the metadata last changed. A waiting timer's
+        # finished_at is when it is due, still to come: not a change.
+        updated_at=_latest(
+            _when(meta.get("updated_at")),
+            steps[-1].finished_at if steps and steps[-1].status != "waiting" else None,
+        ),
         seed=int(meta["seed"]) if "seed" in meta else None,
         paused_reason=meta.get("paused_reason"),
         awaiting=json.loads(meta["awaiting"]) if meta.get("awaiting") else [],
@@ -123,3 +160,7 @@ def _latest(*stamps: datetime | None) -> datetime | None:
 
 def _when(stamp: float | str | None) -> datetime | None:
     return None if stamp is None else datetime.fromtimestamp(float(stamp), UTC)
+
+
+def _iso(stamp: datetime | None) -> str | None:
+    return None if stamp is None else stamp.isoformat()

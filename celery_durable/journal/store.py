@@ -76,6 +76,39 @@ class Started:
     """What the invocation was started with (``conflict``)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Resumption:
+    """What ``JournalStore.resume`` did."""
+
+    state: Literal["resumed", "refused", "no-call", "gone"]
+    """``resumed``; ``refused``: neither paused nor failed; ``no-call``: no stored call
+    (with ``require_call``); ``gone``: no such invocation. Only ``resumed`` changed it."""
+    status: str = ""
+    """Its status before the call (none when gone)."""
+    call: str = ""
+    """The stored call, what re-publishes it (``resumed``)."""
+    dropped: str | None = None
+    """The failed entry it lost (a failed invocation whose last step failed)."""
+    dropped_at: int = -1
+    """The journal index of that entry; -1 when none was dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Fork:
+    """What a forked invocation starts with: a copy of another's first entries."""
+
+    task_name: str
+    fingerprint: str
+    seed: int
+    entries: list[str]
+    completions: dict[str, str]
+    """The outcomes from outside of those entries, as ``Started.completions``."""
+    call: str
+    """What publishes it, under its own task id."""
+    reason: str
+    """Why it is paused until its first start."""
+
+
 class JournalStore(Protocol):
     """Where journals live. Every method is one round trip to the store."""
 
@@ -157,10 +190,13 @@ class JournalStore(Protocol):
         """
         ...
 
-    def pause(self, task_id: str, fence: int, reason: str, call: str = "") -> str:
+    def pause(
+        self, task_id: str, fence: int, reason: str, call: str = "", attempt: str = ""
+    ) -> str:
         """Mark the running invocation paused; return its status after the call.
 
-        A non-empty ``call`` is stored, so that it can be resumed."""
+        A non-empty ``call`` is stored, so that it can be resumed; a non-empty
+        ``attempt`` records the failed attempts of the step that paused it."""
         ...
 
     def suspend(
@@ -232,4 +268,39 @@ class JournalStore(Protocol):
 
     def forget_index(self, task_ids: Sequence[str]) -> None:
         """Drop ids of invocations that no longer exist from the listing."""
+        ...
+
+    # -- Operators: resume, fork, purge ---------------------------------------------------
+
+    def resume(self, task_id: str, reason: str, require_call: bool = True) -> Resumption:
+        """Make a paused or failed invocation resumable: its next start runs it again.
+
+        It becomes ``paused`` with ``reason``, without expiry, its fence raised and its
+        deaths and recorded attempts cleared. A failed one loses its final outcome,
+        and its last entry when that is a failed ``run`` step. With ``require_call``,
+        one without a stored call is refused. Nothing changes unless it is resumed.
+        """
+        ...
+
+    def fork(self, task_id: str, fork: Fork) -> bool:
+        """Create invocation ``task_id``, paused, from ``fork``; False if the id is taken."""
+        ...
+
+    def forget_if(self, task_id: str, status: str, created_before: float) -> int:
+        """Delete the invocation if it has ``status`` and was created before the time.
+
+        Returns:
+            1 when deleted, 0 when kept, -1 when it did not exist (its id is dropped
+            from the listing).
+        """
+        ...
+
+    def list_ids_before(
+        self, status: str | None, before: float, limit: int, offset: int = 0
+    ) -> list[str]:
+        """Return ids created before ``before`` (seconds since the epoch), oldest first.
+
+        Those of one live status, else all listed ones, whatever their status (the
+        caller checks it); ids of expired invocations may linger in the listing.
+        """
         ...

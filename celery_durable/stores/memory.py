@@ -14,7 +14,14 @@ import time
 from collections.abc import Sequence
 
 from celery_durable.errors import JournalError, LeaseLost
-from celery_durable.journal.store import FINISHED, Started, StartRequest, Stored
+from celery_durable.journal.store import (
+    FINISHED,
+    Fork,
+    Resumption,
+    Started,
+    StartRequest,
+    Stored,
+)
 from celery_durable.keys import LIVE_STATUSES
 from celery_durable.keys import MetaField as F
 
@@ -208,13 +215,17 @@ class MemoryJournalStore:
             self.expires_at[task_id] = time.monotonic() + retention
             return None
 
-    def pause(self, task_id: str, fence: int, reason: str, call: str = "") -> str:
+    def pause(
+        self, task_id: str, fence: int, reason: str, call: str = "", attempt: str = ""
+    ) -> str:
         with self._lock:
             meta = self._fenced(task_id, fence, "pause")
             if meta[F.STATUS] != "running":
                 return meta[F.STATUS]
             if call:
                 meta[F.CALL] = call
+            if attempt:
+                meta[F.ATTEMPT] = attempt
             meta.update({F.STATUS: "paused", F.PAUSED_REASON: reason, F.UPDATED_AT: _now()})
             meta.pop(F.LEASE, None)
             meta.pop(F.LEASE_UNTIL, None)
@@ -372,6 +383,73 @@ class MemoryJournalStore:
         if meta[F.FENCE] != str(fence):
             raise LeaseLost(f"cannot {action} invocation {task_id}: another execution holds it")
         return meta
+
+    # -- Operators: resume, fork, purge ---------------------------------------------------
+
+    def resume(self, task_id: str, reason: str, require_call: bool = True) -> Resumption:
+        with self._lock:
+            self.round_trips += 1
+            meta = self._live(task_id)
+            if meta is None:
+                return Resumption("gone")
+            status = meta[F.STATUS]
+            if status not in ("paused", "failed"):
+                return Resumption("refused", status)
+            if require_call and F.CALL not in meta:
+                return Resumption("no-call", status)
+            journal = self.journals[task_id]
+            dropped, dropped_at = None, -1
+            if status == "failed" and journal:
+                last = json.loads(journal[-1])
+                if last["k"] == "run" and last["s"] == "error":
+                    dropped, dropped_at = journal.pop(), len(journal)
+            meta.update({
+                F.FENCE: str(int(meta[F.FENCE]) + 1), F.STATUS: "paused",
+                F.PAUSED_REASON: reason, F.UPDATED_AT: _now(), F.DEATHS: "0",
+            })  # fmt: skip
+            for name in (F.OUTCOME, F.ATTEMPT, F.GUARD, F.LEASE, F.LEASE_UNTIL, F.AWAITING):
+                meta.pop(name, None)
+            self.expires_at.pop(task_id, None)
+            return Resumption("resumed", status, meta.get(F.CALL, ""), dropped, dropped_at)
+
+    def fork(self, task_id: str, fork: Fork) -> bool:
+        with self._lock:
+            self.round_trips += 1
+            if self._live(task_id) is not None:
+                return False
+            now = _now()
+            self.meta[task_id] = {
+                F.TASK: fork.task_name, F.FINGERPRINT: fork.fingerprint, F.SEED: str(fork.seed),
+                F.STATUS: "paused", F.CREATED_AT: now, F.UPDATED_AT: now, F.FENCE: "1",
+                F.FRONTIER: str(len(fork.entries)), F.DEATHS: "0", F.NESTING: "0",
+                F.CALL: fork.call, F.PAUSED_REASON: fork.reason,
+            }  # fmt: skip
+            self.journals[task_id] = list(fork.entries)
+            self.done[task_id] = dict(fork.completions)
+            return True
+
+    def forget_if(self, task_id: str, status: str, created_before: float) -> int:
+        with self._lock:
+            self.round_trips += 1
+            meta = self._live(task_id)
+            if meta is None:
+                return -1
+            if meta[F.STATUS] != status or float(meta[F.CREATED_AT]) >= created_before:
+                return 0
+            self._drop(task_id)
+            return 1
+
+    def list_ids_before(
+        self, status: str | None, before: float, limit: int, offset: int = 0
+    ) -> list[str]:
+        with self._lock:
+            self.round_trips += 1
+            ids = [i for i in list(self.meta) if self._live(i) is not None]
+            ids = [i for i in ids if float(self.meta[i][F.CREATED_AT]) < before]
+            if status in LIVE_STATUSES:
+                ids = [i for i in ids if self.meta[i][F.STATUS] == status]
+            ids.sort(key=lambda i: (float(self.meta[i][F.CREATED_AT]), i))
+            return ids[offset : offset + limit]
 
 
 def _now() -> str:

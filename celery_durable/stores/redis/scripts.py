@@ -37,8 +37,11 @@ COMPLETE = Script("complete")
 SENT = Script("sent")
 CLAIM = Script("claim")
 ACK_WAKEUP = Script("ack_wakeup")
+RESUME = Script("resume")
+FORK = Script("fork")
+FORGET_IF = Script("forget_if")
 
 ALL = (
     START, APPEND, ATTEMPT, GUARD, RELEASE, RENEW, BREAK_LEASE, FINISH, PAUSE, FORGET, SUSPEND,
-    COMPLETE, SENT, CLAIM, ACK_WAKEUP,
+    COMPLETE, SENT, CLAIM, ACK_WAKEUP, RESUME, FORK, FORGET_IF,
 )  # fmt: skip

@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import redis
 from redis.exceptions import NoScriptError, RedisError
 
-from celery_durable.journal.store import Started, StartRequest, Stored
+from celery_durable.journal.store import Fork, Resumption, Started, StartRequest, Stored
 from celery_durable.keys import KeySpace
 from celery_durable.stores.redis import scripts
 from celery_durable.stores.redis.checks import check_eviction_policy
@@ -207,13 +207,15 @@ class RedisJournalStore:
             )  # fmt: skip
         return None if reply is None else (reply[0], reply[1])
 
-    def pause(self, task_id: str, fence: int, reason: str, call: str = "") -> str:
+    def pause(
+        self, task_id: str, fence: int, reason: str, call: str = "", attempt: str = ""
+    ) -> str:
         k = self._keys.invocation(task_id)
         ix = self._keys.indexes(task_id)
         with self._errors(task_id, "pause"):
             status: str = self._eval(
                 scripts.PAUSE, 3, k.meta, ix.running, ix.paused,
-                task_id, fence, reason, _now(), call,
+                task_id, fence, reason, _now(), call, attempt,
             )  # fmt: skip
         return status
 
@@ -381,6 +383,55 @@ class RedisJournalStore:
         except RedisError:
             pass
         return False
+
+    # -- Operators: resume, fork, purge ---------------------------------------------------
+
+    def resume(self, task_id: str, reason: str, require_call: bool = True) -> Resumption:
+        k = self._keys.invocation(task_id)
+        ix = self._keys.indexes(task_id)
+        flag = "1" if require_call else "0"
+        with self._errors(task_id, "resume"):
+            reply: list[Any] = self._eval(
+                scripts.RESUME, 5, k.meta, k.journal, k.done, ix.all, ix.paused,
+                task_id, _now(), reason, flag,
+            )  # fmt: skip
+        if reply[0] == "resumed":
+            return Resumption("resumed", reply[1], reply[2], reply[3] or None, int(reply[4]))
+        if reply[0] == "gone":
+            return Resumption("gone")
+        return Resumption("no-call" if reply[0] == "no-call" else "refused", reply[1])
+
+    def fork(self, task_id: str, fork: Fork) -> bool:
+        k = self._keys.invocation(task_id)
+        ix = self._keys.indexes(task_id)
+        pairs = [part for item in sorted(fork.completions.items()) for part in item]
+        with self._errors(task_id, "create the fork"):
+            created = self._eval(
+                scripts.FORK, 5, k.meta, k.journal, k.done, ix.all, ix.paused,
+                task_id, fork.task_name, fork.fingerprint, str(fork.seed), _now(), fork.call,
+                fork.reason, len(fork.entries), *fork.entries, *pairs,
+            )  # fmt: skip
+        return bool(created)
+
+    def forget_if(self, task_id: str, status: str, created_before: float) -> int:
+        k = self._keys.invocation(task_id)
+        with self._errors(task_id, "purge"):
+            reply = self._eval(
+                scripts.FORGET_IF, 7, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
+                task_id, status, f"{created_before:.6f}",
+            )  # fmt: skip
+        return int(reply)
+
+    def list_ids_before(
+        self, status: str | None, before: float, limit: int, offset: int = 0
+    ) -> list[str]:
+        ix = self._keys.indexes()
+        key = getattr(ix, status) if status in ix._fields else ix.all
+        with self._errors("*", "list"):
+            found: list[str] = self._command(
+                "ZRANGEBYSCORE", key, "-inf", f"({before:.6f}", "LIMIT", offset, limit
+            )
+        return found
 
 
 def _now() -> str:

@@ -1,5 +1,6 @@
--- Pause a running invocation (its code and journal disagree): kept, without expiry,
--- until someone resumes or forgets it. Only the execution holding the fence pauses it.
+-- Pause a running invocation (its code and journal disagree, or a step's policy was
+-- exhausted with on_exhausted='pause'): kept, without expiry, until someone resumes or
+-- forgets it. Only the execution holding the fence pauses it.
 -- KEYS[1]  meta hash of the invocation
 -- KEYS[2]  index of running ones
 -- KEYS[3]  index of paused ones
@@ -8,8 +9,9 @@
 -- ARGV[3]  why it is paused
 -- ARGV[4]  now, seconds since the epoch
 -- ARGV[5]  the call, to re-publish it when resumed (JSON), or ''
--- Fields: fence status created_at (read); status paused_reason updated_at call (set);
---         lease lease_until (deleted)
+-- ARGV[6]  the failed attempts of the step that paused it (JSON), or '' (optional)
+-- Fields: fence status created_at (read); status paused_reason updated_at call attempt
+--         (set); lease lease_until (deleted)
 -- Returns  the status after the call: 'paused', or the status it had when it was not
 --          this execution's to pause. Errors: GONE, FENCED.
 local meta = KEYS[1]
@@ -27,6 +29,9 @@ redis.call('HSET', meta, 'status', 'paused', 'paused_reason', ARGV[3], 'updated_
 redis.call('HDEL', meta, 'lease', 'lease_until')
 if ARGV[5] ~= '' then
   redis.call('HSET', meta, 'call', ARGV[5])
+end
+if ARGV[6] and ARGV[6] ~= '' then
+  redis.call('HSET', meta, 'attempt', ARGV[6])
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[3], f[3], ARGV[1])

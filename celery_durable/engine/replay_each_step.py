@@ -1,0 +1,70 @@
+"""The ``durable_replay_each_step`` test mode: every step after the first is replayed.
+
+An execution in this mode ends right after the body journals a new entry, and the
+task is delivered again (in process when eager, as a Celery retry with countdown 0 on
+a worker). The next execution replays everything up to there and journals one entry
+more. A body that asks for other operations when replayed (it branches on the clock,
+``random``, ``uuid.uuid4()``, the state of the world) fails with
+``NonDeterminismError`` in the user's tests instead of in production.
+
+Entries that ``run_async`` steps journal from their threads do not end the execution
+where they land (the body is elsewhere then); an execution that journaled any ends
+once more before it finishes the invocation, so that they too are replayed once.
+
+The mode costs nothing when it is off: it is a subclass of ``Execution`` that the task
+layer asks ``invocation.begin`` for only when the setting is on.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from celery_durable.engine.execution import Execution
+
+
+class AbandonExecution(BaseException):
+    """Ends an execution after it journaled a new entry, so that it is delivered again.
+
+    It derives from ``BaseException`` so that an ``except Exception`` in the body does
+    not swallow it: the task layer releases the lease and runs the task again.
+    """
+
+    def __init__(self, invocation_id: str, index: int) -> None:
+        super().__init__(
+            f"durable_replay_each_step: invocation {invocation_id} journaled entry {index}; "
+            "it runs again and replays it"
+        )
+        self.invocation_id = invocation_id
+        self.index = index
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.invocation_id, self.index))
+
+
+class ReplayEachStep(Execution):
+    """An execution that ends after each entry the body journals (see the module)."""
+
+    __slots__ = ("unreplayed",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unreplayed = -1
+        """Index of an entry an async step journaled and no execution replayed yet."""
+
+    def commit(self, index: int, entry: str, ends_attempts: bool) -> bool:
+        written = super().commit(index, entry, ends_attempts)
+        if written:
+            if threading.get_ident() == self._thread:
+                raise AbandonExecution(self.id, index)
+            self.unreplayed = max(self.unreplayed, index)
+        return written
+
+    def must_replay(self) -> bool:
+        """True when the execution must end once more before it finishes the invocation."""
+        return self.unreplayed >= 0
+
+
+def must_replay(ex: Execution) -> bool:
+    """True when ``ex`` runs in the mode and an async step journaled an entry."""
+    return isinstance(ex, ReplayEachStep) and ex.must_replay()

@@ -1,0 +1,22 @@
+-- Delete an invocation if it has a given status and was created before a given time
+-- (an operator's purge): what it checks and what it deletes are one atomic change, so
+-- an invocation that moved on since it was listed is kept.
+-- KEYS[1]  meta hash of the invocation          KEYS[2]  its journal list
+-- KEYS[3]  its completions hash
+-- KEYS[4..7]  the indexes: all, running, suspended, paused
+-- ARGV[1]  task id (the index member)
+-- ARGV[2]  the status it must have
+-- ARGV[3]  it must have been created before this, seconds since the epoch
+-- Fields: status created_at (read)
+-- Returns  1 when deleted, 0 when kept (another status, or newer), -1 when it no longer
+--          existed (its id is taken out of the indexes).
+local f = redis.call('HMGET', KEYS[1], 'status', 'created_at')
+if f[1] and (f[1] ~= ARGV[2] or tonumber(f[2]) >= tonumber(ARGV[3])) then
+  return 0
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+for i = 4, 7 do
+  redis.call('ZREM', KEYS[i], ARGV[1])
+end
+if f[1] then return 1 end
+return -1

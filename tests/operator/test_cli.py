@@ -1,0 +1,276 @@
+"""``celery durable`` through click's CliRunner, on the real Redis: output, JSON, errors.
+
+Invocations are made with ``apply()`` (journaled in Redis, no worker); what a resume or
+a restart publishes waits in the test's own queue, unrun (``test_end_to_end`` runs them).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+
+from celery_durable import get_invocation
+from celery_durable.engine.awakeables import AwakeableId
+from celery_durable.journal.store import StartRequest
+from celery_durable.runtime import release_runtime, runtime_for
+from tests.operator.conftest import Invoke
+from tests.operator.proj import APPROVAL, PAUSING, PIPELINE, broken_key
+
+INVOCATION_KEYS = {
+    "id", "task_name", "status", "steps", "result", "error", "created_at", "updated_at",
+    "seed", "paused_reason", "awaiting",
+}  # fmt: skip
+STEP_KEYS = {
+    "index", "name", "kind", "status", "attempts", "value", "error", "started_at", "finished_at",
+}  # fmt: skip
+ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?\+00:00$")
+
+
+def completed(app: Celery, task_id: str, order: str = "o-1") -> None:
+    app.tasks[PIPELINE].apply(args=(order,), task_id=task_id).get()
+
+
+def failed(app: Celery, redis_client: redis.Redis, key_prefix: str, task_id: str) -> None:
+    redis_client.set(broken_key(key_prefix, "charge"), 1)
+    result = app.tasks[PIPELINE].apply(args=("o-2",), task_id=task_id)
+    assert result.failed()
+    redis_client.delete(broken_key(key_prefix, "charge"))
+
+
+def loads(text: str) -> Any:
+    return json.loads(text)
+
+
+# -- ls and show ----------------------------------------------------------------------------
+
+
+def test_ls_lists_newest_first_with_aligned_columns(
+    app: Celery, cli: Invoke, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    completed(app, "inv-old")
+    time.sleep(0.01)
+    failed(app, redis_client, key_prefix, "inv-new")
+    result = cli("ls")
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["ID", "TASK", "STATUS", "STEPS", "AGE", "AWAITING"]
+    assert [line.split()[:4] for line in lines[1:]] == [
+        ["inv-new", PIPELINE, "failed", "2"],
+        ["inv-old", PIPELINE, "completed", "3"],
+    ]
+    assert len({line.index(PIPELINE) for line in lines[1:]}) == 1  # one column
+    assert "\x1b[" not in result.stdout  # no colour: the output is not a terminal
+
+    only = cli("ls", "--status", "failed", "--json")
+    assert [inv["id"] for inv in loads(only.stdout)] == ["inv-new"]
+    assert loads(cli("ls", "--task", "no.such.task", "--json").stdout) == []
+    assert cli("ls", "--limit", "1", "--json").stdout.count('"task_name"') == 1
+    assert cli("ls", "--status", "paused").stdout == "No invocations with status paused.\n"
+
+
+def test_show_prints_the_journal_as_a_timeline(
+    app: Celery, cli: Invoke, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    failed(app, redis_client, key_prefix, "inv-1")
+    inv = get_invocation(app, "inv-1")
+    assert inv is not None
+    result = cli("show", "inv-1")
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "invocation  inv-1" in out
+    assert f"task        {PIPELINE}" in out
+    assert "status      failed" in out
+    assert f"seed        {inv.seed}" in out
+    rows = [line.split(None, 6) for line in out.splitlines() if re.match(r"\s*\d+\s+run\s", line)]
+    assert [row[:5] for row in rows] == [
+        ["0", "run", "reserve", "completed", "1"],
+        ["1", "run", "charge", "failed", "1"],
+    ]
+    assert rows[0][6] == '"reserve:o-2"'
+    assert rows[1][6] == "RuntimeError: a bug in charge"
+    assert "error       RuntimeError: a bug in charge" in out
+
+
+def test_show_json_is_the_invocation_record(app: Celery, cli: Invoke) -> None:
+    completed(app, "inv-1")
+    result = cli("show", "inv-1", "--json")
+    assert result.exit_code == 0, result.output
+    shown = loads(result.stdout)
+    assert set(shown) == INVOCATION_KEYS
+    assert (shown["id"], shown["task_name"], shown["status"]) == ("inv-1", PIPELINE, "completed")
+    assert shown["result"]["steps"] == ["reserve:o-1", "charge:o-1", "ship:o-1"]
+    assert (shown["error"], shown["paused_reason"], shown["awaiting"]) == (None, None, [])
+    assert isinstance(shown["seed"], int)
+    assert ISO.match(shown["created_at"]) and ISO.match(shown["updated_at"])
+    steps = shown["steps"]
+    assert [set(step) for step in steps] == [STEP_KEYS] * 3
+    assert [(s["index"], s["name"], s["kind"], s["status"], s["attempts"]) for s in steps] == [
+        (0, "reserve", "run", "completed", 1),
+        (1, "charge", "run", "completed", 1),
+        (2, "ship", "run", "completed", 1),
+    ]
+    assert steps[0]["value"] == "reserve:o-1"
+    assert steps[0]["error"] is None
+    assert ISO.match(steps[0]["started_at"]) and ISO.match(steps[0]["finished_at"])
+    listed = loads(cli("ls", "--json").stdout)
+    assert listed == [shown]
+
+
+def test_show_of_a_paused_invocation_says_why_and_what_step_paused_it(
+    app: Celery, cli: Invoke, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    redis_client.set(broken_key(key_prefix, "charge"), 1)
+    app.tasks[PAUSING].apply(args=("o-3",), task_id="inv-p")  # eager: retries run at once
+    shown = loads(cli("show", "inv-p", "--json").stdout)
+    assert shown["status"] == "paused"
+    assert "on_exhausted='pause'" in shown["paused_reason"]
+    last = shown["steps"][-1]
+    assert (last["name"], last["status"], last["attempts"]) == ("charge", "paused", 2)
+    text = cli("show", "inv-p").stdout
+    assert "paused      step 'charge' (index 1) gave up: all 2 attempts failed;" in text
+    assert "an operator (resume)" in cli("ls").stdout
+
+
+# -- Changing ---------------------------------------------------------------------------------
+
+
+def test_forget_deletes_and_says_so(app: Celery, cli: Invoke) -> None:
+    completed(app, "inv-1")
+    result = cli("forget", "inv-1", "--json")
+    assert (result.exit_code, loads(result.stdout)) == (0, {"id": "inv-1", "forgotten": True})
+    again = cli("forget", "inv-1")
+    assert again.exit_code == 1
+    assert "no invocation inv-1 is kept" in again.stderr
+    assert "celery durable ls" in again.stderr
+
+
+def test_purge_asks_first_and_deletes_only_that_status_older_than_asked(
+    app: Celery, cli: Invoke, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    completed(app, "inv-done")
+    failed(app, redis_client, key_prefix, "inv-failed")
+    refused = cli("purge", "--status", "failed", "--older-than", "0s", input="n\n")
+    assert refused.exit_code == 1
+    assert "Delete every failed invocation" in refused.stderr
+    assert get_invocation(app, "inv-failed") is not None
+
+    kept = cli("purge", "--status", "failed", "--older-than", "1h", "--yes", "--json")
+    assert loads(kept.stdout) == {"status": "failed", "older_than": 3600.0, "purged": []}
+    result = cli("purge", "--status", "failed", "--older-than", "0", input="y\n")
+    assert result.exit_code == 0, result.output
+    assert "Purged 1 failed invocation(s)" in result.stdout
+    assert get_invocation(app, "inv-failed") is None
+    assert get_invocation(app, "inv-done") is not None
+
+
+@pytest.mark.parametrize(
+    ("spelt", "seconds"), [("90", 90.0), ("90s", 90.0), ("15m", 900.0), ("1h30m", 5400.0),
+                           ("7d", 604800.0), ("2w", 1209600.0)],
+)  # fmt: skip
+def test_purge_reads_durations(app: Celery, cli: Invoke, spelt: str, seconds: float) -> None:
+    result = cli("purge", "--status", "paused", "--older-than", spelt, "--yes", "--json")
+    assert loads(result.stdout)["older_than"] == seconds
+
+
+def test_a_wrong_duration_is_a_usage_error(cli: Invoke) -> None:
+    result = cli("purge", "--status", "paused", "--older-than", "soon", "--yes")
+    assert result.exit_code == 2
+    assert "write it as 90s, 15m" in result.stderr
+
+
+def test_resume_publishes_and_reports_what_it_dropped(
+    app: Celery, cli: Invoke, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    failed(app, redis_client, key_prefix, "inv-1")
+    result = cli("resume", "inv-1", "--json")
+    assert result.exit_code == 0, result.output
+    done = loads(result.stdout)
+    assert set(done) == {"id", "previous_status", "dropped_step", "published"}
+    assert (done["id"], done["previous_status"], done["published"]) == ("inv-1", "failed", True)
+    assert set(done["dropped_step"]) == STEP_KEYS
+    assert (done["dropped_step"]["index"], done["dropped_step"]["name"]) == (1, "charge")
+    inv = get_invocation(app, "inv-1")
+    assert inv is not None
+    assert (inv.status, [s.name for s in inv.steps]) == ("paused", ["reserve"])
+    # Its call waits in the queue, under its own task id.
+    message = json.loads(redis_client.lindex(f"{key_prefix}:kombu:{key_prefix}:q", 0) or "{}")
+    assert message["headers"]["id"] == "inv-1"
+    assert message["headers"]["task"] == PIPELINE
+
+    again = cli("resume", "inv-1")  # paused now: resumable again, published again
+    assert again.exit_code == 0, again.output
+    assert "Resumed invocation inv-1 (it was paused)." in again.stdout
+
+
+def test_resume_refuses_what_it_cannot_resume_and_says_what_to_do(app: Celery, cli: Invoke) -> None:
+    completed(app, "inv-1")
+    result = cli("resume", "inv-1")
+    assert result.exit_code == 1
+    assert "invocation inv-1 is completed; only a paused or failed invocation" in result.stderr
+    assert "celery durable restart ID --from-step N" in result.stderr
+    missing = cli("resume", "nope")
+    assert missing.exit_code == 1
+    assert "no invocation nope is kept" in missing.stderr
+
+
+def test_restart_forks_the_journal_under_a_new_id(app: Celery, cli: Invoke) -> None:
+    completed(app, "inv-1")
+    result = cli("restart", "inv-1", "--from-step", "1", "--new-id", "inv-2", "--no-publish",
+                 "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert loads(result.stdout) == {
+        "id": "inv-2", "restarted_from": "inv-1", "from_step": 1, "published": False,
+    }  # fmt: skip
+    original, fork = get_invocation(app, "inv-1"), get_invocation(app, "inv-2")
+    assert original is not None and fork is not None
+    assert (fork.status, fork.task_name, fork.seed) == ("paused", PIPELINE, original.seed)
+    assert [s.name for s in fork.steps] == ["reserve"]
+    assert "restarted from invocation inv-1 at step 1" in (fork.paused_reason or "")
+
+    taken = cli("restart", "inv-1", "--from-step", "1", "--new-id", "inv-2")
+    assert taken.exit_code == 1
+    assert "task id inv-2 already names an invocation" in taken.stderr
+    too_far = cli("restart", "inv-1", "--from-step", "4")
+    assert too_far.exit_code == 1
+    assert "between 0 (run it all again) and 3, not 4" in too_far.stderr
+    fresh = cli("restart", "inv-1", "--from-step", "0", "--no-publish")
+    assert re.search(r"as [0-9a-f-]{36}\.", fresh.stdout)
+
+
+def test_resolve_and_reject_complete_an_awakeable_once(app: Celery, cli: Invoke) -> None:
+    store = runtime_for(app).store
+    started = store.start("inv-1", StartRequest(APPROVAL, "fp", 1, 30.0, "test:1"))
+    entry = '{"k":"awakeable","n":"approval","t":0,"d":0,"s":"ok","v":{"id":"tok"}}'
+    store.append("inv-1", started.fence, 0, entry, False)
+    store.release("inv-1", started.fence)
+    awakeable = str(AwakeableId("inv-1", 0, "tok"))
+
+    result = cli("resolve", awakeable, '{"approved_by": "ada"}', "--json")
+    assert result.exit_code == 0, result.output
+    assert loads(result.stdout) == {"awakeable_id": awakeable, "completed": True}
+    inv = get_invocation(app, "inv-1")
+    assert inv is not None and inv.steps[0].value == {"approved_by": "ada"}
+
+    late = cli("reject", awakeable, "too late")
+    assert late.exit_code == 1
+    assert "was completed before" in late.stderr
+    assert cli("resolve", awakeable, "not json").exit_code == 2
+    wrong = cli("resolve", "awk1.nope", "1")
+    assert wrong.exit_code == 1
+    assert "is not an awakeable id" in wrong.stderr
+
+
+def test_redis_that_cannot_be_reached_is_an_error_that_says_what_to_check(
+    cli: Invoke, app: Celery
+) -> None:
+    app.conf.durable_redis_url = "redis://127.0.0.1:1/0"
+    release_runtime(app)
+    result = cli("ls")
+    assert result.exit_code == 1
+    assert "Check that Redis is running" in result.stderr
