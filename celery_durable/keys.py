@@ -8,6 +8,7 @@ status.
 
 from __future__ import annotations
 
+import binascii
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -84,9 +85,17 @@ LIVE_STATUSES = ("running", "suspended", "paused")
 
 @dataclass(frozen=True, slots=True)
 class KeySpace:
-    """Builds keys under one prefix: ``<prefix>:{<task_id>}:<part>``."""
+    """Builds keys under one prefix: ``<prefix>:{<task_id>}:<part>``.
+
+    On one Redis the listing indexes and the due wake-ups are one key each. On a Redis
+    Cluster (``cluster``) a script may only touch one hash slot, so each slot has its
+    own: ``<prefix>:slot:{<tag>}:<part>``, where ``<tag>`` hashes to the slot of the
+    invocations it lists. The keys that span slots (which slots are in use, the due
+    wake-ups to claim) are written outside the scripts.
+    """
 
     prefix: str = "durable"
+    cluster: bool = False
 
     def invocation(self, task_id: str) -> InvocationKeys:
         base = f"{self.prefix}:{{{task_id}}}:"
@@ -94,7 +103,8 @@ class KeySpace:
 
     @property
     def wakeups(self) -> str:
-        """Sorted set of suspended invocation ids, scored by when to wake them (ms)."""
+        """Sorted set of suspended invocation ids, scored by when to wake them (ms): the
+        one the wake-up component claims from."""
         return f"{self.prefix}:wakeups"
 
     @property
@@ -102,7 +112,72 @@ class KeySpace:
         """String set once per Redis data set: if it is missing, Redis lost its data."""
         return f"{self.prefix}:epoch"
 
+    @property
+    def slots_in_use(self) -> str:
+        """Set of the hash slots that hold invocations (cluster only), for listing."""
+        return f"{self.prefix}:slots"
+
+    @property
+    def sweep_lock(self) -> str:
+        """Who sweeps the slots' wake-ups into ``wakeups`` now (cluster only)."""
+        return f"{self.prefix}:sweep-lock"
+
+    def slot(self, task_id: str) -> int:
+        """The hash slot of an invocation's keys."""
+        return key_slot(self.invocation(task_id).meta)
+
     def indexes(self, task_id: str = "") -> IndexKeys:
         """The listing indexes that hold ``task_id`` (one set for all ids on one Redis)."""
+        if self.cluster:
+            return self.indexes_of_slot(self.slot(task_id))
         base = f"{self.prefix}:index:"
         return IndexKeys(base + "all", base + "running", base + "suspended", base + "paused")
+
+    def indexes_of_slot(self, slot: int) -> IndexKeys:
+        """The listing indexes of one hash slot (cluster only)."""
+        base = f"{self.prefix}:slot:{{{slot_tag(slot)}}}:index:"
+        return IndexKeys(base + "all", base + "running", base + "suspended", base + "paused")
+
+    def wakeups_of(self, task_id: str) -> str:
+        """Where a suspension schedules its wake-up: ``wakeups`` on one Redis; on a
+        cluster the set of its slot, copied into ``wakeups`` outside the script."""
+        if self.cluster:
+            return self.wakeups_of_slot(self.slot(task_id))
+        return self.wakeups
+
+    def wakeups_of_slot(self, slot: int) -> str:
+        return f"{self.prefix}:slot:{{{slot_tag(slot)}}}:wakeups"
+
+
+#: Hash slots of a Redis Cluster.
+SLOTS = 16384
+_TAGS: list[str] = []
+
+
+def key_slot(key: str) -> int:
+    """The Redis Cluster hash slot of ``key``: its ``{hash tag}`` if it has one."""
+    data = key.encode()
+    start = data.find(b"{")
+    if start > -1:
+        end = data.find(b"}", start + 1)
+        if end > start + 1:
+            data = data[start + 1 : end]
+    return binascii.crc_hqx(data, 0) % SLOTS
+
+
+def slot_tag(slot: int) -> str:
+    """A short text whose hash slot is ``slot``: a hash tag that puts a key there."""
+    if not _TAGS:
+        # Made once per process, in about a tenth of a second: every slot gets the
+        # first decimal number that hashes to it.
+        tags: list[str | None] = [None] * SLOTS
+        found, number = 0, 0
+        while found < SLOTS:
+            text = str(number)
+            index = binascii.crc_hqx(text.encode(), 0) % SLOTS
+            if tags[index] is None:
+                tags[index] = text
+                found += 1
+            number += 1
+        _TAGS.extend(tag for tag in tags if tag is not None)
+    return _TAGS[slot]

@@ -10,6 +10,7 @@ from celery_durable.keys import KeySpace
 from celery_durable.settings import DurableSettings
 from celery_durable.stores.memory import MemoryJournalStore
 from celery_durable.stores.redis import RedisJournalStore
+from celery_durable.stores.redis.durability import Durability
 
 
 class Runtime:
@@ -28,8 +29,14 @@ class Runtime:
         if self._store is None:
             with self._lock:
                 if self._store is None:
+                    settings = self.settings
                     self._store = RedisJournalStore.from_url(
-                        self.settings.journal_url(), KeySpace(self.settings.key_prefix)
+                        settings.journal_url(),
+                        KeySpace(settings.key_prefix, cluster=settings.redis_cluster),
+                        settings.redis_options,
+                        Durability(
+                            settings.wait_replicas, settings.wait_aof, settings.wait_timeout
+                        ),
                     )
         return self._store
 

@@ -34,8 +34,14 @@ KNOWN = frozenset(
         "durable_eager_journal",
         "durable_max_value_bytes",
         "durable_replay_each_step",
+        "durable_redis_cluster",
+        "durable_redis_options",
+        "durable_wait_replicas",
+        "durable_wait_aof",
+        "durable_wait_timeout",
     }
 )
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "sentinel://")
 EAGER_JOURNALS = ("memory", "redis")
 DEFAULT_MAX_VALUE_BYTES = 8 * 1024 * 1024
 
@@ -67,6 +73,16 @@ class DurableSettings:
     replay_each_step: bool = False
     """Test mode: after every new journal entry the execution ends and the task is
     delivered again, so that every step after the first is reached through a replay."""
+    redis_cluster: bool = False
+    """The URL names a node of a Redis Cluster."""
+    redis_options: Mapping[str, Any] = field(default_factory=dict)
+    """Extra client options (``master_name`` for ``sentinel://`` URLs, TLS, passwords)."""
+    wait_replicas: int = 0
+    """After each journal write, wait until this many replicas have it (``WAIT``)."""
+    wait_aof: bool = False
+    """After each journal write, wait until the local AOF has it (``WAITAOF``)."""
+    wait_timeout: float = 1.0
+    """How long a write waits for its replicas or its AOF before it counts as not durable."""
 
     def journal_url(self) -> str:
         """The URL of the journal's Redis; the default one, with a warning, if none is set."""
@@ -118,22 +134,60 @@ class DurableSettings:
             replay_each_step=_flag(
                 "durable_replay_each_step", conf.get("durable_replay_each_step", False)
             ),
+            redis_cluster=_flag("durable_redis_cluster", conf.get("durable_redis_cluster", False)),
+            redis_options=_redis_options(conf),
+            wait_replicas=_count("durable_wait_replicas", conf.get("durable_wait_replicas", 0)),
+            wait_aof=_flag("durable_wait_aof", conf.get("durable_wait_aof", False)),
+            wait_timeout=_seconds("durable_wait_timeout", conf.get("durable_wait_timeout", 1.0))
+            or 1.0,
         )
 
 
 def _redis_url(conf: Mapping[str, Any]) -> str:
     url = conf.get("durable_redis_url")
     if url is not None:
-        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+        if not isinstance(url, str) or not url.startswith(REDIS_SCHEMES):
             raise ConfigurationError(
-                f"durable_redis_url={url!r} is not a Redis URL; "
-                "write it as redis://host:port/db (or rediss:// or unix://)."
+                f"durable_redis_url={url!r} is not a Redis URL; write it as "
+                "redis://host:port/db (or rediss://, unix://, or sentinel://host:port;"
+                "sentinel://host2:port with durable_redis_options={'master_name': ...})."
             )
         return url
     broker = conf.get("broker_url")
-    if isinstance(broker, str) and broker.startswith(("redis://", "rediss://")):
+    if isinstance(broker, str) and broker.startswith(("redis://", "rediss://", "sentinel://")):
         return broker
     return ""
+
+
+def _redis_options(conf: Mapping[str, Any]) -> dict[str, Any]:
+    value = conf.get("durable_redis_options")
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise ConfigurationError(
+            f"durable_redis_options={value!r} must be a dict of client options with str "
+            "keys, e.g. {'master_name': 'mymaster'} for a sentinel:// URL."
+        )
+    options = dict(value)
+    url = _redis_url(conf)
+    if url.startswith("sentinel://") and "master_name" not in options:
+        # As kombu's Sentinel transport spells it, when the journal is the broker's Redis.
+        broker_options = conf.get("broker_transport_options") or {}
+        if url == conf.get("broker_url") and "master_name" in broker_options:
+            options["master_name"] = broker_options["master_name"]
+        else:
+            raise ConfigurationError(
+                "durable_redis_url is a sentinel:// URL but durable_redis_options has no "
+                "'master_name': name the monitored master, e.g. "
+                "durable_redis_options={'master_name': 'mymaster'}."
+            )
+    return options
+
+
+def _count(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigurationError(f"{name}={value!r} must be a whole number of at least 0.")
+    return value
 
 
 def _key_prefix(value: Any) -> str:

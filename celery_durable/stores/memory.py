@@ -97,6 +97,7 @@ class MemoryJournalStore:
                 meta[F.STATUS] = "running"
                 meta.pop(F.PAUSED_REASON, None)
                 meta.pop(F.AWAITING, None)
+                self.wakeups.pop(task_id, None)  # it is awake
             return Started(
                 "run",
                 status=status,
@@ -213,6 +214,7 @@ class MemoryJournalStore:
             for name in (F.LEASE, F.LEASE_UNTIL, F.PAUSED_REASON, F.ATTEMPT, F.GUARD, F.AWAITING):
                 meta.pop(name, None)
             self.expires_at[task_id] = time.monotonic() + retention
+            self.wakeups.pop(task_id, None)
             return None
 
     def pause(
@@ -370,6 +372,7 @@ class MemoryJournalStore:
                 self._drop(task_id)
 
     def _drop(self, task_id: str) -> None:
+        self.wakeups.pop(task_id, None)
         self.meta.pop(task_id, None)
         self.journals.pop(task_id, None)
         self.done.pop(task_id, None)

@@ -402,12 +402,17 @@ def test_a_timer_wakes_a_suspended_invocation_when_it_is_due(store: JournalStore
     assert store.claim_wakeups(10, 30) == ([], -1.0)
 
 
-def test_a_due_timer_is_ready_and_an_earlier_wake_up_is_kept(store: JournalStore) -> None:
+def test_a_due_timer_is_ready_and_a_wake_up_goes_once_the_invocation_is_awake(
+    store: JournalStore,
+) -> None:
     started = run(store)
     assert store.suspend("inv", started.fence, "[]", [], time.time() - 1, "{}") == "ready"
     again = run(store)
     store.suspend("inv", again.fence, "[]", [], time.time() + 0.1, "{}")
-    resumed = run(store, ended_fence=0)  # woken early by something else
-    store.suspend("inv", resumed.fence, "[]", [], time.time() + 60, "{}")
+    woken = run(store, ended_fence=0)  # woken early by something else: its timer goes
     time.sleep(0.15)
-    assert [i for i, _ in store.claim_wakeups(10, 30)[0]] == ["inv"]  # the earlier one
+    assert store.claim_wakeups(10, 30) == ([], -1.0)
+    store.suspend("inv", woken.fence, "[]", [], time.time() + 0.1, "{}")
+    store.finish("inv", run(store).fence, "completed", OUTCOME, 60)  # finished: it goes too
+    time.sleep(0.15)
+    assert store.claim_wakeups(10, 30) == ([], -1.0)

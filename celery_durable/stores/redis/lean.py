@@ -65,6 +65,29 @@ class LeanConnection:
                 raise
         raise AssertionError("unreachable")
 
+    def call_many(self, packed: bytes, count: int) -> list[Any]:
+        """Send ``count`` packed commands at once; return their replies, errors included
+        (as exception objects), so that one error reply leaves none of them unread."""
+        for last in (False, True):
+            conn = self.connection()
+            try:
+                conn.send_packed_command([packed], False)
+                replies: list[Any] = []
+                for _ in range(count):
+                    try:
+                        replies.append(conn.read_response())
+                    except ResponseError as error:
+                        replies.append(error)
+                return replies
+            except RedisConnectionError:
+                conn.disconnect()
+                if last:
+                    raise
+            except (RedisTimeoutError, OSError):
+                conn.disconnect()
+                raise
+        raise AssertionError("unreachable")
+
     def transaction(self, *commands: tuple[Any, ...]) -> list[Any]:
         """Run ``commands`` in MULTI/EXEC in one round trip; return EXEC's replies.
 

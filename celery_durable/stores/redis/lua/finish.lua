@@ -3,6 +3,7 @@
 -- KEYS[3]  its completions hash
 -- KEYS[4]  index of all invocations             KEYS[5]  index of running ones
 -- KEYS[6]  index of suspended ones              KEYS[7]  index of paused ones
+-- KEYS[8]  the wake-ups sorted set of its slot (the one wake-ups set on one Redis)
 -- ARGV[1]  task id (the index member)
 -- ARGV[2]  the finisher's fencing token, or '' when the worker finishes it for a
 --          holder that cannot (revoked, hard time limit): the holder is fenced out
@@ -57,6 +58,7 @@ redis.call('PEXPIRE', journal, ARGV[6])
 redis.call('PEXPIRE', KEYS[3], ARGV[6])
 local live = {running = KEYS[5], suspended = KEYS[6], paused = KEYS[7]}
 redis.call('ZREM', live[status] or KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[8], ARGV[1])  -- a timer that lost a race wakes nothing now
 -- Keep the index of all invocations as long as the journals it lists.
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (tonumber(ARGV[5]) - tonumber(ARGV[6]) / 1000))
 return false

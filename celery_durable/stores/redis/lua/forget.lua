@@ -3,10 +3,11 @@
 -- KEYS[1]  meta hash of the invocation          KEYS[2]  its journal list
 -- KEYS[3]  its completions hash
 -- KEYS[4..7]  the indexes: all, running, suspended, paused
+-- KEYS[8]  the wake-ups sorted set of its slot (the one wake-ups set on one Redis)
 -- ARGV[1]  task id (the index member)
 -- Returns  1 when it existed, else 0.
 local existed = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-for i = 4, 7 do
+for i = 4, 8 do
   redis.call('ZREM', KEYS[i], ARGV[1])
 end
 if existed > 0 then return 1 end

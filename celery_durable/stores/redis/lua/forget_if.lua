@@ -4,6 +4,7 @@
 -- KEYS[1]  meta hash of the invocation          KEYS[2]  its journal list
 -- KEYS[3]  its completions hash
 -- KEYS[4..7]  the indexes: all, running, suspended, paused
+-- KEYS[8]  the wake-ups sorted set of its slot (the one wake-ups set on one Redis)
 -- ARGV[1]  task id (the index member)
 -- ARGV[2]  the status it must have
 -- ARGV[3]  it must have been created before this, seconds since the epoch
@@ -15,7 +16,7 @@ if f[1] and (f[1] ~= ARGV[2] or tonumber(f[2]) >= tonumber(ARGV[3])) then
   return 0
 end
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
-for i = 4, 7 do
+for i = 4, 8 do
   redis.call('ZREM', KEYS[i], ARGV[1])
 end
 if f[1] then return 1 end

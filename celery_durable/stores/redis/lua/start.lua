@@ -5,6 +5,7 @@
 -- KEYS[3]  its completions hash (read by the caller with HGETALL in the same MULTI)
 -- KEYS[4]  index of all invocations             KEYS[5]  index of running ones
 -- KEYS[6]  index of suspended ones              KEYS[7]  index of paused ones
+-- KEYS[8]  the wake-ups sorted set of its slot (the one wake-ups set on one Redis)
 -- ARGV[1]  task id (the index member)           ARGV[2]  task name
 -- ARGV[3]  argument fingerprint                 ARGV[4]  seed, stored on creation only
 -- ARGV[5]  now, seconds since the epoch         ARGV[6]  lease ttl, milliseconds
@@ -88,6 +89,7 @@ if status ~= 'running' then
   redis.call('HDEL', meta, 'paused_reason')
   redis.call('ZREM', KEYS[6], id)
   redis.call('ZREM', KEYS[7], id)
+  redis.call('ZREM', KEYS[8], id)  -- it is awake: a wake-up due later is not needed
   redis.call('ZADD', KEYS[5], f[14] or ARGV[5], id)
 end
 return {'run', fence, status, f[3], n, deaths, f[11] or false, f[12] or false, 0}

@@ -1,0 +1,141 @@
+"""The Redis store's part for operators: reading, listing, forgetting, resuming, forking.
+
+On one Redis an index is one sorted set per status; on a cluster one per slot in use,
+which a listing reads in one pipeline per node.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from celery_durable.journal.store import Fork, Resumption, Stored
+from celery_durable.keys import IndexKeys
+from celery_durable.stores.redis import scripts
+from celery_durable.stores.redis.base import RedisBase, now
+from celery_durable.stores.redis.checks import check_eviction_policy
+
+
+class Operators(RedisBase):
+    """What people and the CLI do with journals (``JournalStore``)."""
+
+    def forget(self, task_id: str) -> bool:
+        k = self._keys.invocation(task_id)
+        with self._errors(task_id, "forget"):
+            reply = self._eval(
+                scripts.FORGET, 8, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
+                self._keys.wakeups_of(task_id), task_id,
+            )  # fmt: skip
+        return bool(reply)
+
+    def read(self, task_id: str) -> Stored | None:
+        return self.read_many([task_id])[0]
+
+    def read_many(self, task_ids: Sequence[str]) -> list[Stored | None]:
+        pipe = self._client.pipeline(transaction=False)
+        for task_id in task_ids:
+            k = self._keys.invocation(task_id)
+            pipe.hgetall(k.meta)
+            pipe.lrange(k.journal, 0, -1)
+            pipe.hgetall(k.done)
+        with self._errors(",".join(task_ids[:3]), "read"):
+            replies = pipe.execute()
+        found = zip(replies[::3], replies[1::3], replies[2::3], strict=True)
+        return [(meta, entries, done) if meta else None for meta, entries, done in found]
+
+    def _index_sets(self, status: str | None) -> list[str]:
+        """The index keys that list ``status`` (all statuses for None or a finished one):
+        one set per status on one Redis, one per slot in use on a cluster."""
+        slots: list[IndexKeys]
+        if self._keys.cluster:
+            members = self._command("SMEMBERS", self._keys.slots_in_use)
+            slots = [self._keys.indexes_of_slot(int(slot)) for slot in members]
+        else:
+            slots = [self._keys.indexes()]
+        if status in IndexKeys._fields:
+            return [getattr(ix, str(status)) for ix in slots]
+        return [key for ix in slots for key in ix]
+
+    def list_ids(self, status: str | None, limit: int, offset: int = 0) -> list[str]:
+        end = offset + limit - 1
+        with self._errors("*", "list"):
+            pipe = self._client.pipeline(transaction=False)
+            for key in self._index_sets(status):
+                pipe.zrevrange(key, 0, end, withscores=True)
+            replies = pipe.execute()
+        # An invocation is in `all` and in its live status's set; newest first, once each.
+        newest = sorted({m: s for reply in replies for m, s in reply}.items(), key=_by_score)
+        return [member for member, _ in newest[offset : offset + limit]]
+
+    def forget_index(self, task_ids: Sequence[str]) -> None:
+        if task_ids:
+            pipe = self._client.pipeline(transaction=False)
+            for task_id in task_ids:
+                for key in self._keys.indexes(task_id):
+                    pipe.zrem(key, task_id)
+            with self._errors("*", "clean the index of"):
+                pipe.execute()
+
+    def check_eviction_policy(self, mode: str) -> str | None:
+        """Refuse or describe a ``maxmemory-policy`` that could evict journals."""
+        return check_eviction_policy(self._client, self._where, mode)
+
+    # -- Resume, fork, purge ------------------------------------------------------------
+
+    def resume(self, task_id: str, reason: str, require_call: bool = True) -> Resumption:
+        k = self._keys.invocation(task_id)
+        ix = self._keys.indexes(task_id)
+        flag = "1" if require_call else "0"
+        with self._errors(task_id, "resume"):
+            reply: list[Any] = self._eval(
+                scripts.RESUME, 5, k.meta, k.journal, k.done, ix.all, ix.paused,
+                task_id, now(), reason, flag,
+            )  # fmt: skip
+        if reply[0] == "resumed":
+            return Resumption("resumed", reply[1], reply[2], reply[3] or None, int(reply[4]))
+        if reply[0] == "gone":
+            return Resumption("gone")
+        return Resumption("no-call" if reply[0] == "no-call" else "refused", reply[1])
+
+    def fork(self, task_id: str, fork: Fork) -> bool:
+        k = self._keys.invocation(task_id)
+        ix = self._keys.indexes(task_id)
+        pairs = [part for item in sorted(fork.completions.items()) for part in item]
+        with self._errors(task_id, "create the fork"):
+            created = self._eval(
+                scripts.FORK, 5, k.meta, k.journal, k.done, ix.all, ix.paused,
+                task_id, fork.task_name, fork.fingerprint, str(fork.seed), now(), fork.call,
+                fork.reason, len(fork.entries), *fork.entries, *pairs,
+            )  # fmt: skip
+        if created:
+            self._note_slot(task_id)
+        return bool(created)
+
+    def forget_if(self, task_id: str, status: str, created_before: float) -> int:
+        k = self._keys.invocation(task_id)
+        with self._errors(task_id, "purge"):
+            reply = self._eval(
+                scripts.FORGET_IF, 8, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
+                self._keys.wakeups_of(task_id), task_id, status, f"{created_before:.6f}",
+            )  # fmt: skip
+        return int(reply)
+
+    def list_ids_before(
+        self, status: str | None, before: float, limit: int, offset: int = 0
+    ) -> list[str]:
+        sets = self._index_sets(status if status in IndexKeys._fields else "all")
+        with self._errors("*", "list"):
+            pipe = self._client.pipeline(transaction=False)
+            for key in sets:
+                pipe.zrangebyscore(key, "-inf", f"({before:.6f}", 0, offset + limit, True)
+            replies = pipe.execute()
+        oldest = sorted({m: s for reply in replies for m, s in reply}.items(), key=_by_age)
+        return [member for member, _ in oldest[offset : offset + limit]]
+
+
+def _by_score(item: tuple[str, float]) -> tuple[float, str]:
+    return (-item[1], item[0])
+
+
+def _by_age(item: tuple[str, float]) -> tuple[float, str]:
+    return (item[1], item[0])

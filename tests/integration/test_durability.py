@@ -1,0 +1,124 @@
+"""Durability levels: a step waits for replicas (WAIT) in the same round trip as its write."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+
+from celery_durable import ConfigurationError, DurableTask, JournalUnavailableError
+from celery_durable.journal.store import StartRequest
+from celery_durable.keys import KeySpace
+from celery_durable.runtime import release_runtime
+from celery_durable.stores.redis import RedisJournalStore
+from celery_durable.stores.redis.durability import Durability
+from tests.conftest import SpareRedis, free_port
+from tests.integration.test_redis_store import commands_sent
+
+REQUEST = StartRequest("t", "fp", 1, 30.0, "host:1")
+ENTRY = '{"k":"run","n":"s","t":0,"d":0,"s":"ok","v":1}'
+
+
+@pytest.fixture
+def replica(spare_redis: SpareRedis) -> Iterator[SpareRedis]:
+    """A replica of ``spare_redis``, in sync before the test goes on."""
+    follower = SpareRedis(free_port())
+    follower.start("--replicaof", "127.0.0.1", str(spare_redis.port))
+    client = redis.Redis(port=follower.port, decode_responses=True)
+    deadline = time.monotonic() + 20
+    while client.info("replication").get("master_link_status") != "up":
+        assert time.monotonic() < deadline, "the replica did not sync"
+        time.sleep(0.05)
+    client.close()
+    yield follower
+    follower.stop()
+
+
+def store_on(spare: SpareRedis, durability: Durability) -> RedisJournalStore:
+    return RedisJournalStore.from_url(spare.url, KeySpace("dur"), durability=durability)
+
+
+def test_a_step_waits_for_its_replica_in_the_same_round_trip(
+    spare_redis: SpareRedis, replica: SpareRedis
+) -> None:
+    store = store_on(spare_redis, Durability(replicas=1, timeout=5))
+    started = store.start("inv", REQUEST)
+    sent = commands_sent(spare_redis, lambda: store.append("inv", started.fence, 0, ENTRY, False))
+    assert sent == ["EVALSHA", "WAIT"]
+    written: list[Any] = []
+    original = store._lean.connection().send_packed_command  # type: ignore[union-attr]
+
+    def counting(command: Any, check_health: bool = True) -> None:
+        written.append(command)
+        original(command, check_health)
+
+    store._lean.connection().send_packed_command = counting  # type: ignore[union-attr]
+    store.append("inv", started.fence, 1, ENTRY, False)
+    assert len(written) == 1  # one write of both commands: one round trip
+    on_replica = redis.Redis(port=replica.port, decode_responses=True)
+    assert on_replica.llen(KeySpace("dur").invocation("inv").journal) == 2
+    on_replica.close()
+    store.client.close()
+
+
+def test_a_write_no_replica_acknowledged_in_time_is_not_durable(spare_redis: SpareRedis) -> None:
+    store = store_on(spare_redis, Durability(replicas=1, timeout=0.2))
+    started = store.start("inv", REQUEST)
+    with pytest.raises(JournalUnavailableError, match="0 of durable_wait_replicas=1"):
+        store.append("inv", started.fence, 0, ENTRY, False)
+    # The primary has it: the next execution finds it, and the step is not run again.
+    assert store.read("inv") is not None
+    store.client.close()
+
+
+def test_a_task_whose_step_is_not_durable_is_retried_until_it_is(
+    app: Celery, worker: Any, spare_redis: SpareRedis
+) -> None:
+    app.conf.update(
+        durable_redis_url=spare_redis.url, durable_wait_replicas=1, durable_wait_timeout=0.2,
+        durable_eviction_check="ignore",
+    )  # fmt: skip
+    release_runtime(app)
+    runs: list[int] = []
+
+    @app.task(base=DurableTask, bind=True, shared=False)
+    def careful(self: DurableTask) -> int:
+        return int(self.ctx.run("count", lambda: runs.append(1) or len(runs)))
+
+    follower = SpareRedis(free_port())
+    with worker():
+        result = careful.delay()
+        deadline = time.monotonic() + 20
+        while result.state != "RETRY":  # no replica: the step's write is not durable
+            assert time.monotonic() < deadline, f"no retry; state {result.state}"
+            time.sleep(0.05)
+        follower.start("--replicaof", "127.0.0.1", str(spare_redis.port))
+        try:
+            assert result.get(timeout=60) == 1
+        finally:
+            follower.stop()
+    assert runs == [1]  # the write survived on the primary: the step ran once
+
+
+def test_waiting_for_the_aof_needs_a_redis_that_has_waitaof(spare_redis: SpareRedis) -> None:
+    version = redis.Redis(port=spare_redis.port).info("server")["redis_version"]
+    if tuple(int(part) for part in version.split(".")[:2]) >= (7, 2):
+        pytest.skip(f"this Redis ({version}) has WAITAOF")
+    store = store_on(spare_redis, Durability(aof=True))
+    started = store.start("inv", REQUEST)
+    with pytest.raises(ConfigurationError, match=r"WAITAOF.*7\.2"):
+        store.append("inv", started.fence, 0, ENTRY, False)
+    store.client.close()
+
+
+def test_the_durability_settings_are_validated() -> None:
+    from celery_durable.settings import DurableSettings
+
+    with pytest.raises(ConfigurationError, match="durable_wait_replicas=-1"):
+        DurableSettings.from_conf({"durable_wait_replicas": -1})
+    with pytest.raises(ConfigurationError, match="durable_wait_aof='yes'"):
+        DurableSettings.from_conf({"durable_wait_aof": "yes"})
