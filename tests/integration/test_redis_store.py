@@ -25,7 +25,7 @@ from celery_durable.journal.store import StartRequest
 from celery_durable.keys import KeySpace
 from celery_durable.runtime import release_runtime
 from celery_durable.stores.redis import RedisJournalStore
-from tests.conftest import REDIS_URL, SpareRedis
+from tests.conftest import REDIS_URL, SpareRedis, free_port
 
 
 def journal_app(app: Celery, url: str) -> Celery:
@@ -115,6 +115,16 @@ def test_the_eviction_check_refuses_policies_that_can_evict_running_journals(
         assert (store.check_eviction_policy("refuse") is not None) == warned
     assert (store.check_eviction_policy("warn") is not None) == warned
     assert store.check_eviction_policy("ignore") is None
+    store.client.close()
+
+
+def test_the_eviction_check_warns_and_lets_the_worker_start_when_redis_is_down() -> None:
+    # A worker restarted during a Redis outage must come up and wait for Redis, as it
+    # waits for its broker; the chaos run found workers exiting here instead.
+    store = RedisJournalStore.from_url(f"redis://127.0.0.1:{free_port()}/0", KeySpace())
+    warning = store.check_eviction_policy("refuse")
+    assert warning is not None
+    assert "could not reach" in warning and "noeviction" in warning
     store.client.close()
 
 

@@ -39,10 +39,14 @@ def check_eviction_policy(client: redis.Redis, where: str, mode: str) -> str | N
             "'noeviction' or journals may be evicted"
         )
     except RedisError as exc:
-        raise ConfigurationError(
-            f"durable_redis_url: cannot reach {where} to check it at worker "
-            f"start ({type(exc).__name__}: {exc}). Start Redis or fix the setting."
-        ) from exc
+        # Redis down at worker start is an outage, not a mistake: the worker must come
+        # up and wait for it as it does for the broker, or a restart during an outage
+        # takes the worker away too.
+        return (
+            f"could not reach {where} to check its maxmemory-policy at worker start "
+            f"({type(exc).__name__}: {exc}); durable tasks wait for it. Make sure the "
+            "policy is 'noeviction' or journals may be evicted"
+        )
     if policy in _SAFE_POLICIES:
         return None
     if policy in _VOLATILE_POLICIES:
