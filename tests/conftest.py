@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
 import uuid
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 import redis
+from kombu import Connection
+
+from tests.processes import RedisServer
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -37,57 +36,38 @@ def key_prefix(redis_client: redis.Redis) -> Iterator[str]:
         redis_client.delete(*keys)
 
 
-@dataclass
-class SpareRedis:
-    """A redis-server of a test's own, which it may stop, restart or reconfigure."""
-
-    port: int
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, *extra: str) -> None:
-        self.process = subprocess.Popen(
-            [
-                shutil.which("redis-server") or "redis-server",
-                "--port", str(self.port), "--bind", "127.0.0.1",
-                "--save", "", "--appendonly", "no", *extra,
-            ],
-            stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis(port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.02)
-            finally:
-                client.close()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            self.process = None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture
-def spare_redis() -> Iterator[SpareRedis]:
-    """A running redis-server on a free port, stopped after the test."""
-    spare = SpareRedis(free_port())
+def spare_redis() -> Iterator[RedisServer]:
+    """A running redis-server on a free port, killed after the test."""
+    spare = RedisServer()
     spare.start()
     yield spare
-    spare.stop()
+    spare.kill()
+
+
+def require_rabbitmq(url: str) -> None:
+    """Fail the test, saying why, unless RabbitMQ answers at ``url``."""
+    connection = Connection(url, connect_timeout=5)
+    try:
+        connection.ensure_connection(max_retries=1)
+    except Exception as exc:
+        pytest.fail(f"this test needs RabbitMQ at {url}: {exc}")
+    finally:
+        connection.release()
+
+
+#: Where a test's fixture leaves how to read its subprocesses' logs (name, text).
+PROCESS_LOGS = pytest.StashKey[Callable[[], list[tuple[str, str]]]]()
+#: At most this much of each log goes into a failed test's report.
+_LOG_LIMIT = 200_000
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Attach the logs of a failed test's workers and servers to its report."""
+    report = yield
+    logs = item.stash.get(PROCESS_LOGS, None)
+    if report.failed and logs is not None:
+        for name, text in logs():
+            report.sections.append((name, text[-_LOG_LIMIT:] or "(empty)"))
+    return report

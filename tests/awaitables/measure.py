@@ -16,32 +16,22 @@ Then: wake-up latency (timer due -> body running again) over a few sleeps.
 
 from __future__ import annotations
 
-import shutil
-import socket
 import statistics
-import subprocess
 import threading
 import time
 import uuid
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import redis
 
 from celery_durable import resolve_awakeable
 from celery_durable.stores.redis import scripts
 from tests.awaitables import names
-from tests.awaitables.world import REDIS_URL, World, wait_for
+from tests.awaitables.world import REDIS_URL, World
+from tests.processes import RedisServer, wait_for
 
 _SCRIPTS = {script.sha: script.name for script in scripts.ALL}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Monitor:
@@ -108,15 +98,10 @@ def summary(commands: list[tuple[str, str]]) -> str:
 
 
 def main() -> None:
-    port = _free_port()
-    server = subprocess.Popen(
-        [shutil.which("redis-server") or "redis-server", "--port", str(port), "--bind",
-         "127.0.0.1", "--save", "", "--appendonly", "no"],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    journal_url = f"redis://127.0.0.1:{port}/0"
+    server = RedisServer()
+    server.start()
+    journal_url = server.url
     private = redis.Redis.from_url(journal_url, decode_responses=True)
-    wait_for(lambda: _pings(private), "the private redis-server")
     main_client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
     tmp = Path(f"/tmp/aw-measure-{uuid.uuid4().hex[:6]}")
     tmp.mkdir()
@@ -183,14 +168,6 @@ def main() -> None:
         main_client.close()
         private.close()
         server.kill()
-        server.wait()
-
-
-def _pings(client: Any) -> bool:
-    try:
-        return bool(client.ping())
-    except redis.ConnectionError:
-        return False
 
 
 if __name__ == "__main__":

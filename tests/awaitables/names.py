@@ -52,7 +52,6 @@ ENV_PREFIX = "AW_PREFIX"
 ENV_QUEUE = "AW_QUEUE"
 ENV_BROKER = "AW_BROKER"
 ENV_SPLIT = "AW_SPLIT"
-ENV_WATCH_PID = "AW_WATCH_PID"
 #: Set on one worker: it SIGKILLs itself after claiming a wake-up, before publishing it.
 ENV_DIE_BEFORE_PUBLISH = "AW_DIE_BEFORE_PUBLISH"
 #: Overrides ``celery_durable.wakeups.CLAIM_VISIBILITY`` (seconds) in one worker.

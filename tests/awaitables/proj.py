@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 from typing import Any
 
@@ -21,6 +20,7 @@ from celery import signals
 import celery_durable.wakeups
 from celery_durable import DurableTask, TerminalError
 from tests.awaitables import names
+from tests.processes import die_with_test_process
 
 REDIS_URL = os.environ.get(names.ENV_REDIS_URL, "redis://127.0.0.1:6379/0")
 PREFIX = os.environ.get(names.ENV_PREFIX, "aw-unset")
@@ -285,20 +285,4 @@ if os.environ.get(names.ENV_DIE_BEFORE_PUBLISH) == "1":
     celery_durable.wakeups.publish = _die_before_publishing
 
 
-def _watch_test_process(pid: int) -> None:
-    """Kill this worker's process group if the test process died without cleaning up."""
-    while True:
-        time.sleep(1)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            os.killpg(os.getpgid(0), signal.SIGKILL)
-
-
-if os.environ.get(names.ENV_WATCH_PID):
-    threading.Thread(
-        target=_watch_test_process,
-        args=(int(os.environ[names.ENV_WATCH_PID]),),
-        name="watch-test-process",
-        daemon=True,
-    ).start()
+die_with_test_process()

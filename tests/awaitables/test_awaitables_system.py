@@ -16,7 +16,8 @@ import pytest
 
 from celery_durable import Invocation, reject_awakeable, resolve_awakeable
 from tests.awaitables import names
-from tests.awaitables.world import World, wait_for
+from tests.awaitables.world import World
+from tests.processes import wait_for
 
 pytestmark = pytest.mark.system
 

@@ -7,19 +7,12 @@ leader of its own process group, SIGKILLed with all its children.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
-import signal
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 from amqp.exceptions import NotFound
@@ -30,59 +23,10 @@ from celery_durable import Invocation, get_invocation
 from celery_durable.keys import KeySpace
 from celery_durable.runtime import release_runtime
 from tests.awaitables import names
+from tests.processes import Worker, start_worker, wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get("DURABLE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-#: Generous: a worker starts in 1-3 s, slower on a busy 2-core machine.
-STARTUP_TIMEOUT = 60.0
 WAIT_TIMEOUT = 30.0
-_READY = re.compile(r"@\S+ ready\.")
-
-T = TypeVar("T")
-
-
-def wait_for(condition: Callable[[], T | None], what: str, timeout: float = WAIT_TIMEOUT) -> T:
-    """Poll ``condition`` until it returns something truthy; return that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.02)
-
-
-@dataclass
-class Worker:
-    """One ``celery worker`` subprocess."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
-        def ready() -> bool:
-            if not self.alive():
-                raise AssertionError(
-                    f"worker {self.name} exited with {self.process.returncode} before it "
-                    f"was ready:\n{self.log()}"
-                )
-            return bool(_READY.search(self.log()))
-
-        wait_for(ready, f"worker {self.name} to be ready", timeout)
-
-    def kill(self) -> None:
-        """SIGKILL the worker and every process of its group."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
 
 
 @dataclass
@@ -122,40 +66,25 @@ class World:
         """
         pool = pool or ("threads" if self.broker == names.AMQP else "solo")
         name = f"{self.queue}-{len(self.workers) + 1}"
-        log_path = self.tmp_path / f"{name}.log"
         environ = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-            "PYTHONUNBUFFERED": "1",
             names.ENV_REDIS_URL: REDIS_URL,
             names.ENV_JOURNAL_URL: self.journal_url,
             names.ENV_PREFIX: self.prefix,
             names.ENV_QUEUE: self.queue,
             names.ENV_BROKER: self.broker,
             names.ENV_SPLIT: "1" if self.split else "",
-            names.ENV_WATCH_PID: str(os.getpid()),
             **env,
         }
-        command = [
-            sys.executable, "-m", "celery", "-A", "tests.awaitables.proj", "worker",
-            f"--pool={pool}", "-c", "1", "-Q", ",".join(queues or (self.queue, self.children)),
-            "-n", f"{name}@%h", "--loglevel=info",
-            "--without-gossip", "--without-mingle", "--without-heartbeat",
-        ]  # fmt: skip
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=environ,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        worker = Worker(name, process, log_path)
+        worker = start_worker(
+            "tests.awaitables.proj",
+            name,
+            queues or (self.queue, self.children),
+            self.tmp_path / f"{name}.log",
+            environ,
+            pool,
+            wait=wait,
+        )
         self.workers.append(worker)
-        if wait:
-            worker.wait_ready()
         return worker
 
     def worker_logs(self) -> list[tuple[str, str]]:

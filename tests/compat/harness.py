@@ -29,7 +29,6 @@ from celery.exceptions import (
 ENV_REDIS_URL = "DURABLE_COMPAT_REDIS_URL"
 ENV_PREFIX = "DURABLE_COMPAT_PREFIX"
 ENV_QUEUE = "DURABLE_COMPAT_QUEUE"
-ENV_WATCH_PID = "DURABLE_COMPAT_WATCH_PID"
 
 #: The two variants of every body: a plain Celery task and a DurableTask.
 VARIANTS = ("plain", "durable")

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import threading
 import time
 from typing import Any
 
@@ -21,6 +19,7 @@ from celery import signals
 from celery.result import AsyncResult
 
 from tests.compat import bodies, harness
+from tests.processes import die_with_test_process
 
 REDIS_URL = os.environ.get(harness.ENV_REDIS_URL, "redis://127.0.0.1:6379/0")
 PREFIX = os.environ.get(harness.ENV_PREFIX, "compat-unset")
@@ -141,20 +140,4 @@ def _on_postrun(sender: Any, task_id: str, state: str, kwargs: Any = None, **_: 
         _record(keys.postruns(tag), record)
 
 
-def _watch_parent(pid: int) -> None:
-    """Kill this worker's process group if the test process dies without cleaning up."""
-    while True:
-        time.sleep(1)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            os.killpg(os.getpgid(0), signal.SIGKILL)
-
-
-if os.environ.get(harness.ENV_WATCH_PID):
-    threading.Thread(
-        target=_watch_parent,
-        args=(int(os.environ[harness.ENV_WATCH_PID]),),
-        name="watch-test-process",
-        daemon=True,
-    ).start()
+die_with_test_process()

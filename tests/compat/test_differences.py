@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from tests.compat.harness import VARIANTS, typed
-from tests.compat.world import Run, World, wait_for
+from tests.compat.world import Run, World
+from tests.processes import wait_for
 
 pytestmark = pytest.mark.compat
 

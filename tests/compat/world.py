@@ -3,18 +3,13 @@ is turned into an outcome that two variants can be compared on."""
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import json
 import os
-import re
-import signal
-import subprocess
-import sys
 import time
 import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,55 +22,14 @@ from celery.result import AsyncResult, GroupResult, ResultBase
 
 from celery_durable.runtime import release_runtime
 from tests.compat import harness
+from tests.processes import Worker, start_worker
 
-ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get(harness.ENV_REDIS_URL, "redis://127.0.0.1:6379/0")
-STARTUP_TIMEOUT = 60.0
-_READY = re.compile(r"@\S+ ready\.")
 
 #: How long the records of a run must stay unchanged before they count as complete.
 QUIET = 0.4
 #: How long to wait for records after the result is in.
 SETTLE_TIMEOUT = 5.0
-
-
-def wait_for(condition: Callable[[], Any], what: str, timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
-
-
-@dataclass
-class Worker:
-    """One ``celery worker`` subprocess (prefork), the leader of its own process group."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def wait_ready(self) -> None:
-        def ready() -> bool:
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"worker {self.name} exited with {self.process.returncode} before it "
-                    f"was ready:\n{self.log()}"
-                )
-            return bool(_READY.search(self.log()))
-
-        wait_for(ready, f"worker {self.name} to be ready", STARTUP_TIMEOUT)
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
 
 
 @dataclass
@@ -96,33 +50,15 @@ class World:
 
     def start_worker(self) -> Worker:
         name = f"{self.queue}-worker"
-        log_path = self.log_dir / f"{name}.log"
         environ = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-            "PYTHONUNBUFFERED": "1",
             harness.ENV_REDIS_URL: REDIS_URL,
             harness.ENV_PREFIX: self.prefix,
             harness.ENV_QUEUE: self.queue,
-            harness.ENV_WATCH_PID: str(os.getpid()),
         }
-        command = [
-            sys.executable, "-m", "celery", "-A", "tests.compat.proj", "worker",
-            "--pool=prefork", "-c", "2", "-Q", self.queue, "-n", f"{name}@%h",
-            "--loglevel=info", "--without-gossip", "--without-mingle", "--without-heartbeat",
-        ]  # fmt: skip
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=environ,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.worker = Worker(name, process, log_path)
-        self.worker.wait_ready()
+        log_path = self.log_dir / f"{name}.log"
+        self.worker = start_worker(
+            "tests.compat.proj", name, [self.queue], log_path, environ, "prefork", concurrency=2
+        )
         return self.worker
 
     def worker_log(self) -> str:

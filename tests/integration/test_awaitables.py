@@ -16,7 +16,7 @@ from celery_durable import (
     reject_awakeable,
     resolve_awakeable,
 )
-from tests.system.workers import wait_for
+from tests.processes import wait_for
 
 TIMEOUT = 30
 

@@ -16,17 +16,17 @@ from celery_durable.keys import KeySpace
 from celery_durable.runtime import release_runtime
 from celery_durable.stores.redis import RedisJournalStore
 from celery_durable.stores.redis.durability import Durability
-from tests.conftest import SpareRedis, free_port
 from tests.integration.test_redis_store import commands_sent
+from tests.processes import RedisServer
 
 REQUEST = StartRequest("t", "fp", 1, 30.0, "host:1")
 ENTRY = '{"k":"run","n":"s","t":0,"d":0,"s":"ok","v":1}'
 
 
 @pytest.fixture
-def replica(spare_redis: SpareRedis) -> Iterator[SpareRedis]:
+def replica(spare_redis: RedisServer) -> Iterator[RedisServer]:
     """A replica of ``spare_redis``, in sync before the test goes on."""
-    follower = SpareRedis(free_port())
+    follower = RedisServer()
     follower.start("--replicaof", "127.0.0.1", str(spare_redis.port))
     client = redis.Redis(port=follower.port, decode_responses=True)
     deadline = time.monotonic() + 20
@@ -35,15 +35,15 @@ def replica(spare_redis: SpareRedis) -> Iterator[SpareRedis]:
         time.sleep(0.05)
     client.close()
     yield follower
-    follower.stop()
+    follower.kill()
 
 
-def store_on(spare: SpareRedis, durability: Durability) -> RedisJournalStore:
+def store_on(spare: RedisServer, durability: Durability) -> RedisJournalStore:
     return RedisJournalStore.from_url(spare.url, KeySpace("dur"), durability=durability)
 
 
 def test_a_step_waits_for_its_replica_in_the_same_round_trip(
-    spare_redis: SpareRedis, replica: SpareRedis
+    spare_redis: RedisServer, replica: RedisServer
 ) -> None:
     store = store_on(spare_redis, Durability(replicas=1, timeout=5))
     started = store.start("inv", REQUEST)
@@ -65,7 +65,7 @@ def test_a_step_waits_for_its_replica_in_the_same_round_trip(
     store.client.close()
 
 
-def test_a_write_no_replica_acknowledged_in_time_is_not_durable(spare_redis: SpareRedis) -> None:
+def test_a_write_no_replica_acknowledged_in_time_is_not_durable(spare_redis: RedisServer) -> None:
     store = store_on(spare_redis, Durability(replicas=1, timeout=0.2))
     started = store.start("inv", REQUEST)
     with pytest.raises(JournalUnavailableError, match="0 of durable_wait_replicas=1"):
@@ -76,7 +76,7 @@ def test_a_write_no_replica_acknowledged_in_time_is_not_durable(spare_redis: Spa
 
 
 def test_a_task_whose_step_is_not_durable_is_retried_until_it_is(
-    app: Celery, worker: Any, spare_redis: SpareRedis
+    app: Celery, worker: Any, spare_redis: RedisServer
 ) -> None:
     app.conf.update(
         durable_redis_url=spare_redis.url, durable_wait_replicas=1, durable_wait_timeout=0.2,
@@ -89,7 +89,7 @@ def test_a_task_whose_step_is_not_durable_is_retried_until_it_is(
     def careful(self: DurableTask) -> int:
         return int(self.ctx.run("count", lambda: runs.append(1) or len(runs)))
 
-    follower = SpareRedis(free_port())
+    follower = RedisServer()
     with worker():
         result = careful.delay()
         deadline = time.monotonic() + 20
@@ -100,11 +100,11 @@ def test_a_task_whose_step_is_not_durable_is_retried_until_it_is(
         try:
             assert result.get(timeout=60) == 1
         finally:
-            follower.stop()
+            follower.kill()
     assert runs == [1]  # the write survived on the primary: the step ran once
 
 
-def test_waiting_for_the_aof_needs_a_redis_that_has_waitaof(spare_redis: SpareRedis) -> None:
+def test_waiting_for_the_aof_needs_a_redis_that_has_waitaof(spare_redis: RedisServer) -> None:
     version = redis.Redis(port=spare_redis.port).info("server")["redis_version"]
     if tuple(int(part) for part in version.split(".")[:2]) >= (7, 2):
         pytest.skip(f"this Redis ({version}) has WAITAOF")

@@ -25,7 +25,8 @@ from celery_durable.journal.store import StartRequest
 from celery_durable.keys import KeySpace
 from celery_durable.runtime import release_runtime
 from celery_durable.stores.redis import RedisJournalStore
-from tests.conftest import REDIS_URL, SpareRedis, free_port
+from tests.conftest import REDIS_URL
+from tests.processes import RedisServer, free_port
 
 
 def journal_app(app: Celery, url: str) -> Celery:
@@ -34,7 +35,7 @@ def journal_app(app: Celery, url: str) -> Celery:
     return app
 
 
-def commands_sent(spare: SpareRedis, action: Callable[[], object]) -> list[str]:
+def commands_sent(spare: RedisServer, action: Callable[[], object]) -> list[str]:
     """Return the commands clients sent to ``spare`` during ``action`` (not Lua's own)."""
     client = redis.Redis(port=spare.port, decode_responses=True)
     marker = redis.Redis(port=spare.port)
@@ -53,7 +54,7 @@ def commands_sent(spare: SpareRedis, action: Callable[[], object]) -> list[str]:
 
 @pytest.mark.parametrize("steps", [0, 1, 10])
 def test_k_steps_cost_k_plus_two_round_trips(
-    app: Celery, spare_redis: SpareRedis, steps: int, monkeypatch: pytest.MonkeyPatch
+    app: Celery, spare_redis: RedisServer, steps: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     journal_app(app, spare_redis.url)
 
@@ -82,7 +83,7 @@ def test_k_steps_cost_k_plus_two_round_trips(
 
 
 def test_scripts_are_reloaded_after_redis_forgets_them(
-    app: Celery, spare_redis: SpareRedis
+    app: Celery, spare_redis: RedisServer
 ) -> None:
     journal_app(app, spare_redis.url)
 
@@ -104,7 +105,7 @@ def test_scripts_are_reloaded_after_redis_forgets_them(
     ],
 )
 def test_the_eviction_check_refuses_policies_that_can_evict_running_journals(
-    spare_redis: SpareRedis, policy: str, refused: bool, warned: bool
+    spare_redis: RedisServer, policy: str, refused: bool, warned: bool
 ) -> None:
     redis.Redis(port=spare_redis.port).config_set("maxmemory-policy", policy)
     store = RedisJournalStore.from_url(spare_redis.url, KeySpace())
@@ -143,7 +144,7 @@ def idle(self):
 
 
 def test_a_worker_refuses_to_start_on_an_evicting_redis(
-    spare_redis: SpareRedis, tmp_path: Path, key_prefix: str
+    spare_redis: RedisServer, tmp_path: Path, key_prefix: str
 ) -> None:
     redis.Redis(port=spare_redis.port).config_set("maxmemory-policy", "allkeys-lru")
     (tmp_path / "evicting_app.py").write_text(
@@ -161,7 +162,7 @@ def test_a_worker_refuses_to_start_on_an_evicting_redis(
 
 
 def test_redis_going_away_is_a_clear_error_and_nothing_is_half_written(
-    app: Celery, spare_redis: SpareRedis
+    app: Celery, spare_redis: RedisServer
 ) -> None:
     journal_app(app, spare_redis.url)
     runs: list[str] = []
@@ -170,7 +171,7 @@ def test_redis_going_away_is_a_clear_error_and_nothing_is_half_written(
     def two_steps(self: DurableTask) -> list[str]:
         self.ctx.run("a", runs.append, "a")
         if len(runs) == 1:
-            spare_redis.stop()  # Redis dies while step b runs
+            spare_redis.kill()  # Redis dies while step b runs
         self.ctx.run("b", runs.append, "b")
         return runs
 
@@ -187,7 +188,7 @@ def test_redis_going_away_is_a_clear_error_and_nothing_is_half_written(
 
 
 def test_a_worker_retries_a_task_until_the_journal_redis_is_back(
-    app: Celery, worker: Any, spare_redis: SpareRedis
+    app: Celery, worker: Any, spare_redis: RedisServer
 ) -> None:
     journal_app(app, spare_redis.url)
     app.conf.durable_eviction_check = "ignore"  # the check would refuse a Redis that is down
@@ -198,7 +199,7 @@ def test_a_worker_retries_a_task_until_the_journal_redis_is_back(
         self.ctx.run("a", runs.append, "a")
         return runs
 
-    spare_redis.stop()
+    spare_redis.kill()
     with worker():
         result = patient.delay()
         deadline = time.monotonic() + 20
@@ -216,7 +217,7 @@ def test_a_worker_retries_a_task_until_the_journal_redis_is_back(
 REQUEST = StartRequest("t", "fp", 1, 30.0, "host:1")
 
 
-def test_a_journal_left_without_its_metadata_is_not_replayed(spare_redis: SpareRedis) -> None:
+def test_a_journal_left_without_its_metadata_is_not_replayed(spare_redis: RedisServer) -> None:
     store = RedisJournalStore.from_url(spare_redis.url, KeySpace("left"))
     started = store.start("inv", REQUEST)
     store.append("inv", started.fence, 0, '{"k":"run"}', False)
@@ -226,7 +227,7 @@ def test_a_journal_left_without_its_metadata_is_not_replayed(spare_redis: SpareR
     store.client.close()
 
 
-def test_a_redis_out_of_memory_is_an_outage_to_wait_out(spare_redis: SpareRedis) -> None:
+def test_a_redis_out_of_memory_is_an_outage_to_wait_out(spare_redis: RedisServer) -> None:
     store = RedisJournalStore.from_url(spare_redis.url, KeySpace("oom"))
     started = store.start("inv", REQUEST)
     store.client.config_set("maxmemory", 1)  # noeviction: every write is refused now
@@ -239,11 +240,11 @@ def test_a_redis_out_of_memory_is_an_outage_to_wait_out(spare_redis: SpareRedis)
 
 
 def test_a_redis_restarted_without_its_data_is_told_apart_from_a_forget(
-    spare_redis: SpareRedis,
+    spare_redis: RedisServer,
 ) -> None:
     store = RedisJournalStore.from_url(spare_redis.url, KeySpace("restart"))
     started = store.start("inv", REQUEST)
-    spare_redis.stop()
+    spare_redis.kill()
     spare_redis.start()  # it keeps nothing on disk
     with pytest.raises(LeaseLost, match="no longer exists") as info:
         store.append("inv", started.fence, 0, '{"k":"run"}', False)

@@ -19,7 +19,6 @@ ENV_SHARED_URL = "OUTAGE_SHARED_URL"
 ENV_RECORDS_URL = "OUTAGE_RECORDS_URL"
 ENV_PREFIX = "OUTAGE_PREFIX"
 ENV_VISIBILITY = "OUTAGE_VISIBILITY"
-ENV_WATCH_PID = "OUTAGE_WATCH_PID"
 
 PIPELINE = "outage.pipeline"
 #: The same pipeline with ``max_retries=0``: its steps' default policy allows one attempt.

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import threading
 import time
 import uuid
 from typing import Any
@@ -26,7 +24,6 @@ from tests.outage.names import (
     ENV_RECORDS_URL,
     ENV_SHARED_URL,
     ENV_VISIBILITY,
-    ENV_WATCH_PID,
     FLAKY,
     FLAKY_INTERVAL,
     PIPELINE,
@@ -36,6 +33,7 @@ from tests.outage.names import (
     make_app,
     queue_of,
 )
+from tests.processes import die_with_test_process
 
 SHARED_URL = os.environ.get(ENV_SHARED_URL, "redis://127.0.0.1:6390/0")
 RECORDS_URL = os.environ.get(ENV_RECORDS_URL, "redis://127.0.0.1:6379/0")
@@ -157,17 +155,4 @@ def _record_outcome(task_id: str, task: Any, retval: Any, state: str, **_: Any) 
     r.rpush(keys.outcomes(task_id), json.dumps(record, default=repr))
 
 
-def _watch_parent(pid: int) -> None:
-    """Kill this worker's process group if the test process dies without cleaning up."""
-    while True:
-        time.sleep(1)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            os.killpg(os.getpgid(0), signal.SIGKILL)
-
-
-if os.environ.get(ENV_WATCH_PID):
-    threading.Thread(
-        target=_watch_parent, args=(int(os.environ[ENV_WATCH_PID]),), daemon=True
-    ).start()
+die_with_test_process()

@@ -24,7 +24,8 @@ import pytest
 
 from tests.outage import names
 from tests.outage.conftest import SharedRedis
-from tests.outage.world import Worker, World, wait_for
+from tests.outage.world import World
+from tests.processes import Worker, wait_for
 
 pytestmark = pytest.mark.system
 
@@ -113,6 +114,7 @@ def test_a_step_whose_journal_write_is_refused_runs_again_once_redis_takes_write
     first, retry = world.receipts(task_id)
     assert (first["retries"], first["ended_fence"]) == (0, None)
     assert (retry["retries"], retry["ended_fence"], retry["redelivered"]) == (1, 1, False)
+    world.wait_outcome(task_id, "SUCCESS")  # recorded after the result is stored
     assert [o["state"] for o in world.outcomes(task_id)] == ["RETRY", "SUCCESS"]
     assert world.result(task_id).state == "SUCCESS"
     assert_nothing_left_in_the_broker(world)
@@ -160,6 +162,7 @@ def test_a_step_retry_whose_publish_is_refused_is_published_once_redis_takes_wri
     assert first["retries"] == 0
     assert retry["retries"] == 1
     assert retry["eta"] is not None  # the policy's delay, as published once Redis was back
+    world.wait_outcome(task_id, "SUCCESS")  # recorded after the result is stored
     assert [o["state"] for o in world.outcomes(task_id)] == ["RETRY", "SUCCESS"]
     assert_nothing_left_in_the_broker(world)
     assert worker.alive()
@@ -205,6 +208,7 @@ def test_a_long_outage_is_waited_out_in_process_and_counts_no_death(
         ("step-1", "completed", 1),
         ("step-2", "completed", 1),
     ]
+    world.wait_outcome(task_id, "SUCCESS")  # recorded after the result is stored
     assert [o["state"] for o in world.outcomes(task_id)] == ["RETRY", "SUCCESS"]
     assert_nothing_left_in_the_broker(world)
     assert worker.alive()

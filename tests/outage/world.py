@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
-import signal
-import subprocess
-import sys
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import redis
 from celery import Celery
@@ -24,62 +17,7 @@ from celery_durable.keys import KeySpace
 from celery_durable.runtime import release_runtime
 from tests.conftest import REDIS_URL
 from tests.outage import names
-
-ROOT = Path(__file__).resolve().parents[2]
-#: Generous: a worker starts in 1-3 s, slower on a busy 2-core machine.
-STARTUP_TIMEOUT = 60.0
-WAIT_TIMEOUT = 60.0
-_READY = re.compile(r"@\S+ ready\.")
-
-T = TypeVar("T")
-
-
-def wait_for(condition: Callable[[], T | None], what: str, timeout: float = WAIT_TIMEOUT) -> T:
-    """Poll ``condition`` until it returns something truthy; return that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
-
-
-@dataclass
-class Worker:
-    """One ``celery worker`` subprocess, the leader of its own process group."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
-        def ready() -> bool:
-            if not self.alive():
-                raise AssertionError(
-                    f"worker {self.name} exited with {self.process.returncode} before it "
-                    f"was ready:\n{self.log()}"
-                )
-            return bool(_READY.search(self.log()))
-
-        wait_for(ready, f"worker {self.name} to be ready", timeout)
-
-    def kill(self) -> None:
-        """SIGKILL the worker and every process of its group (pool children too)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
+from tests.processes import Worker, start_worker, wait_for
 
 
 @dataclass
@@ -103,30 +41,15 @@ class World:
 
     def start_worker(self, pool: str = "solo", visibility_timeout: float = 60.0) -> Worker:
         name = f"{self.queue}-{len(self.workers) + 1}"
-        log_path = self.tmp_path / f"{name}.log"
         environ = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-            "PYTHONUNBUFFERED": "1",
             names.ENV_SHARED_URL: self.shared_url,
             names.ENV_RECORDS_URL: REDIS_URL,
             names.ENV_PREFIX: self.prefix,
             names.ENV_VISIBILITY: str(visibility_timeout),
-            names.ENV_WATCH_PID: str(os.getpid()),
         }
-        command = [
-            sys.executable, "-m", "celery", "-A", "tests.outage.proj", "worker",
-            f"--pool={pool}", "-c", "1", "-Q", self.queue, "-n", f"{name}@%h",
-            "--loglevel=info", "--without-gossip", "--without-mingle", "--without-heartbeat",
-        ]  # fmt: skip
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command, cwd=ROOT, env=environ, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
-        worker = Worker(name, process, log_path)
+        log_path = self.tmp_path / f"{name}.log"
+        worker = start_worker("tests.outage.proj", name, [self.queue], log_path, environ, pool)
         self.workers.append(worker)
-        worker.wait_ready()
         return worker
 
     def worker_logs(self) -> list[tuple[str, str]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import threading
 import time
 import uuid
 from typing import Any
@@ -19,6 +18,7 @@ import redis
 from celery import signals
 
 from celery_durable import DurableTask, RetryPolicy, StepInterruptedError, TerminalError
+from tests.processes import die_with_test_process
 from tests.system import harness
 
 REDIS_URL = os.environ.get(harness.ENV_REDIS_URL, "redis://127.0.0.1:6379/0")
@@ -291,20 +291,4 @@ def _record_outcome(task_id: str, task: Any, retval: Any, state: str, **_: Any) 
         _wait_for_release(rec.hold_release(task_id))
 
 
-def _watch_parent(pid: int) -> None:
-    """Kill this worker's process group if the test process dies without cleaning up."""
-    while True:
-        time.sleep(1)
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            os.killpg(os.getpgid(0), signal.SIGKILL)
-
-
-if os.environ.get(harness.ENV_WATCH_PID):
-    threading.Thread(
-        target=_watch_parent,
-        args=(int(os.environ[harness.ENV_WATCH_PID]),),
-        name="watch-test-process",
-        daemon=True,
-    ).start()
+die_with_test_process()

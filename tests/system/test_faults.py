@@ -14,8 +14,9 @@ import pytest
 
 from celery_durable import InvocationConflictError, NonDeterminismError, TerminalError
 from celery_durable.rand import DurableRandom
+from tests.processes import WAIT_TIMEOUT, wait_for
 from tests.system.harness import step_name
-from tests.system.workers import BOTH_BROKERS, WAIT_TIMEOUT, System, is_deferral, wait_for
+from tests.system.workers import BOTH_BROKERS, System, is_deferral
 
 pytestmark = pytest.mark.system
 

@@ -18,9 +18,10 @@ import pytest
 from billiard.exceptions import WorkerLostError
 
 from celery_durable import Invocation, TerminalError
+from tests.processes import WAIT_TIMEOUT, wait_for
 from tests.system import harness
 from tests.system.proj import DIE_MAX_RETRIES
-from tests.system.workers import WAIT_TIMEOUT, System, is_deferral, wait_for
+from tests.system.workers import System, is_deferral
 
 pytestmark = pytest.mark.system
 

@@ -11,9 +11,10 @@ import signal
 import pytest
 
 from celery_durable import StepInterruptedError, TerminalError
+from tests.processes import WAIT_TIMEOUT, wait_for
 from tests.system import harness
 from tests.system.proj import FLAKY_COUNTDOWN
-from tests.system.workers import WAIT_TIMEOUT, System, wait_for
+from tests.system.workers import System
 
 pytestmark = pytest.mark.system
 

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import re
-import signal
-import subprocess
-import sys
-import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 import redis
@@ -25,14 +18,10 @@ from celery.result import AsyncResult
 from celery_durable import Invocation, get_invocation
 from celery_durable.keys import InvocationKeys, KeySpace
 from celery_durable.runtime import release_runtime
+from tests.processes import Worker, start_worker, wait_for
 from tests.system import harness
 
-ROOT = Path(__file__).resolve().parents[2]
 REDIS_URL = os.environ.get(harness.ENV_REDIS_URL, "redis://127.0.0.1:6379/0")
-#: Generous: a worker starts in 1-3 s, slower on a busy 2-core machine.
-STARTUP_TIMEOUT = 60.0
-WAIT_TIMEOUT = 60.0
-_READY = re.compile(r"@\S+ ready\.")
 
 #: Run a test once on the Redis broker and once on RabbitMQ (its ``system`` fixture).
 BOTH_BROKERS = pytest.mark.parametrize("system", [harness.REDIS, harness.AMQP], indirect=True)
@@ -45,58 +34,6 @@ DEFERRED = "holds the invocation; deferred"
 def is_deferral(outcome: dict[str, Any]) -> bool:
     """Whether a recorded outcome is a delivery that deferred itself to a live lease."""
     return outcome["state"] == "RETRY" and DEFERRED in outcome.get("message", "")
-
-
-T = TypeVar("T")
-
-
-def wait_for(condition: Callable[[], T | None], what: str, timeout: float = WAIT_TIMEOUT) -> T:
-    """Poll ``condition`` until it returns something truthy; return that."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
-
-
-@dataclass
-class Worker:
-    """One ``celery worker`` subprocess, the leader of its own process group."""
-
-    name: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> None:
-        def ready() -> bool:
-            if not self.alive():
-                raise AssertionError(
-                    f"worker {self.name} exited with {self.process.returncode} before it "
-                    f"was ready:\n{self.log()}"
-                )
-            return bool(_READY.search(self.log()))
-
-        wait_for(ready, f"worker {self.name} to be ready", timeout)
-
-    def kill(self) -> None:
-        """SIGKILL the worker and every process of its group (pool children too)."""
-        # Also when the leader is gone: pool children may outlive it in its group.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
 
 
 @dataclass
@@ -144,39 +81,19 @@ class System:
             rename: ``old=new``: the task asks for step ``new`` where it asked for ``old``.
         """
         name = f"{self.queue}-{len(self.workers) + 1}"
-        log_path = self.tmp_path / f"{name}.log"
         environ = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-            "PYTHONUNBUFFERED": "1",
             harness.ENV_REDIS_URL: REDIS_URL,
             harness.ENV_PREFIX: self.prefix,
             harness.ENV_QUEUE: self.queue,
             harness.ENV_VISIBILITY: str(visibility_timeout),
-            harness.ENV_WATCH_PID: str(os.getpid()),
             harness.ENV_RETRY_DELAY: str(retry_delay),
             harness.ENV_MAX_RETRIES: str(max_retries),
             harness.ENV_RENAME: rename,
             harness.ENV_BROKER: self.broker,
         }
-        command = [
-            sys.executable, "-m", "celery", "-A", "tests.system.proj", "worker",
-            f"--pool={pool}", "-c", "1", "-Q", self.queue, "-n", f"{name}@%h",
-            "--loglevel=info", "--without-gossip", "--without-mingle", "--without-heartbeat",
-        ]  # fmt: skip
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                command,
-                cwd=ROOT,
-                env=environ,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        worker = Worker(name, process, log_path)
+        log_path = self.tmp_path / f"{name}.log"
+        worker = start_worker("tests.system.proj", name, [self.queue], log_path, environ, pool)
         self.workers.append(worker)
-        worker.wait_ready()
         return worker
 
     def kill_all(self) -> None:
