@@ -42,7 +42,7 @@ class Runtime:
 
     def close(self) -> None:
         if self._store is not None:
-            self._store.client.close()
+            self._store.close()
 
 
 _runtimes: weakref.WeakKeyDictionary[Any, Runtime] = weakref.WeakKeyDictionary()

@@ -129,13 +129,6 @@ def start_worker(
         env: Variables added to this process's environment.
         wait: Return only once the worker is ready to take tasks.
     """
-    environ = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-        "PYTHONUNBUFFERED": "1",
-        ENV_WATCH_PID: str(os.getpid()),
-        **env,
-    }
     command = [
         sys.executable, "-m", "celery", "-A", app, "worker",
         f"--pool={pool}", "-c", str(concurrency), "-Q", ",".join(queues),
@@ -146,7 +139,7 @@ def start_worker(
         process = subprocess.Popen(
             command,
             cwd=ROOT,
-            env=environ,
+            env=environment(env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -156,6 +149,17 @@ def start_worker(
     if wait:
         worker.wait_ready()
     return worker
+
+
+def environment(env: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment with ``env``, for a subprocess that imports the tests."""
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONUNBUFFERED": "1",
+        ENV_WATCH_PID: str(os.getpid()),
+        **env,
+    }
 
 
 def die_with_test_process() -> None:

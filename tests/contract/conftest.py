@@ -21,4 +21,4 @@ def store(request: pytest.FixtureRequest, key_prefix: str) -> Iterator[JournalSt
         return
     redis_store = RedisJournalStore.from_url(REDIS_URL, KeySpace(key_prefix))
     yield redis_store
-    redis_store.client.close()
+    redis_store.close()

@@ -62,7 +62,7 @@ def test_a_step_waits_for_its_replica_in_the_same_round_trip(
     on_replica = redis.Redis(port=replica.port, decode_responses=True)
     assert on_replica.llen(KeySpace("dur").invocation("inv").journal) == 2
     on_replica.close()
-    store.client.close()
+    store.close()
 
 
 def test_a_write_no_replica_acknowledged_in_time_is_not_durable(spare_redis: RedisServer) -> None:
@@ -72,7 +72,7 @@ def test_a_write_no_replica_acknowledged_in_time_is_not_durable(spare_redis: Red
         store.append("inv", started.fence, 0, ENTRY, False)
     # The primary has it: the next execution finds it, and the step is not run again.
     assert store.read("inv") is not None
-    store.client.close()
+    store.close()
 
 
 def test_a_task_whose_step_is_not_durable_is_retried_until_it_is(
@@ -112,7 +112,7 @@ def test_waiting_for_the_aof_needs_a_redis_that_has_waitaof(spare_redis: RedisSe
     started = store.start("inv", REQUEST)
     with pytest.raises(ConfigurationError, match=r"WAITAOF.*7\.2"):
         store.append("inv", started.fence, 0, ENTRY, False)
-    store.client.close()
+    store.close()
 
 
 def test_the_durability_settings_are_validated() -> None:

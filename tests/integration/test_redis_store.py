@@ -116,7 +116,7 @@ def test_the_eviction_check_refuses_policies_that_can_evict_running_journals(
         assert (store.check_eviction_policy("refuse") is not None) == warned
     assert (store.check_eviction_policy("warn") is not None) == warned
     assert store.check_eviction_policy("ignore") is None
-    store.client.close()
+    store.close()
 
 
 def test_the_eviction_check_warns_and_lets_the_worker_start_when_redis_is_down() -> None:
@@ -126,7 +126,7 @@ def test_the_eviction_check_warns_and_lets_the_worker_start_when_redis_is_down()
     warning = store.check_eviction_policy("refuse")
     assert warning is not None
     assert "could not reach" in warning and "noeviction" in warning
-    store.client.close()
+    store.close()
 
 
 WORKER_APP = """
@@ -224,7 +224,7 @@ def test_a_journal_left_without_its_metadata_is_not_replayed(spare_redis: RedisS
     store.client.delete(KeySpace("left").invocation("inv").meta)
     again = store.start("inv", StartRequest("t", "fp", 2, 30.0, "host:1"))
     assert (again.created, again.entries, again.seed) == (True, [], 2)
-    store.client.close()
+    store.close()
 
 
 def test_a_redis_out_of_memory_is_an_outage_to_wait_out(spare_redis: RedisServer) -> None:
@@ -236,7 +236,7 @@ def test_a_redis_out_of_memory_is_an_outage_to_wait_out(spare_redis: RedisServer
     assert "retried until Redis takes writes again" in str(info.value)
     store.client.config_set("maxmemory", 0)
     assert store.append("inv", started.fence, 0, '{"k":"run"}', False) is None
-    store.client.close()
+    store.close()
 
 
 def test_a_redis_restarted_without_its_data_is_told_apart_from_a_forget(
@@ -249,4 +249,4 @@ def test_a_redis_restarted_without_its_data_is_told_apart_from_a_forget(
     with pytest.raises(LeaseLost, match="no longer exists") as info:
         store.append("inv", started.fence, 0, '{"k":"run"}', False)
     assert "restarted without persistence" in str(info.value)
-    store.client.close()
+    store.close()

@@ -13,12 +13,17 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import redis
-from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import NoScriptError
 
 from celery_durable.keys import KeySpace
 from celery_durable.stores.redis import scripts
 from celery_durable.stores.redis.durability import Durability
-from celery_durable.stores.redis.errors import is_gone, journal_error
+from celery_durable.stores.redis.errors import (
+    REDIS_ERRORS,
+    CommandError,
+    is_gone,
+    journal_error,
+)
 from celery_durable.stores.redis.lean import LeanConnection
 from celery_durable.stores.redis.scripts import Script
 
@@ -53,6 +58,16 @@ class RedisBase:
     def client(self) -> Any:
         """The redis-py client: ``redis.Redis``, or ``RedisCluster`` for a cluster."""
         return self._client
+
+    def close(self) -> None:
+        """Close every connection the store opened."""
+        if self._lean is not None:
+            self._lean.close()
+        # A RedisCluster's close() leaves its nodes' connection pools open.
+        disconnect = getattr(self._client, "disconnect_connection_pools", None)
+        if disconnect is not None:
+            disconnect()
+        self._client.close()
 
     # -- Scripts ------------------------------------------------------------------------
 
@@ -117,10 +132,10 @@ class RedisBase:
     def _errors(self, task_id: str, action: str) -> Iterator[None]:
         try:
             yield
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise self._error(exc, task_id, action) from exc
 
-    def _error(self, exc: RedisError, task_id: str, action: str) -> BaseException:
+    def _error(self, exc: CommandError, task_id: str, action: str) -> BaseException:
         data_lost = is_gone(exc) and not self._epoch_present()
         return journal_error(exc, task_id, action, self._where, data_lost)
 
@@ -135,7 +150,7 @@ class RedisBase:
             if self._command("EXISTS", self._keys.epoch):
                 return True
             self._command("SET", self._keys.epoch, f"{time.time():.0f}", "NX")
-        except RedisError:
+        except REDIS_ERRORS:
             pass
         return False
 

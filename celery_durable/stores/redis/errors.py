@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 from redis.exceptions import (
-    ClusterDownError,
+    ClusterError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisError,
     ResponseError,
+    SlotNotCoveredError,
     TryAgainError,
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -15,23 +18,29 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from celery_durable.errors import JournalError, JournalUnavailableError, LeaseLost
 
+#: What a failed command raises: redis-py's errors, and the one a cluster client raises
+#: outside them when no node it knows serves the key's slot.
+REDIS_ERRORS = (RedisError, SlotNotCoveredError)
+CommandError: TypeAlias = RedisError | SlotNotCoveredError
+
 #: Errors that mean "not now" rather than "never": the connection, and replies such as
-#: out of memory under noeviction, a replica after failover, a cluster mid-change, a
-#: script running too long, or a failed save that stops writes.
+#: out of memory under noeviction, a replica after failover, a cluster mid-change (a
+#: slot mid-migration gives TRYAGAIN until redis-py's redirects run out: ClusterError),
+#: a script running too long, or a failed save that stops writes.
 _UNAVAILABLE_ERRORS = (
     RedisConnectionError, RedisTimeoutError, OutOfMemoryError, ReadOnlyError, TryAgainError,
-    ClusterDownError,
+    ClusterError, SlotNotCoveredError,
 )  # fmt: skip
 _UNAVAILABLE_REPLIES = ("BUSY ", "NOREPLICAS", "MISCONF", "LOADING")
 
 
-def is_gone(exc: RedisError) -> bool:
+def is_gone(exc: CommandError) -> bool:
     """True when a script found that the invocation no longer exists."""
     return isinstance(exc, ResponseError) and str(exc).startswith("GONE")
 
 
 def journal_error(
-    exc: RedisError, task_id: str, action: str, where: str, data_lost: bool = False
+    exc: CommandError, task_id: str, action: str, where: str, data_lost: bool = False
 ) -> JournalError | LeaseLost:
     """Return the error to raise for ``exc``, met while trying to ``action`` an invocation.
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from typing import Any
 
 import redis
@@ -35,12 +36,15 @@ class LeanConnection:
     def __init__(self, client: redis.Redis) -> None:
         self._pool = client.connection_pool
         self._local = threading.local()
+        # Outside the pool's checkout, so the pool does not close them: close() does.
+        self._made: weakref.WeakSet[Any] = weakref.WeakSet()
 
     def connection(self) -> Any:
         # Any: redis-py leaves the connection's methods untyped.
         conn: Any = getattr(self._local, "conn", None)
         if conn is None or conn.pid != os.getpid():  # new thread, or a forked child
             conn = self._local.conn = self._pool.make_connection()
+            self._made.add(conn)
         return conn
 
     def call(self, packed: bytes | list[bytes]) -> Any:
@@ -117,7 +121,7 @@ class LeanConnection:
         return replies
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.disconnect()
-            self._local.conn = None
+        """Disconnect every thread's connection; a thread's next command connects again."""
+        for conn in list(self._made):
+            if conn.pid == os.getpid():  # a forked parent's socket is the parent's to close
+                conn.disconnect()

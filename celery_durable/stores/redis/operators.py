@@ -65,7 +65,25 @@ class Operators(RedisBase):
             replies = pipe.execute()
         # An invocation is in `all` and in its live status's set; newest first, once each.
         newest = sorted({m: s for reply in replies for m, s in reply}.items(), key=_by_score)
-        return [member for member, _ in newest[offset : offset + limit]]
+        return self._existing([member for member, _ in newest[offset : offset + limit]])
+
+    def _existing(self, task_ids: list[str]) -> list[str]:
+        """``task_ids`` without those that expired, which leave the index (cluster only).
+
+        On one Redis every finish trims the one index by retention. On a cluster a
+        finish trims its own slot's index only, and a quiet slot's expired ids would
+        stay listed, so they are dropped here as they are found.
+        """
+        if not self._keys.cluster or not task_ids:
+            return task_ids
+        with self._errors("*", "list"):
+            pipe = self._client.pipeline(transaction=False)
+            for task_id in task_ids:
+                pipe.exists(self._keys.invocation(task_id).meta)
+            exists = pipe.execute()
+        gone = [task_id for task_id, found in zip(task_ids, exists, strict=True) if not found]
+        self.forget_index(gone)
+        return [task_id for task_id in task_ids if task_id not in gone]
 
     def forget_index(self, task_ids: Sequence[str]) -> None:
         if task_ids:
@@ -130,7 +148,7 @@ class Operators(RedisBase):
                 pipe.zrangebyscore(key, "-inf", f"({before:.6f}", 0, offset + limit, True)
             replies = pipe.execute()
         oldest = sorted({m: s for reply in replies for m, s in reply}.items(), key=_by_age)
-        return [member for member, _ in oldest[offset : offset + limit]]
+        return self._existing([member for member, _ in oldest[offset : offset + limit]])
 
 
 def _by_score(item: tuple[str, float]) -> tuple[float, str]:

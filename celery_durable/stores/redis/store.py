@@ -11,14 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from redis.exceptions import RedisError
-
 from celery_durable.journal.store import Started, StartRequest
 from celery_durable.keys import KeySpace
 from celery_durable.stores.redis import scripts
 from celery_durable.stores.redis.base import ms, now, redact
 from celery_durable.stores.redis.connect import client_for
 from celery_durable.stores.redis.durability import Durability
+from celery_durable.stores.redis.errors import REDIS_ERRORS
 from celery_durable.stores.redis.lean import bulk
 from celery_durable.stores.redis.operators import Operators
 from celery_durable.stores.redis.waiting import Waiting
@@ -76,10 +75,14 @@ class RedisJournalStore(Waiting, Operators):
         if isinstance(completions, list):  # RESP2 gives a hash as a flat list
             completions = dict(zip(completions[::2], completions[1::2], strict=True))
         state = reply[0]
-        if state == "run" and reply[8]:  # created: its slot may be new to the listings
+        if state == "run":
+            # Cluster only, and once per slot and process: not only at creation, since
+            # a creation whose note failed is retried as a start of an existing one.
             with self._errors(task_id, "list"):
                 self._note_slot(task_id)
-        if state == "run":
+            if reply[2] != "running":  # woken: its wake-up copy is not needed any more
+                with self._errors(task_id, "start"):
+                    self._drop_wakeup_copy(task_id)
             _, fence, status, seed, length, deaths, attempt, guard, created = reply
             return Started(
                 "run",
@@ -124,7 +127,7 @@ class RedisJournalStore(Waiting, Operators):
                 packed, scripts.APPEND, 2, k.meta, k.journal, fence, index, entry, flag
             )
             return reply
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise self._error(exc, task_id, f"write step {index} of") from exc
 
     def _pack_append_head(self, task_id: str, fence: int) -> bytes:

@@ -99,6 +99,12 @@ class Waiting(RedisBase):
         if self._keys.cluster:
             self._command("ZADD", self._keys.wakeups, "LT", due_ms, task_id)
 
+    def _drop_wakeup_copy(self, task_id: str) -> None:
+        """Remove an awake invocation's wake-up from the set the workers claim from
+        (cluster; on one Redis the start script removes it from the one set)."""
+        if self._keys.cluster:
+            self._command("ZREM", self._keys.wakeups, task_id)
+
     def _sweep(self) -> None:
         """Copy every slot's wake-ups due before the next sweep, if no other worker does."""
         if time.monotonic() < self._next_sweep:
