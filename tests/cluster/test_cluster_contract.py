@@ -22,7 +22,7 @@ import pytest
 from celery_durable.journal.store import StartRequest
 from celery_durable.keys import KeySpace
 from celery_durable.stores.redis import RedisJournalStore
-from tests.cluster.cluster import LocalCluster, close_cluster_client
+from tests.cluster.cluster import LocalCluster
 from tests.contract.test_operator_contract import *  # noqa: F403
 from tests.contract.test_store_contract import *  # noqa: F403
 from tests.processes import wait_for
@@ -45,7 +45,7 @@ def store(redis_cluster: LocalCluster, cluster_prefix: str) -> Iterator[RedisJou
         redis_cluster.url, KeySpace(cluster_prefix, cluster=True)
     )
     yield cluster_store
-    close_cluster_client(cluster_store.client)
+    cluster_store.close()
 
 
 # -- What only a cluster has --------------------------------------------------------------

@@ -25,7 +25,7 @@ from celery_durable import Invocation, get_invocation
 from celery_durable.keys import KeySpace
 from celery_durable.runtime import release_runtime, runtime_for
 from tests.cluster import names
-from tests.cluster.cluster import LocalCluster, close_cluster_client
+from tests.cluster.cluster import LocalCluster
 from tests.processes import ROOT, Worker, environment, start_worker, wait_for
 
 REDIS_URL = os.environ.get("DURABLE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -190,8 +190,5 @@ class World:
         if keys:
             self.client.delete(*keys)
         self.cluster.delete_prefix(self.prefix)
-        # release_runtime alone leaves the journal client's sockets open (see
-        # test_cluster_clients.py): closed here, so that no test reports them.
-        close_cluster_client(runtime_for(self.app).store.client)
-        release_runtime(self.app)
+        release_runtime(self.app)  # closes the journal's sockets (test_cluster_clients.py)
         self.app.close()

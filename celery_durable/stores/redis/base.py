@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import MovedError, NoScriptError
 
 from celery_durable.keys import KeySpace
 from celery_durable.stores.redis import scripts
@@ -89,10 +89,29 @@ class RedisBase:
 
     def _write(self, script: Script, numkeys: int, *keys_then_args: Any) -> Any:
         """``_eval`` of a script that writes the journal, durable as the settings ask."""
-        reply = self._eval(script, numkeys, *keys_then_args)
-        if self._durability.waits:
-            self._confirm(keys_then_args[0], script.name)
-        return reply
+        if not self._durability.waits:
+            return self._eval(script, numkeys, *keys_then_args)
+        # WAIT and WAITAOF wait for the writes of their own connection, so they follow
+        # the script on the connection that runs it: in one pipeline, on a cluster the
+        # pipeline of the node that has the key (the cluster client's own could send
+        # them on different connections).
+        key = keys_then_args[0]
+        for _ in range(3):
+            pipe = self._client_of(key).pipeline(transaction=False)
+            pipe.execute_command("EVALSHA", script.sha, numkeys, *keys_then_args)
+            for command in self._durability.commands():
+                pipe.execute_command(*command)
+            reply, *waits = pipe.execute(raise_on_error=False)
+            if isinstance(reply, NoScriptError):
+                self._client_of(key).script_load(script.source)
+            elif isinstance(reply, MovedError) and self._keys.cluster:
+                self._client.nodes_manager.initialize()  # the slot moved: learn where
+            elif isinstance(reply, BaseException):
+                raise reply
+            else:
+                self._durability.check(waits, self._where, f"write ({script.name}) {key}")
+                return reply
+        raise reply
 
     def _send_write(self, packed: bytes, script: Script, numkeys: int, *args: Any) -> Any:
         """Send a hand-packed write on the held connection, with what makes it durable in
@@ -110,12 +129,11 @@ class RedisBase:
         except NoScriptError:
             return self._write(script, numkeys, *args)
 
-    def _confirm(self, key: str, what: str) -> None:
-        """Wait for the durability the settings ask, on the node that has ``key``."""
-        node = self._client.get_node_from_key(key) if self._keys.cluster else None
-        options = {"target_nodes": node} if node is not None else {}
-        replies = [self._command(*command, **options) for command in self._durability.commands()]
-        self._durability.check(replies, self._where, f"write ({what}) {key}")
+    def _client_of(self, key: str) -> Any:
+        """The client of the Redis that has ``key``: on a cluster, that node's own."""
+        if self._keys.cluster:
+            return self._client.get_redis_connection(self._client.get_node_from_key(key))
+        return self._client
 
     def _loading_scripts(self, call: Callable[[], T]) -> T:
         try:

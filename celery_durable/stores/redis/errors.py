@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TypeAlias
 
 from redis.exceptions import (
+    AskError,
     ClusterError,
     OutOfMemoryError,
     ReadOnlyError,
@@ -25,11 +26,12 @@ CommandError: TypeAlias = RedisError | SlotNotCoveredError
 
 #: Errors that mean "not now" rather than "never": the connection, and replies such as
 #: out of memory under noeviction, a replica after failover, a cluster mid-change (a
-#: slot mid-migration gives TRYAGAIN until redis-py's redirects run out: ClusterError),
+#: slot mid-migration gives TRYAGAIN until redis-py's redirects run out: ClusterError,
+#: or ASK and MOVED to a node's own client),
 #: a script running too long, or a failed save that stops writes.
 _UNAVAILABLE_ERRORS = (
     RedisConnectionError, RedisTimeoutError, OutOfMemoryError, ReadOnlyError, TryAgainError,
-    ClusterError, SlotNotCoveredError,
+    AskError, ClusterError, SlotNotCoveredError,
 )  # fmt: skip
 _UNAVAILABLE_REPLIES = ("BUSY ", "NOREPLICAS", "MISCONF", "LOADING")
 
