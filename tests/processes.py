@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -205,14 +206,16 @@ def _live_processes() -> dict[int, tuple[int, int]]:
 class RedisServer:
     """A redis-server of a test's own, which it may kill, restart or reconfigure.
 
-    Without ``data_dir`` it keeps nothing on disk; with one it keeps its log there and,
-    with ``--appendonly yes`` among ``options``, its AOF, so a restart in place reloads it.
+    With ``data_dir`` it keeps its log there and, with ``--appendonly yes`` among
+    ``options``, its AOF, so a restart in place reloads it. Without, its files (a
+    replica's copy of its primary's data) go to a temp dir removed when it is killed.
     """
 
     port: int = field(default_factory=free_port)
     data_dir: Path | None = None
     options: tuple[str, ...] = ()
     process: subprocess.Popen[bytes] | None = None
+    _scratch: Path | None = None
 
     @property
     def url(self) -> str:
@@ -225,10 +228,12 @@ class RedisServer:
     def start(self, *extra: str, timeout: float = 60.0) -> None:
         """Start it (again, on the same port and data) with ``extra`` options; return
         once it serves (after it loaded its AOF, if any)."""
-        files: list[str] = []
         if self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             files = ["--dir", str(self.data_dir), "--logfile", str(self.log_path)]
+        else:
+            self._scratch = self._scratch or Path(tempfile.mkdtemp(prefix="redis-server-"))
+            files = ["--dir", str(self._scratch)]
         self.process = subprocess.Popen(
             [
                 shutil.which("redis-server") or "redis-server",
@@ -263,6 +268,9 @@ class RedisServer:
                 self.process.kill()
             self.process.wait(timeout=30)
             self.process = None
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def log(self) -> str:
         path = self.log_path
