@@ -66,12 +66,18 @@ def test_a_step_waits_for_its_replica_in_the_same_round_trip(
 
 
 def test_a_write_no_replica_acknowledged_in_time_is_not_durable(spare_redis: RedisServer) -> None:
+    plain = store_on(spare_redis, Durability())
+    started = plain.start("inv", REQUEST)
+    plain.close()
     store = store_on(spare_redis, Durability(replicas=1, timeout=0.2))
-    started = store.start("inv", REQUEST)
     with pytest.raises(JournalUnavailableError, match="0 of durable_wait_replicas=1"):
         store.append("inv", started.fence, 0, ENTRY, False)
     # The primary has it: the next execution finds it, and the step is not run again.
-    assert store.read("inv") is not None
+    stored = store.read("inv")
+    assert stored is not None and len(stored[1]) == 1
+    # A start is not durable either: it would hand the body an entry no replica has.
+    with pytest.raises(JournalUnavailableError, match=r"start invocation inv: .* 0 of"):
+        store.start("inv", REQUEST)
     store.close()
 
 
@@ -109,9 +115,13 @@ def test_waiting_for_the_aof_needs_a_redis_that_has_waitaof(spare_redis: RedisSe
     if tuple(int(part) for part in version.split(".")[:2]) >= (7, 2):
         pytest.skip(f"this Redis ({version}) has WAITAOF")
     store = store_on(spare_redis, Durability(aof=True))
-    started = store.start("inv", REQUEST)
     with pytest.raises(ConfigurationError, match=r"WAITAOF.*7\.2"):
-        store.append("inv", started.fence, 0, ENTRY, False)
+        store.start("inv", REQUEST)
+    plain = store_on(spare_redis, Durability())
+    started = plain.start("inv2", REQUEST)
+    plain.close()
+    with pytest.raises(ConfigurationError, match=r"WAITAOF.*7\.2"):
+        store.append("inv2", started.fence, 0, ENTRY, False)
     store.close()
 
 

@@ -8,12 +8,14 @@ The store is split by who calls it: ``store`` (an execution: start, steps, finis
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import MovedError, NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from celery_durable.keys import KeySpace
 from celery_durable.stores.redis import scripts
@@ -24,7 +26,7 @@ from celery_durable.stores.redis.errors import (
     is_gone,
     journal_error,
 )
-from celery_durable.stores.redis.lean import LeanConnection
+from celery_durable.stores.redis.lean import LeanConnection, exchange
 from celery_durable.stores.redis.scripts import Script
 
 T = TypeVar("T")
@@ -128,6 +130,26 @@ class RedisBase:
             return reply
         except NoScriptError:
             return self._write(script, numkeys, *args)
+
+    def _together(self, key: str, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` at once on one connection of the Redis that has ``key``;
+        return their replies, errors as exception objects (cluster: a MOVED reply
+        refreshes the slot map, and the commands go again to the slot's new node)."""
+        for _ in range(3):
+            client = self._client_of(key)
+            pool = client.connection_pool
+            conn = pool.get_connection()
+            try:
+                replies = exchange(conn, b"".join(conn.pack_commands(commands)), len(commands))
+            except (RedisConnectionError, RedisTimeoutError, OSError):
+                conn.disconnect()
+                raise
+            finally:
+                pool.release(conn)
+            if not (self._keys.cluster and any(isinstance(r, MovedError) for r in replies)):
+                return replies
+            self._client.nodes_manager.initialize()
+        return replies
 
     def _client_of(self, key: str) -> Any:
         """The client of the Redis that has ``key``: on a cluster, that node's own."""

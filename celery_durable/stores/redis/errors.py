@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import TypeAlias
 
 from redis.exceptions import (
@@ -62,6 +63,15 @@ def journal_error(
                 f"cannot {action} invocation {task_id}: it no longer exists in {where} "
                 f"({why}). This execution stops and writes nothing more."
             )
+        if text.startswith("FENCED") and _lost_writes(text):
+            return JournalUnavailableError(
+                f"cannot {action} invocation {task_id}: {where} holds an older fence than "
+                f"this execution's ({text.partition(' ')[2]}): it lost writes since this "
+                "execution started (a failover to a replica that had not got them, or a "
+                "restart without persistence). The task is retried, and its next execution "
+                "goes on from what the journal holds. durable_wait_replicas makes writes "
+                "survive a failover."
+            )
         if text.startswith("FENCED"):
             return LeaseLost(
                 f"cannot {action} invocation {task_id}: another execution took its lease "
@@ -80,3 +90,17 @@ def journal_error(
     return JournalError(
         f"cannot {action} invocation {task_id} in {where}: {type(exc).__name__}: {exc}"
     )
+
+
+_FENCES = re.compile(r"\(fence (\d+), this one (\d+)\)")
+
+
+def _lost_writes(fenced: str) -> bool:
+    """Whether a FENCED reply names a fence older than the writer's own.
+
+    Fences only grow, so the journal's Redis lost the start that gave the writer its
+    fence: no other execution took the invocation, and nothing will deliver it again
+    unless this one retries.
+    """
+    found = _FENCES.search(fenced)
+    return found is not None and int(found[1]) < int(found[2])

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import threading
 import weakref
+from collections.abc import Sequence
 from typing import Any
 
 import redis
@@ -28,6 +29,45 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 def bulk(value: bytes) -> bytes:
     """One RESP bulk string."""
     return b"$%d\r\n%b\r\n" % (len(value), value)
+
+
+def transaction(
+    commands: Sequence[tuple[Any, ...]], after: Sequence[tuple[Any, ...]] = ()
+) -> list[tuple[Any, ...]]:
+    """``commands`` in MULTI/EXEC, followed by ``after``."""
+    return [("MULTI",), *commands, ("EXEC",), *after]
+
+
+def transaction_replies(replies: list[Any], queued: int) -> tuple[list[Any], list[Any]]:
+    """Split the replies of ``transaction``: EXEC's, and those of what followed it.
+
+    Raises:
+        ResponseError: the first error reply of the transaction: one that refused a
+            command while queueing it (EXEC then aborts), or one EXEC returned.
+    """
+    exec_replies = replies[queued + 1]
+    for reply in (
+        *replies[: queued + 1],
+        *(exec_replies if isinstance(exec_replies, list) else ()),
+    ):
+        if isinstance(reply, ResponseError):
+            raise reply
+    if isinstance(exec_replies, ResponseError):
+        raise exec_replies
+    return exec_replies, replies[queued + 2 :]
+
+
+def exchange(conn: Any, packed: bytes, count: int) -> list[Any]:
+    """Send commands packed together on ``conn``; read their ``count`` replies, error
+    replies as exception objects, so that none is left unread on the connection."""
+    conn.send_packed_command([packed], False)
+    replies: list[Any] = []
+    for _ in range(count):
+        try:
+            replies.append(conn.read_response())
+        except ResponseError as error:
+            replies.append(error)
+    return replies
 
 
 class LeanConnection:
@@ -45,6 +85,10 @@ class LeanConnection:
         if conn is None or conn.pid != os.getpid():  # new thread, or a forked child
             conn = self._local.conn = self._pool.make_connection()
             self._made.add(conn)
+        if not conn.is_connected:
+            # Before a send would: send_packed_command connects without connect(), where
+            # a Sentinel-managed connection asks the sentinels for the primary.
+            conn.connect()
         return conn
 
     def call(self, packed: bytes | list[bytes]) -> Any:
@@ -75,14 +119,7 @@ class LeanConnection:
         for last in (False, True):
             conn = self.connection()
             try:
-                conn.send_packed_command([packed], False)
-                replies: list[Any] = []
-                for _ in range(count):
-                    try:
-                        replies.append(conn.read_response())
-                    except ResponseError as error:
-                        replies.append(error)
-                return replies
+                return exchange(conn, packed, count)
             except RedisConnectionError:
                 conn.disconnect()
                 if last:
@@ -92,33 +129,21 @@ class LeanConnection:
                 raise
         raise AssertionError("unreachable")
 
-    def transaction(self, *commands: tuple[Any, ...]) -> list[Any]:
-        """Run ``commands`` in MULTI/EXEC in one round trip; return EXEC's replies.
+    def transaction(
+        self, *commands: tuple[Any, ...], after: Sequence[tuple[Any, ...]] = ()
+    ) -> tuple[list[Any], list[Any]]:
+        """Run ``commands`` in MULTI/EXEC, then ``after``, in one round trip.
 
-        An error reply inside EXEC is raised (the first one), as redis-py's pipeline does.
+        Returns:
+            EXEC's replies, and those of ``after`` (errors as exception objects).
+
+        Raises:
+            ResponseError: the first error reply of the transaction, as redis-py's
+                pipeline does.
         """
-        packed = self.connection().pack_commands([("MULTI",), *commands, ("EXEC",)])
-        for last in (False, True):
-            conn = self.connection()
-            try:
-                conn.send_packed_command(packed, False)
-                for _ in range(len(commands) + 1):  # +OK, then +QUEUED per command
-                    conn.read_response()
-                replies: list[Any] = conn.read_response()
-                break
-            except RedisConnectionError:
-                conn.disconnect()
-                if last:
-                    raise
-            except (RedisTimeoutError, OSError, ResponseError):
-                # A command refused while queueing (an error before EXEC): the replies
-                # that follow are discarded with the connection.
-                conn.disconnect()
-                raise
-        for reply in replies:
-            if isinstance(reply, ResponseError):
-                raise reply
-        return replies
+        packed = b"".join(self.connection().pack_commands(transaction(commands, after)))
+        replies = self.call_many(packed, len(commands) + 2 + len(after))
+        return transaction_replies(replies, len(commands))
 
     def close(self) -> None:
         """Disconnect every thread's connection; a thread's next command connects again."""

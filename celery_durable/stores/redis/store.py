@@ -18,7 +18,7 @@ from celery_durable.stores.redis.base import ms, now, redact
 from celery_durable.stores.redis.connect import client_for
 from celery_durable.stores.redis.durability import Durability
 from celery_durable.stores.redis.errors import REDIS_ERRORS
-from celery_durable.stores.redis.lean import bulk
+from celery_durable.stores.redis.lean import bulk, transaction, transaction_replies
 from celery_durable.stores.redis.operators import Operators
 from celery_durable.stores.redis.waiting import Waiting
 
@@ -54,24 +54,31 @@ class RedisJournalStore(Waiting, Operators):
             request.ended_fence,
         )  # fmt: skip
 
-        def call() -> list[Any]:
-            # MULTI makes the journal read exactly the one the script saw.
+        # MULTI makes the journal read exactly the one the script saw. A durability
+        # level waits after EXEC, on the same connection: the entries handed back must
+        # be as durable as a step's write before the body sees them.
+        commands = (
+            ("EVALSHA", scripts.START.sha, 8, *args),
+            ("LRANGE", k.journal, 0, -1),
+            ("HGETALL", k.done),
+        )
+        waits = self._durability.commands()
+
+        def call() -> tuple[list[Any], list[Any]]:
             if self._lean is not None:
-                return self._lean.transaction(
-                    ("EVALSHA", scripts.START.sha, 8, *args),
-                    ("LRANGE", k.journal, 0, -1),
-                    ("HGETALL", k.done),
-                )
+                return self._lean.transaction(*commands, after=waits)
+            if waits:  # a cluster: one connection of the key's node for all of it
+                replies = self._together(k.meta, transaction(commands, waits))
+                return transaction_replies(replies, len(commands))
             pipe = self._client.pipeline(transaction=True)
-            command: Callable[..., Any] = pipe.execute_command
-            command("EVALSHA", scripts.START.sha, 8, *args)
-            command("LRANGE", k.journal, 0, -1)
-            command("HGETALL", k.done)
-            replies: list[Any] = pipe.execute()
-            return replies
+            for command in commands:
+                pipe.execute_command(*command)
+            return pipe.execute(), []
 
         with self._errors(task_id, "start"):
-            reply, entries, completions = self._loading_scripts(call)
+            (reply, entries, completions), acks = self._loading_scripts(call)
+        if waits:
+            self._durability.check(acks, self._where, f"start invocation {task_id}")
         if isinstance(completions, list):  # RESP2 gives a hash as a flat list
             completions = dict(zip(completions[::2], completions[1::2], strict=True))
         state = reply[0]

@@ -16,7 +16,7 @@ if fence ~= ARGV[1] then
   if not fence then
     return redis.error_reply('GONE the invocation no longer exists (forgotten or expired)')
   end
-  return redis.error_reply('FENCED another execution holds the invocation (fence ' .. fence .. ')')
+  return redis.error_reply('FENCED another execution holds the invocation (fence ' .. fence .. ', this one ' .. ARGV[1] .. ')')
 end
 local n = redis.call('LLEN', journal)
 local i = tonumber(ARGV[2])
