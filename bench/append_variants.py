@@ -2,8 +2,9 @@
 
 Interleaved on one redis-py client, each iteration sends: PING, ECHO of a journal entry,
 RPUSH of it, EVALSHA of a script that only returns, EVALSHA of append.lua as the package
-ships it, and EVALSHA of a lean variant (LLEN + RPUSH; EXISTS only when it must tell
-GONE from a gap). Then each one alone, for its time inside Redis (INFO commandstats).
+ships it (fence check, LLEN, RPUSH), and EVALSHA of a lean variant (the same without the
+fence check: LLEN + RPUSH; EXISTS only when it must tell GONE from a gap). Then each
+one alone, for its time inside Redis (INFO commandstats).
 For the package owner weighing a cheaper append; the package does not use the variant.
 
     /work/venv/bin/python bench/append_variants.py [--ops 2000] [--repeats 5]
@@ -22,9 +23,9 @@ import redis
 APPEND = resources.files("celery_durable.stores.redis").joinpath("lua/append.lua").read_text()
 LEAN = """
 local n = redis.call('LLEN', KEYS[2])
-local i = tonumber(ARGV[1])
+local i = tonumber(ARGV[2])
 if n == i and (i > 0 or redis.call('EXISTS', KEYS[1]) == 1) then
-  redis.call('RPUSH', KEYS[2], ARGV[2])
+  redis.call('RPUSH', KEYS[2], ARGV[3])
   return false
 end
 if n > i then return redis.call('LINDEX', KEYS[2], i) end
@@ -38,11 +39,12 @@ def operations(client: redis.Redis, prefix: str, rep: int) -> dict[str, Callable
     shas = {name: client.script_load(src) for name, src in
             {"empty": "return false", "append": APPEND, "lean": LEAN}.items()}  # fmt: skip
     meta = f"{prefix}:m{rep}"
-    client.hset(meta, mapping={"task": "t", "status": "running", "updated_at": "0"})
+    client.hset(meta, mapping={"task": "t", "status": "running", "updated_at": "0", "fence": "1"})
 
     def script(name: str) -> Callable[[int], Any]:
+        # append.lua's arguments: the fence, the index, the entry, the ends-attempts flag.
         sha, journal = shas[name], f"{prefix}:j{rep}-{name}"
-        return lambda i: client.evalsha(sha, 2, meta, journal, i, ENTRY, "1763726400.123456")
+        return lambda i: client.evalsha(sha, 2, meta, journal, "1", i, ENTRY, "0")
 
     return {
         "PING": lambda i: client.ping(),

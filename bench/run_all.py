@@ -1,10 +1,12 @@
 """Run every benchmark, one after the other, with its default settings.
 
-    /work/venv/bin/python bench/run_all.py [--out bench/results] [--only replay memory]
-                                           [--package HEAD | --working-tree]
+    .venv/bin/python bench/run_all.py [--out bench/results] [--only replay memory]
+                                      [--package HEAD | --working-tree]
 
-Each script starts (and stops) its own redis-server and, for latency and throughput,
-its own worker subprocesses; with ``--out`` each also writes its figures as JSON there.
+Each script starts (and stops) its own redis-server and, for latency, throughput and
+profile_worker, its own worker subprocesses; with ``--out`` each also writes its figures
+as JSON there (profile_worker also its raw py-spy profile, gzipped). shard_cost runs only
+when named with ``--only``. Every script runs with its default settings.
 
 By default the package measured is ``celery_durable`` as committed at ``--package``
 (HEAD), exported to a temporary directory put first on PYTHONPATH (worker subprocesses
@@ -24,13 +26,18 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-SCRIPTS = ["step_overhead", "replay", "memory", "latency", "throughput", "append_variants"]
+SCRIPTS = [
+    "step_overhead", "replay", "memory", "latency", "throughput", "append_variants", "script_costs",
+    "profile_worker",
+]  # fmt: skip
+#: Run only when named with --only: it takes minutes and measures the server, not a change.
+EXTRA = ["shard_cost"]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, help="write each script's figures to <out>/<name>.json")
-    p.add_argument("--only", nargs="+", choices=SCRIPTS, help="run only these")
+    p.add_argument("--only", nargs="+", choices=SCRIPTS + EXTRA, help="run only these")
     p.add_argument("--package", default="HEAD", help="git revision of celery_durable to measure")
     p.add_argument("--working-tree", action="store_true", help="measure the files as they are")
     args = p.parse_args()

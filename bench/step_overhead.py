@@ -8,7 +8,11 @@ one after the other on the same redis-py client:
 - the same EVALSHA of append.lua sent directly through redis-py, on another invocation:
   what the step costs without celery-durable's Python around it;
 - an EVALSHA of a script that only returns, with the same arguments: the fixed cost of
-  calling a script, without append.lua's five commands.
+  calling a script, without append.lua's five commands;
+- ``PING`` and the same EVALSHA of append.lua again, packed once and sent on a connection
+  held outside redis-py's pool (``send_packed_command`` + ``read_response``): the round
+  trip without redis-py's per-command machinery (pool checkout, PID check, packing,
+  retry wrapper), the floor for a client that holds its connection.
 
 Each op is timed on its own; the figure is the median per op, per repetition, and the
 median over repetitions. Then the same steps against ``MemoryJournalStore``: the pure
@@ -34,7 +38,7 @@ from celery_durable.journal.entries import encode_entry
 from celery_durable.runtime import release_runtime, runtime_for
 from celery_durable.stores.memory import MemoryJournalStore
 
-TARGET = 1.3
+TARGET = 1.2
 CODEC: JsonCodec[Any] = JsonCodec()
 APPEND_LUA = resources.files("celery_durable.stores.redis").joinpath("lua/append.lua").read_text()
 APPEND_SHA = hashlib.sha1(APPEND_LUA.encode()).hexdigest()
@@ -52,44 +56,65 @@ def begin(store: Any, task_id: str) -> DurableContext:
     return ctx
 
 
-def close(ctx: DurableContext) -> None:
-    """End the context's execution: the thin context of 256b216 has no ``close`` of its own."""
-    closer = getattr(ctx, "close", None)
-    if closer is None:
-        closer = ctx._ex.close
-    closer()
+def bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%b\r\n" % (len(value), value)
 
 
 def one_repeat(store: Any, prefix: str, rep: int, steps: int) -> dict[str, list[float]]:
-    """Time ``steps`` iterations of PING, ctx.run and a raw EVALSHA, interleaved."""
+    """Time ``steps`` iterations of PING, ctx.run and raw EVALSHAs, interleaved."""
     client = store.client
     ping = client.ping
     evalsha = client.evalsha
     ctx = begin(store, f"{prefix}-steps-{rep}")
     raw_id = f"{prefix}-raw-{rep}"
-    begin(store, raw_id)  # creates the meta key the script checks
+    begin(store, raw_id)  # creates the meta key (fence 1) the script checks
     raw_meta = f"{prefix}:{{{raw_id}}}:meta"
     raw_journal = f"{prefix}:{{{raw_id}}}:journal"
+    held_id = f"{prefix}-held-{rep}"
+    begin(store, held_id)
+    held_meta = f"{prefix}:{{{held_id}}}:meta".encode()
+    held_journal = f"{prefix}:{{{held_id}}}:journal".encode()
     now = time.time()
     entry = encode_entry("run", "step", now, now, "json", "null")
+    # A connection of the pool's kind, held: what a client without redis-py's
+    # per-command machinery pays.
+    conn = client.connection_pool.make_connection()
+    conn.connect()
+    send, read = conn.send_packed_command, conn.read_response
+    ping_packed = b"*1\r\n$4\r\nPING\r\n"
+    head = b"*9\r\n" + b"".join(
+        bulk(part)
+        for part in (b"EVALSHA", APPEND_SHA.encode(), b"2", held_meta, held_journal, b"1")
+    )
+    tail = bulk(entry.encode()) + bulk(b"0")
     clock = time.perf_counter
-    pings, runs, raws, empties = [], [], [], []
+    pings, runs, raws, empties, held_pings, helds = [], [], [], [], [], []
     for i in range(steps):
         t0 = clock()
         ping()
         t1 = clock()
         ctx.run("step", noop)
         t2 = clock()
-        evalsha(APPEND_SHA, 2, raw_meta, raw_journal, i, entry, f"{time.time():.6f}")
+        evalsha(APPEND_SHA, 2, raw_meta, raw_journal, 1, i, entry, "0")
         t3 = clock()
-        evalsha(EMPTY_SHA, 2, raw_meta, raw_journal, i, entry, f"{time.time():.6f}")
+        evalsha(EMPTY_SHA, 2, raw_meta, raw_journal, 1, i, entry, "0")
         t4 = clock()
+        send([ping_packed], False)
+        read()
+        t5 = clock()
+        send([b"".join((head, bulk(b"%d" % i), tail))], False)
+        assert read() is None
+        t6 = clock()
         pings.append(t1 - t0)
         runs.append(t2 - t1)
         raws.append(t3 - t2)
         empties.append(t4 - t3)
-    close(ctx)
-    return {"ping": pings, "step": runs, "raw": raws, "empty": empties}
+        held_pings.append(t5 - t4)
+        helds.append(t6 - t5)
+    conn.disconnect()
+    c.finish(ctx)
+    return {"ping": pings, "step": runs, "raw": raws, "empty": empties,
+            "held_ping": held_pings, "held_append": helds}  # fmt: skip
 
 
 def server_side(store: Any, prefix: str, n: int = 2000) -> dict[str, float]:
@@ -102,8 +127,8 @@ def server_side(store: Any, prefix: str, n: int = 2000) -> dict[str, float]:
     entry = encode_entry("run", "step", now, now, "json", "null")
     calls = {
         "ping": lambda i: client.ping(),
-        "append.lua": lambda i: client.evalsha(APPEND_SHA, 2, meta, journal, i, entry, "1.0"),
-        "return false": lambda i: client.evalsha(EMPTY_SHA, 2, meta, journal, i, entry, "1.0"),
+        "append.lua": lambda i: client.evalsha(APPEND_SHA, 2, meta, journal, 1, i, entry, "0"),
+        "return false": lambda i: client.evalsha(EMPTY_SHA, 2, meta, journal, 1, i, entry, "0"),
     }
     out = {}
     for name, call in calls.items():
@@ -128,7 +153,7 @@ def memory_repeat(steps: int, rep: int, ping: Any) -> dict[str, list[float]]:
         t2 = clock()
         pings.append(t1 - t0)
         runs.append(t2 - t1)
-    close(ctx)
+    c.finish(ctx)
     return {"ping": pings, "step": runs}
 
 
@@ -161,6 +186,8 @@ def main() -> None:
                 "step": c.median(real["step"]) * 1e6,
                 "raw": c.median(real["raw"]) * 1e6,
                 "empty": c.median(real["empty"]) * 1e6,
+                "held_ping": c.median(real["held_ping"]) * 1e6,
+                "held_append": c.median(real["held_append"]) * 1e6,
                 "mem_ping": c.median(mem["ping"]) * 1e6,
                 "mem_step": c.median(mem["step"]) * 1e6,
                 "step_mean": sum(real["step"]) / len(real["step"]) * 1e6,
@@ -169,12 +196,17 @@ def main() -> None:
             us["ratio"] = us["step"] / us["ping"]
             us["raw_ratio"] = us["raw"] / us["ping"]
             us["empty_ratio"] = us["empty"] / us["ping"]
+            us["held_ping_ratio"] = us["held_ping"] / us["ping"]
+            us["step_held_ratio"] = us["step"] / us["held_ping"]
+            us["held_append_ratio"] = us["held_append"] / us["held_ping"]
             us["mem_ratio"] = us["mem_step"] / us["mem_ping"]
             us["mean_ratio"] = us["step_mean"] / us["ping_mean"]
             reps.append(us)
             print(
                 f"repeat {rep}: ping {us['ping']:.1f} us, step {us['step']:.1f} us "
                 f"(x{us['ratio']:.2f}), raw evalsha {us['raw']:.1f} us (x{us['raw_ratio']:.2f}), "
+                f"held PING {us['held_ping']:.1f} us, held evalsha {us['held_append']:.1f} us, "
+                f"step / held PING x{us['step_held_ratio']:.2f}, "
                 f"memory step {us['mem_step']:.2f} us"
             )
         server_us = server_side(store, prefix)
@@ -212,6 +244,20 @@ def main() -> None:
             "",
         ],
         [
+            "PING on a held connection, pre-packed",
+            f"{med('held_ping'):.1f}",
+            spread("held_ping"),
+            f"{med('held_ping_ratio'):.2f}",
+            "",
+        ],
+        [
+            "EVALSHA append.lua on a held connection, pre-packed",
+            f"{med('held_append'):.1f}",
+            spread("held_append"),
+            f"{med('held_append') / med('ping'):.2f}",
+            f"x{med('held_append_ratio'):.2f} held PING",
+        ],
+        [
             "ctx.run no-op, memory store",
             f"{med('mem_step'):.2f}",
             spread("mem_step", ".2f"),
@@ -226,8 +272,10 @@ def main() -> None:
     )
     print(c.table(["op", "median us", "range us", "x PING", "target"], rows))
     print(
-        f"ratio of means (step/PING): {med('mean_ratio'):.2f}; "
-        f"celery-durable's Python around the EVALSHA: {med('step') - med('raw'):.1f} us"
+        f"ratio of means (step/PING): {med('mean_ratio'):.2f}; step / held PING: "
+        f"{med('step_held_ratio'):.2f}; celery-durable's Python around the EVALSHA: "
+        f"{med('step') - med('raw'):.1f} us (redis-py's), {med('step') - med('held_append'):.1f} "
+        "us (held connection's)"
     )
     print(
         "inside Redis (INFO commandstats usec_per_call): "
