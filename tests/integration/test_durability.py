@@ -81,6 +81,16 @@ def test_a_write_no_replica_acknowledged_in_time_is_not_durable(spare_redis: Red
     store.close()
 
 
+def test_a_start_that_is_not_durable_gives_its_lease_back(spare_redis: RedisServer) -> None:
+    # Or the task's retry would find the invocation busy and wait the lease out.
+    store = store_on(spare_redis, Durability(replicas=1, timeout=0.2))
+    with pytest.raises(JournalUnavailableError, match="start invocation inv"):
+        store.start("inv", REQUEST)
+    meta = store.client.hgetall(KeySpace("dur").invocation("inv").meta)
+    assert (meta["fence"], meta.get("lease"), meta["deaths"]) == ("1", None, "0")
+    store.close()
+
+
 def test_a_task_whose_step_is_not_durable_is_retried_until_it_is(
     app: Celery, worker: Any, spare_redis: RedisServer
 ) -> None:

@@ -8,9 +8,11 @@ Redis Cluster every script touches one hash slot. This module is an execution's 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from celery_durable.errors import JournalError, JournalUnavailableError
 from celery_durable.journal.store import Started, StartRequest
 from celery_durable.keys import KeySpace
 from celery_durable.stores.redis import scripts
@@ -78,7 +80,13 @@ class RedisJournalStore(Waiting, Operators):
         with self._errors(task_id, "start"):
             (reply, entries, completions), acks = self._loading_scripts(call)
         if waits:
-            self._durability.check(acks, self._where, f"start invocation {task_id}")
+            try:
+                self._durability.check(acks, self._where, f"start invocation {task_id}")
+            except JournalUnavailableError:
+                if reply[0] == "run":  # its lease is this start's: the retry must not wait it out
+                    with contextlib.suppress(JournalError):
+                        self.release(task_id, int(reply[1]))
+                raise
         if isinstance(completions, list):  # RESP2 gives a hash as a flat list
             completions = dict(zip(completions[::2], completions[1::2], strict=True))
         state = reply[0]
