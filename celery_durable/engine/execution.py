@@ -194,15 +194,24 @@ class Execution:
 
     # -- Replay -------------------------------------------------------------------------
 
-    def expect(self, index: int, kind: str, name: str) -> dict[str, Any]:
-        """Return the parsed entry at ``index``, which must be ``kind`` ``name``.
+    def expect(
+        self, index: int, kind: str, name: str, codec: Codec[Any] | None = None
+    ) -> dict[str, Any]:
+        """Return the parsed entry at ``index``, which must be ``kind`` ``name`` (and,
+        given ``codec``, a value that codec stored).
 
         Raises:
-            NonDeterminismError: it is another operation.
+            NonDeterminismError: it is another operation, or another codec stored it.
         """
         entry: dict[str, Any] = parse(self.entries[index])
         if entry["k"] != kind or entry["n"] != name:
             self.mismatch(index, f"{entry['k']} {entry['n']!r}", f"{kind} {name!r}")
+        if codec is not None and entry.get("c", "json") != codec.name:
+            self.mismatch(
+                index,
+                f"{kind} {name!r} stored with codec {entry.get('c', 'json')!r}",
+                f"the same step with codec {codec.name!r}",
+            )
         return entry
 
     def replay(self, index: int, kind: str, name: str, codec: Codec[Any]) -> Any:
@@ -211,14 +220,7 @@ class Execution:
         Raises:
             NonDeterminismError: the entry is another operation than the one asked for.
         """
-        entry = self.expect(index, kind, name)
-        recorded_codec = entry.get("c", "json")
-        if recorded_codec != codec.name:
-            self.mismatch(
-                index,
-                f"{kind} {name!r} stored with codec {recorded_codec!r}",
-                f"the same step with codec {codec.name!r}",
-            )
+        entry = self.expect(index, kind, name, codec)
         self.advance(index)
         observer = self.observer
         if entry["s"] == "error":

@@ -40,8 +40,8 @@ def run_async(
     chosen = ex.codec if codec is None else resolve_codec(codec)
     index = ex.position
     if index < len(ex.entries):
-        entry = ex.expect(index, "run", name)
-        outcome = _outcome_of(ex.entries[index], chosen)
+        entry = ex.expect(index, "run", name, chosen)
+        outcome = _outcome_of(entry, chosen)
         ex.advance(index)
         if ex.observer is not None:
             error = None if outcome.ok else rebuild(outcome.error or {})
@@ -119,9 +119,10 @@ def _run(
         )
         break
     ex.commit(index, entry, ends_attempts=False)
-    outcome = _outcome_of(ex.entries[index], codec)
+    committed = parse(ex.entries[index])  # its own, or another execution's first
+    outcome = _outcome_of(committed, codec)
     if not outcome.ok or observer is not None:
-        tries = int(parse(ex.entries[index]).get("a", 1))
+        tries = int(committed.get("a", 1))
     if not outcome.ok:
         failure = rebuild(outcome.error or {})
         log_failure(ex, index, name, tries, failure)
@@ -144,8 +145,7 @@ def _error_entry(name: str, started_at: float, codec: Codec[Any], record: dict[s
     )
 
 
-def _outcome_of(text: str, codec: Codec[Any]) -> Outcome:
-    entry = parse(text)
+def _outcome_of(entry: dict[str, Any], codec: Codec[Any]) -> Outcome:
     finished = (entry["t"] / 1000) + entry["d"] / 1e6
     if entry["s"] == "error":
         return Outcome(False, error=entry["e"], at=finished)

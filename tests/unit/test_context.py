@@ -200,6 +200,28 @@ def test_a_changed_step_name_pauses_the_invocation(store: MemoryJournalStore) ->
     assert len(store.journals["inv-1"]) == 1
 
 
+@pytest.mark.parametrize("how", ["run", "run_async"])
+def test_a_step_replayed_with_another_codec_pauses_the_invocation(
+    store: MemoryJournalStore, how: str
+) -> None:
+    def body(codec: str) -> Body:
+        def run(ctx: DurableContext) -> Any:
+            if how == "run":
+                ctx.run("quote", lambda: 7, codec=codec)
+            else:
+                ctx.run_async("quote", lambda: 7, codec=codec).result()
+            raise Crash
+
+        return run
+
+    with pytest.raises(Crash):
+        execute(store, body("pickle"))
+    # Decoding a pickled value as JSON would hand the body a base64 string.
+    with pytest.raises(NonDeterminismError, match="stored with codec 'pickle'"):
+        execute(store, body("json"))
+    assert store.meta["inv-1"]["status"] == "paused"
+
+
 def test_a_reused_id_with_other_arguments_is_refused(store: MemoryJournalStore) -> None:
     execute(store, lambda ctx: ctx.run("a", lambda: 1), args=("order-1",))
     with pytest.raises(InvocationConflictError, match="other arguments"):
