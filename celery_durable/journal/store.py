@@ -152,11 +152,13 @@ class JournalStore(Protocol):
         """
         ...
 
-    def release(self, task_id: str, fence: int, fingerprint: str = "", call: str = "") -> bool:
+    def release(self, task_id: str, fence: int, fingerprint: str = "") -> bool:
         """End the execution cleanly, keeping the invocation as it is (a Celery retry).
 
-        A non-empty ``fingerprint`` or ``call`` replaces the stored one (a retry with
-        new arguments). Returns False when the execution no longer held the lease.
+        A non-empty ``fingerprint`` replaces the stored one (a retry with new arguments;
+        the stored call follows at the next suspension, pause or finish, which store the
+        call of the delivery that makes them). Returns False when the execution no
+        longer held the lease.
         """
         ...
 

@@ -149,7 +149,7 @@ class MemoryJournalStore:
             meta[F.GUARD] = str(index)
             return None
 
-    def release(self, task_id: str, fence: int, fingerprint: str = "", call: str = "") -> bool:
+    def release(self, task_id: str, fence: int, fingerprint: str = "") -> bool:
         with self._lock:
             self.round_trips += 1
             meta = self._live(task_id)
@@ -160,8 +160,6 @@ class MemoryJournalStore:
             meta[F.UPDATED_AT] = _now()
             if fingerprint:
                 meta[F.FINGERPRINT] = fingerprint
-            if call:
-                meta[F.CALL] = call
             return True
 
     def renew(self, leases: Sequence[tuple[str, int]], ttl: float) -> list[bool]:
@@ -249,7 +247,7 @@ class MemoryJournalStore:
             meta.pop(F.LEASE, None)
             meta.pop(F.LEASE_UNTIL, None)
             meta[F.UPDATED_AT] = _now()
-            meta.setdefault(F.CALL, call)
+            meta[F.CALL] = call
             if any(str(i) in self.done[task_id] for i in indexes):
                 return "ready"
             wake_ms = int(wake_at * 1000) if wake_at else 0

@@ -365,6 +365,18 @@ def test_an_invocation_suspends_releases_its_lease_and_wakes_on_a_completion(
     assert store.list_ids("running", 10) == ["inv"]
 
 
+def test_a_suspension_stores_the_call_of_the_delivery_that_suspends(store: JournalStore) -> None:
+    # A retry with new arguments between two suspensions changes the call: the wake-up
+    # must publish the new one, or the start refuses it as other arguments.
+    first = run(store)
+    store.suspend("inv", first.fence, "[]", [], time.time() + 60, '{"args":["A"]}')
+    second = run(store)
+    assert store.release("inv", second.fence, "fp-b")  # Task.retry(args=["B"])
+    third = run(store, fingerprint="fp-b")
+    store.suspend("inv", third.fence, "[]", [], time.time() + 60, '{"args":["B"]}')
+    assert store.wake_state("inv") == ("suspended", '{"args":["B"]}')
+
+
 def test_suspending_when_the_completion_is_already_there_is_ready(store: JournalStore) -> None:
     started = run(store)
     store.append("inv", started.fence, 0, AWAKEABLE_ENTRY, False)

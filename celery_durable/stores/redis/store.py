@@ -168,10 +168,10 @@ class RedisJournalStore(Waiting, Operators):
             reply: str | None = self._write(scripts.GUARD, 2, k.meta, k.journal, fence, index)
         return reply
 
-    def release(self, task_id: str, fence: int, fingerprint: str = "", call: str = "") -> bool:
+    def release(self, task_id: str, fence: int, fingerprint: str = "") -> bool:
         k = self._keys.invocation(task_id)
         with self._errors(task_id, "release"):
-            reply = self._eval(scripts.RELEASE, 1, k.meta, fence, fingerprint, call, now())
+            reply = self._eval(scripts.RELEASE, 1, k.meta, fence, fingerprint, now())
         return bool(reply)
 
     def renew(self, leases: Sequence[tuple[str, int]], ttl: float) -> list[bool]:

@@ -1,12 +1,12 @@
 -- End an execution cleanly without finishing the invocation (a Celery retry, Ignore
 -- or Reject): release the lease, so that the next start runs at once and does not
--- count this execution as a death. A retry with new arguments records them here.
+-- count this execution as a death. A retry with new arguments records their
+-- fingerprint here.
 -- KEYS[1]  meta hash of the invocation
 -- ARGV[1]  the holder's fencing token
 -- ARGV[2]  new argument fingerprint, or '' to keep it
--- ARGV[3]  new call (JSON), or '' to keep it
--- ARGV[4]  now, seconds since the epoch
--- Fields: fence (read); updated_at fingerprint call (set); lease lease_until (deleted)
+-- ARGV[3]  now, seconds since the epoch
+-- Fields: fence (read); updated_at fingerprint (set); lease lease_until (deleted)
 -- Deaths before it at this frontier still count: this clean end adds none.
 -- Returns  1 when released, 0 when the invocation is gone or another execution holds it.
 local meta = KEYS[1]
@@ -14,11 +14,8 @@ if redis.call('HGET', meta, 'fence') ~= ARGV[1] then
   return 0
 end
 redis.call('HDEL', meta, 'lease', 'lease_until')
-redis.call('HSET', meta, 'updated_at', ARGV[4])
+redis.call('HSET', meta, 'updated_at', ARGV[3])
 if ARGV[2] ~= '' then
   redis.call('HSET', meta, 'fingerprint', ARGV[2])
-end
-if ARGV[3] ~= '' then
-  redis.call('HSET', meta, 'call', ARGV[3])
 end
 return 1

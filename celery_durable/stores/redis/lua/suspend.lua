@@ -9,7 +9,8 @@
 -- ARGV[3]  what it awaits, JSON for people (the meta's 'awaiting')
 -- ARGV[4]  the journal indexes of the awaited completions, comma-separated, or ''
 -- ARGV[5]  when the earliest awaited timer is due, ms of Redis's clock, or 0
--- ARGV[6]  the call a wake-up re-publishes (JSON), kept if one is stored already
+-- ARGV[6]  the call a wake-up re-publishes (JSON): this delivery's, which a retry
+--          with new arguments may have changed since the last suspension
 -- ARGV[7]  now, seconds since the epoch
 -- Fields: fence created_at (read); status awaiting updated_at call (set);
 --         lease lease_until (deleted)
@@ -24,8 +25,7 @@ if f[1] ~= ARGV[2] then
   return redis.error_reply('FENCED another execution holds the invocation (fence ' .. f[1] .. ', this one ' .. ARGV[2] .. ')')
 end
 redis.call('HDEL', meta, 'lease', 'lease_until')
-redis.call('HSET', meta, 'updated_at', ARGV[7])
-redis.call('HSETNX', meta, 'call', ARGV[6])
+redis.call('HSET', meta, 'updated_at', ARGV[7], 'call', ARGV[6])
 for index in string.gmatch(ARGV[4], '[^,]+') do
   if redis.call('HEXISTS', done, index) == 1 then
     return 'ready'
