@@ -81,12 +81,10 @@ end
 -- One HSET for the lot: every call into Redis from a script costs a microsecond or more.
 local fence = (tonumber(f[6]) or 0) + 1
 redis.call('HSET', meta, 'fence', fence, 'lease', ARGV[7], 'lease_until', until_ms,
-           'frontier', n, 'deaths', deaths, 'updated_at', ARGV[5])
+           'frontier', n, 'deaths', deaths, 'updated_at', ARGV[5], 'status', 'running')
 if status ~= 'running' then
   -- A paused invocation resumes; a suspended one wakes.
-  redis.call('HDEL', meta, 'awaiting')
-  redis.call('HSET', meta, 'status', 'running')
-  redis.call('HDEL', meta, 'paused_reason')
+  redis.call('HDEL', meta, 'awaiting', 'paused_reason')
   redis.call('ZREM', KEYS[6], id)
   redis.call('ZREM', KEYS[7], id)
   redis.call('ZREM', KEYS[8], id)  -- it is awake: a wake-up due later is not needed
