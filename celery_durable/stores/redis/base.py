@@ -94,26 +94,20 @@ class RedisBase:
         if not self._durability.waits:
             return self._eval(script, numkeys, *keys_then_args)
         # WAIT and WAITAOF wait for the writes of their own connection, so they follow
-        # the script on the connection that runs it: in one pipeline, on a cluster the
-        # pipeline of the node that has the key (the cluster client's own could send
-        # them on different connections).
+        # the script on the connection that runs it, in the same round trip.
         key = keys_then_args[0]
-        for _ in range(3):
-            pipe = self._client_of(key).pipeline(transaction=False)
-            pipe.execute_command("EVALSHA", script.sha, numkeys, *keys_then_args)
-            for command in self._durability.commands():
-                pipe.execute_command(*command)
-            reply, *waits = pipe.execute(raise_on_error=False)
-            if isinstance(reply, NoScriptError):
-                self._client_of(key).script_load(script.source)
-            elif isinstance(reply, MovedError) and self._keys.cluster:
-                self._client.nodes_manager.initialize()  # the slot moved: learn where
-            elif isinstance(reply, BaseException):
-                raise reply
-            else:
-                self._durability.check(waits, self._where, f"write ({script.name}) {key}")
-                return reply
-        raise reply
+        commands = [("EVALSHA", script.sha, numkeys, *keys_then_args)]
+        commands += self._durability.commands()
+
+        def attempt() -> list[Any]:
+            replies = self._together(key, commands)
+            if isinstance(replies[0], BaseException):
+                raise replies[0]
+            return replies
+
+        reply, *waits = self._loading_scripts(attempt)
+        self._durability.check(waits, self._where, f"write ({script.name}) {key}")
+        return reply
 
     def _send_write(self, packed: bytes, script: Script, numkeys: int, *args: Any) -> Any:
         """Send a hand-packed write on the held connection, with what makes it durable in
