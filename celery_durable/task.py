@@ -48,6 +48,7 @@ from celery_durable.flow import (
     Outage,
     current,
     replacing,
+    retrying,
 )
 from celery_durable.journal.store import JournalStore, StartRequest
 from celery_durable.policy import RetryPolicy
@@ -99,8 +100,10 @@ class DurableTask(CeleryFlow):
 
     def apply_async(self, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
         # Arguments whose fingerprint would change between deliveries are refused here,
-        # where the caller sees the error, not at every delivery in a worker.
-        fingerprint(args or (), kwargs or {})
+        # where the caller sees the error, not at every delivery in a worker. A retry of
+        # a running execution fingerprinted its arguments as its message was built.
+        if retrying.get() is None:
+            fingerprint(args or (), kwargs or {})
         return super().apply_async(args, kwargs, **options)
 
     # -- One execution ------------------------------------------------------------------
