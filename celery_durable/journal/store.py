@@ -8,6 +8,7 @@ no longer the invocation's (``LeaseLost``).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -18,6 +19,11 @@ Stored = tuple[dict[str, str], list[str], dict[str, str]]
 Status = Literal["running", "suspended", "paused", "completed", "failed", "cancelled", "replaced"]
 #: Statuses after which nothing runs again; the journal expires after its retention.
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled", "replaced"})
+
+
+def now() -> str:
+    """Now, in seconds since the epoch, as the stores keep times (``created_at``...)."""
+    return f"{time.time():.6f}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -204,11 +204,6 @@ class RedisBase:
             self._slots_noted.add(slot)
 
 
-def now() -> str:
-    """Now, in seconds since the epoch, as the scripts take it."""
-    return f"{time.time():.6f}"
-
-
 def ms(seconds: float) -> int:
     """Whole milliseconds, at least one."""
     return max(1, int(seconds * 1000))

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from celery_durable.journal.store import Fork, Resumption, Stored
+from celery_durable.journal.store import Fork, Resumption, Stored, now
 from celery_durable.keys import IndexKeys
 from celery_durable.stores.redis import scripts
-from celery_durable.stores.redis.base import RedisBase, now
+from celery_durable.stores.redis.base import RedisBase
 from celery_durable.stores.redis.checks import check_eviction_policy
 
 

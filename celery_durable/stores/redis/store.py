@@ -13,10 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from celery_durable.errors import JournalError, JournalUnavailableError
-from celery_durable.journal.store import Started, StartRequest
+from celery_durable.journal.store import Started, StartRequest, now
 from celery_durable.keys import KeySpace
 from celery_durable.stores.redis import scripts
-from celery_durable.stores.redis.base import ms, now, redact
+from celery_durable.stores.redis.base import ms, redact
 from celery_durable.stores.redis.connect import client_for
 from celery_durable.stores.redis.durability import Durability
 from celery_durable.stores.redis.errors import REDIS_ERRORS

@@ -14,8 +14,9 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from celery_durable.journal.store import now
 from celery_durable.stores.redis import scripts
-from celery_durable.stores.redis.base import RedisBase, ms, now
+from celery_durable.stores.redis.base import RedisBase, ms
 
 #: Seconds between two sweeps of a cluster's slots for wake-ups due soon.
 SWEEP_INTERVAL = 30.0

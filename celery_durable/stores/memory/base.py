@@ -1,0 +1,60 @@
+"""The in-memory store's state and what every part of it uses: retention and fences."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from celery_durable.errors import LeaseLost
+from celery_durable.keys import MetaField as F
+
+
+class MemoryBase:
+    """Journals in dictionaries; counts calls the way Redis would see round trips."""
+
+    def __init__(self) -> None:
+        self.meta: dict[str, dict[str, str]] = {}
+        self.journals: dict[str, list[str]] = {}
+        self.done: dict[str, dict[str, str]] = {}
+        self.wakeups: dict[str, int] = {}
+        """Suspended invocations by when to wake them, ms (a sorted set in Redis)."""
+        self.expires_at: dict[str, float] = {}
+        self.round_trips = 0
+        self._swept_at = time.monotonic()
+        # Executions of one process may run in threads (a threads pool, eager tasks).
+        self._lock = threading.RLock()
+
+    def _live(self, task_id: str) -> dict[str, str] | None:
+        """The metadata of ``task_id``, after dropping it if its retention has passed."""
+        expires = self.expires_at.get(task_id)
+        if expires is not None and expires <= time.monotonic():
+            self._drop(task_id)
+        return self.meta.get(task_id)
+
+    def _sweep(self) -> None:
+        """Drop every invocation whose retention has passed, at most once a second."""
+        now = time.monotonic()
+        if now - self._swept_at > 1.0:
+            self._swept_at = now
+            for task_id in [i for i, at in self.expires_at.items() if at <= now]:
+                self._drop(task_id)
+
+    def _drop(self, task_id: str) -> None:
+        self.wakeups.pop(task_id, None)
+        self.meta.pop(task_id, None)
+        self.journals.pop(task_id, None)
+        self.done.pop(task_id, None)
+        self.expires_at.pop(task_id, None)
+
+    def _fenced(self, task_id: str, fence: int, action: str) -> dict[str, str]:
+        self.round_trips += 1
+        meta = self._live(task_id)
+        if meta is None:
+            raise LeaseLost(f"cannot {action} invocation {task_id}: it no longer exists")
+        if meta[F.FENCE] != str(fence):
+            raise LeaseLost(f"cannot {action} invocation {task_id}: another execution holds it")
+        return meta
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,205 @@
+"""The in-memory store's part for one execution: start, steps, lease, finish."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from celery_durable.errors import JournalError, LeaseLost
+from celery_durable.journal.store import FINISHED, Started, StartRequest, now
+from celery_durable.keys import MetaField as F
+from celery_durable.stores.memory.base import now_ms
+from celery_durable.stores.memory.operators import Operators
+from celery_durable.stores.memory.waiting import Waiting
+
+
+class MemoryJournalStore(Waiting, Operators):
+    """The ``JournalStore`` of one process, in memory (``stores/memory/__init__``)."""
+
+    def start(self, task_id: str, request: StartRequest) -> Started:
+        with self._lock:
+            self.round_trips += 1
+            self._sweep()
+            meta = self._live(task_id)
+            stamp, at_ms = now(), now_ms()
+            until = str(at_ms + int(request.lease_ttl * 1000))
+            if meta is None or (
+                meta[F.STATUS] == "replaced" and request.nesting > int(meta.get(F.NESTING, "0"))
+            ):
+                self.meta[task_id] = {
+                    F.TASK: request.task_name, F.FINGERPRINT: request.fingerprint,
+                    F.SEED: str(request.seed), F.STATUS: "running", F.CREATED_AT: stamp,
+                    F.UPDATED_AT: stamp, F.FENCE: "1", F.LEASE: request.holder,
+                    F.LEASE_UNTIL: until, F.FRONTIER: "0", F.DEATHS: "0",
+                    F.NESTING: str(request.nesting),
+                }  # fmt: skip
+                if request.call:
+                    self.meta[task_id][F.CALL] = request.call
+                self.journals[task_id] = []
+                self.done[task_id] = {}
+                self.expires_at.pop(task_id, None)
+                return Started("run", created=True, fence=1, seed=request.seed)
+            status = meta[F.STATUS]
+            if status == "replaced":
+                return Started("done", status=status)
+            if (meta[F.TASK], meta[F.FINGERPRINT]) != (request.task_name, request.fingerprint):
+                return Started(
+                    "conflict",
+                    status=status,
+                    task_name=meta[F.TASK],
+                    fingerprint=meta[F.FINGERPRINT],
+                )
+            if status in FINISHED:
+                return Started("done", status=status, outcome=meta.get(F.OUTCOME) or None)
+            lease_until = int(meta.get(F.LEASE_UNTIL, "0"))
+            held = F.LEASE in meta and meta[F.FENCE] != str(request.ended_fence)
+            if held and lease_until > at_ms:
+                return Started("busy", busy_for=(lease_until - at_ms) / 1000, holder=meta[F.LEASE])
+            n = len(self.journals[task_id])
+            deaths = int(meta.get(F.DEATHS, "0"))
+            if held:  # expired without being released: its holder died
+                deaths = deaths + 1 if meta.get(F.FRONTIER) == str(n) else 1
+            elif meta.get(F.FRONTIER) != str(n):
+                deaths = 0
+            fence = int(meta[F.FENCE]) + 1
+            meta.update({
+                F.FENCE: str(fence), F.LEASE: request.holder, F.LEASE_UNTIL: until,
+                F.FRONTIER: str(n), F.DEATHS: str(deaths), F.UPDATED_AT: stamp,
+            })  # fmt: skip
+            if status != "running":
+                meta[F.STATUS] = "running"
+                meta.pop(F.PAUSED_REASON, None)
+                meta.pop(F.AWAITING, None)
+                self.wakeups.pop(task_id, None)  # it is awake
+            return Started(
+                "run",
+                status=status,
+                fence=fence,
+                seed=int(meta[F.SEED]),
+                entries=list(self.journals[task_id]),
+                deaths=deaths,
+                attempt=meta.get(F.ATTEMPT),
+                guard=int(meta[F.GUARD]) if F.GUARD in meta else None,
+                completions=dict(self.done[task_id]),
+            )
+
+    def append(
+        self, task_id: str, fence: int, index: int, entry: str, ends_attempts: bool
+    ) -> str | None:
+        with self._lock:
+            meta = self._fenced(task_id, fence, f"write step {index} of")
+            journal = self.journals[task_id]
+            if len(journal) == index:
+                journal.append(entry)
+                if ends_attempts:
+                    meta.pop(F.ATTEMPT, None)
+                    meta.pop(F.GUARD, None)
+                return None
+            if len(journal) > index:
+                return journal[index]
+            raise JournalError(f"entry {index} written while the journal holds {len(journal)}")
+
+    def record_attempt(
+        self, task_id: str, fence: int, index: int, attempt: str, release: bool = True
+    ) -> str | None:
+        with self._lock:
+            meta = self._fenced(task_id, fence, f"record a failed attempt of step {index} of")
+            journal = self.journals[task_id]
+            if len(journal) > index:
+                return journal[index]
+            meta.update({F.ATTEMPT: attempt, F.UPDATED_AT: now(), F.DEATHS: "0"})
+            if release:
+                for name in (F.GUARD, F.LEASE, F.LEASE_UNTIL):
+                    meta.pop(name, None)
+            return None
+
+    def guard(self, task_id: str, fence: int, index: int) -> str | None:
+        with self._lock:
+            meta = self._fenced(task_id, fence, f"guard at-most-once step {index} of")
+            journal = self.journals[task_id]
+            if len(journal) > index:
+                return journal[index]
+            meta[F.GUARD] = str(index)
+            return None
+
+    def release(self, task_id: str, fence: int, fingerprint: str = "") -> bool:
+        with self._lock:
+            self.round_trips += 1
+            meta = self._live(task_id)
+            if meta is None or meta[F.FENCE] != str(fence):
+                return False
+            meta.pop(F.LEASE, None)
+            meta.pop(F.LEASE_UNTIL, None)
+            meta[F.UPDATED_AT] = now()
+            if fingerprint:
+                meta[F.FINGERPRINT] = fingerprint
+            return True
+
+    def renew(self, leases: Sequence[tuple[str, int]], ttl: float) -> list[bool]:
+        with self._lock:
+            self.round_trips += 1
+            renewed = []
+            for task_id, fence in leases:
+                meta = self._live(task_id)
+                ok = meta is not None and meta[F.FENCE] == str(fence) and F.LEASE in meta
+                if meta is not None and ok:
+                    meta[F.LEASE_UNTIL] = str(now_ms() + int(ttl * 1000))
+                renewed.append(ok)
+            return renewed
+
+    def break_lease(self, task_id: str, holder: str) -> bool:
+        with self._lock:
+            self.round_trips += 1
+            meta = self._live(task_id)
+            if meta is None or meta.get(F.LEASE) != holder:
+                return False
+            meta[F.LEASE_UNTIL] = "0"
+            return True
+
+    def finish(
+        self,
+        task_id: str,
+        fence: int | None,
+        status: str,
+        outcome: str,
+        retention: float,
+        nesting: int = 0,
+        call: str = "",
+    ) -> tuple[str, str] | None:
+        with self._lock:
+            self.round_trips += 1
+            meta = self._live(task_id)
+            if meta is None:
+                raise LeaseLost(f"cannot finish invocation {task_id}: it no longer exists")
+            if meta[F.STATUS] in FINISHED:
+                return meta[F.STATUS], meta.get(F.OUTCOME, "")
+            if fence is None:
+                meta[F.FENCE] = str(int(meta[F.FENCE]) + 1)
+            elif meta[F.FENCE] != str(fence):
+                raise LeaseLost(f"cannot finish invocation {task_id}: another execution holds it")
+            meta.update({F.STATUS: status, F.OUTCOME: outcome, F.UPDATED_AT: now()})
+            if status == "replaced":
+                meta[F.NESTING] = str(nesting)
+            if call:
+                meta[F.CALL] = call
+            for name in (F.LEASE, F.LEASE_UNTIL, F.PAUSED_REASON, F.ATTEMPT, F.GUARD, F.AWAITING):
+                meta.pop(name, None)
+            self.expires_at[task_id] = time.monotonic() + retention
+            self.wakeups.pop(task_id, None)
+            return None
+
+    def pause(
+        self, task_id: str, fence: int, reason: str, call: str = "", attempt: str = ""
+    ) -> str:
+        with self._lock:
+            meta = self._fenced(task_id, fence, "pause")
+            if meta[F.STATUS] != "running":
+                return meta[F.STATUS]
+            if call:
+                meta[F.CALL] = call
+            if attempt:
+                meta[F.ATTEMPT] = attempt
+            meta.update({F.STATUS: "paused", F.PAUSED_REASON: reason, F.UPDATED_AT: now()})
+            meta.pop(F.LEASE, None)
+            meta.pop(F.LEASE_UNTIL, None)
+            return "paused"
