@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from importlib import resources
 from typing import Any
 
 import _common as c
 import redis
 
-APPEND = resources.files("celery_durable.stores.redis").joinpath("lua/append.lua").read_text()
+from celery_durable.stores.redis import scripts
+
+APPEND = scripts.APPEND.source  # as the store sends it: after lua/_fenced.lua
 LEAN = """
 local n = redis.call('LLEN', KEYS[2])
 local i = tonumber(ARGV[2])

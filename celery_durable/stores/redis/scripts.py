@@ -10,31 +10,35 @@ import hashlib
 from importlib import resources
 
 
+def _lua(name: str) -> str:
+    return resources.files("celery_durable.stores.redis").joinpath(f"lua/{name}.lua").read_text()
+
+
 class Script:
-    """A Lua script from ``lua/``."""
+    """A Lua script from ``lua/``; with ``fenced``, after ``lua/_fenced.lua``, whose
+    ``fenced()`` makes the one reply every fence check gives."""
 
     __slots__ = ("name", "sha", "source")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, fenced: bool = False) -> None:
         self.name = name
-        lua = resources.files("celery_durable.stores.redis").joinpath(f"lua/{name}.lua")
-        self.source = lua.read_text()
+        self.source = (_lua("_fenced") if fenced else "") + _lua(name)
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
 
 START = Script("start")
-APPEND = Script("append")
-ATTEMPT = Script("attempt")
-GUARD = Script("guard")
+APPEND = Script("append", fenced=True)
+ATTEMPT = Script("attempt", fenced=True)
+GUARD = Script("guard", fenced=True)
 RELEASE = Script("release")
 RENEW = Script("renew")
 BREAK_LEASE = Script("break_lease")
-FINISH = Script("finish")
-PAUSE = Script("pause")
+FINISH = Script("finish", fenced=True)
+PAUSE = Script("pause", fenced=True)
 FORGET = Script("forget")
-SUSPEND = Script("suspend")
+SUSPEND = Script("suspend", fenced=True)
 COMPLETE = Script("complete")
-SENT = Script("sent")
+SENT = Script("sent", fenced=True)
 CLAIM = Script("claim")
 ACK_WAKEUP = Script("ack_wakeup")
 RESUME = Script("resume")

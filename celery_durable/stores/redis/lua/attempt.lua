@@ -15,10 +15,7 @@
 local meta, journal = KEYS[1], KEYS[2]
 local fence = redis.call('HGET', meta, 'fence')
 if fence ~= ARGV[1] then
-  if not fence then
-    return redis.error_reply('GONE the invocation no longer exists (forgotten or expired)')
-  end
-  return redis.error_reply('FENCED another execution holds the invocation (fence ' .. fence .. ', this one ' .. ARGV[1] .. ')')
+  return fenced(fence, ARGV[1])
 end
 local n = redis.call('LLEN', journal)
 if n > tonumber(ARGV[2]) then

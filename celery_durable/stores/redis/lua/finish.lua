@@ -30,7 +30,7 @@ if status == 'completed' or status == 'failed' or status == 'cancelled'
 end
 local forced = ARGV[2] == ''
 if not forced and prior[4] ~= ARGV[2] then
-  return redis.error_reply('FENCED another execution holds the invocation (fence ' .. prior[4] .. ', this one ' .. ARGV[2] .. ')')
+  return fenced(prior[4], ARGV[2])
 end
 local fields = {'status', ARGV[3], 'outcome', ARGV[4], 'updated_at', ARGV[5]}
 if forced then

@@ -20,7 +20,7 @@ if not f[1] then
   return redis.error_reply('GONE the invocation no longer exists (forgotten or expired)')
 end
 if f[1] ~= ARGV[2] then
-  return redis.error_reply('FENCED another execution holds the invocation (fence ' .. f[1] .. ', this one ' .. ARGV[2] .. ')')
+  return fenced(f[1], ARGV[2])
 end
 if f[2] ~= 'running' then
   return f[2]

@@ -7,10 +7,7 @@
 -- Returns  1. Errors: GONE, FENCED.
 local f = redis.call('HGET', KEYS[1], 'fence')
 if f ~= ARGV[1] then
-  if not f then
-    return redis.error_reply('GONE the invocation no longer exists (forgotten or expired)')
-  end
-  return redis.error_reply('FENCED another execution holds the invocation (fence ' .. f .. ', this one ' .. ARGV[1] .. ')')
+  return fenced(f, ARGV[1])
 end
 redis.call('HSET', KEYS[2], ARGV[2] .. ':sent', 1)
 return 1
