@@ -67,7 +67,8 @@ def _sentinel_primary(url: str, settings: dict[str, Any]) -> redis.Redis:
     if password is not None:
         settings.setdefault("password", password)
     settings.setdefault("db", db)
-    # Any: redis-py leaves Sentinel untyped.
-    sentinel: Any = Sentinel(hosts, sentinel_kwargs=sentinel_kwargs, **settings)  # type: ignore[no-untyped-call]
+    # Any: redis-py left Sentinel untyped before 8.x; through Any, every version checks.
+    sentinel_type: Any = Sentinel
+    sentinel: Any = sentinel_type(hosts, sentinel_kwargs=sentinel_kwargs, **settings)
     primary: redis.Redis = sentinel.master_for(master_name)
     return primary
