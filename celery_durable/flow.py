@@ -184,7 +184,9 @@ class CeleryFlow(Task):  # type: ignore[misc]
         **options: Any,
     ) -> Any:
         """Celery's ``Task.retry``. From the running execution it releases the lease,
-        and new ``args``/``kwargs`` carry the invocation on with them.
+        and new ``args``/``kwargs`` carry the invocation on with them. From the body,
+        the release re-opens the step the retry follows, so that it runs again
+        (``engine.reopen``).
 
         A retry that cannot be published (the broker refuses writes) is tried again, with
         a growing pause, until the broker takes it, where Celery would acknowledge the
