@@ -54,7 +54,7 @@ DURABLE_WAYS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: one is made per step, and frozen ones cost more
 class Owned:
     """What an execution knows of an entry it journaled (or took over, see
     ``Execution.own_from``): enough to re-open it."""

@@ -385,3 +385,26 @@ def test_a_result_the_codec_cannot_store_fails_with_encode_error(
     assert inv.status == "failed"
     assert inv.error is not None
     assert (inv.error["module"], inv.error["type"]) == ("kombu.exceptions", "EncodeError")
+
+
+def test_the_retry_idiom_holds_in_replay_each_step_mode_on_a_worker(
+    app: Celery, worker: Any
+) -> None:
+    """Each entry is replayed by the delivery after the one that journaled it; that one
+    takes it over (a header of the redelivery), so its retry re-opens the step."""
+    app.conf.durable_replay_each_step = True
+    runs: Counter[str] = Counter()
+    fetch = failing(runs, "fetch", times=1)
+
+    # Every redelivery of the mode is a Celery retry too: room for them in max_retries.
+    @app.task(base=DurableTask, bind=True, shared=False, max_retries=10, default_retry_delay=0)
+    def sync(self: DurableTask) -> str:
+        self.ctx.run("before", runs.update, ["prepare"])
+        try:
+            return str(self.ctx.run("fetch", fetch))
+        except ValueError as exc:
+            raise self.retry(exc=exc) from None
+
+    with worker():
+        assert sync.delay().get(timeout=TIMEOUT) == "fetch ok"
+    assert runs == {"prepare": 1, "fetch": 2}

@@ -27,6 +27,7 @@ from celery_durable.context import DurableContext
 from celery_durable.engine import reopen
 from celery_durable.engine.attempts import Attempts
 from celery_durable.engine.execution import Execution
+from celery_durable.engine.replay_each_step import AbandonExecution
 from celery_durable.errors import CodecError
 from celery_durable.journal.records import Invocation, parse_invocation
 from celery_durable.runtime import release_runtime, runtime_for
@@ -481,6 +482,11 @@ def test_an_async_step_retried_with_a_block_counts_its_attempts_on() -> None:
     plan = reopen.plan(ex)
     assert plan is not None
     assert store.release("inv-1", ex.fence, "", plan)
+    # Until they run again, both show as waiting for their next attempt.
+    shown = parse_invocation("inv-1", *(store.read("inv-1") or ({}, [], {})))
+    assert [(s.index, s.name, s.status, s.attempts) for s in shown.steps] == [
+        (0, "b", "retrying", 1), (1, "c", "retrying", 1),
+    ]  # fmt: skip
     again = execution(store)
     ctx = DurableContext(again)
     assert ctx.all(ctx.run_async("b", lambda: 5), ctx.run_async("c", lambda: 6)).result() == [5, 6]
@@ -509,3 +515,8 @@ def test_retryable_error_is_the_durable_way_to_poll(app: Celery) -> None:
 
     assert wait.apply().result == "done"
     assert runs == {"submit": 1, "check": 3}
+
+
+def test_the_signal_that_abandons_an_execution_survives_pickling() -> None:
+    signal = pickle.loads(pickle.dumps(AbandonExecution("inv-1", 3, fence=4, own_from=2)))
+    assert (signal.invocation_id, signal.index, signal.fence, signal.own_from) == ("inv-1", 3, 4, 2)
