@@ -61,8 +61,8 @@ ENDED_FENCE_HEADER = "durable_ended_fence"
 
 #: A message header, ``<fence>:<index>``: the execution with that fence journaled the
 #: entries from that index on and ended without acting on them (``durable_replay_each_step``
-#: abandoned it, or Redis refused the release that re-opens them). The next execution
-#: counts them as its own: a retry of its body may re-open them.
+#: abandoned it). The next execution counts them as its own: a retry of its body may
+#: re-open them.
 OWN_FROM_HEADER = "durable_own_from"
 
 #: Longest pause between two tries to publish a retry the broker refuses, seconds.
@@ -109,28 +109,28 @@ class CeleryFlow(Task):  # type: ignore[misc]
 
     def _release(
         self, ex: Execution, fingerprint: str = "", reopen: Reopening | None = None
-    ) -> bool:
+    ) -> None:
         """End the execution cleanly: the next delivery starts at once, not as a death.
 
         ``reopen`` drops the journal's last entries in the same write (Celery's retry
-        idiom, ``engine.reopen``). Returns False when Redis could not be reached.
+        idiom, ``engine.reopen``).
         """
         if ex.ended:
-            return True
+            return
         try:
             ex.store.release(ex.id, ex.fence, fingerprint, reopen)
         except JournalUnavailableError as exc:
             # Tried again with the retry's next publish; else the lease runs out by itself
-            # and the next start counts a death at worst.
+            # and the next start counts a death at worst (and replays what it would
+            # have re-opened).
             logger.warning("%s[%s]: could not release its lease: %s", self.name, ex.id, exc)
-            return False
+            return
         ex.ended = True
         if reopen is not None:
             logger.info(
                 "%s[%s]: the retry re-opens journal entries from index %d: they run again",
                 self.name, ex.id, reopen.start,
             )  # fmt: skip
-        return True
 
     def _defer(self, busy: invocation.Busy) -> Retry:
         """Come back when the execution that holds the lease would have lost it."""
@@ -256,13 +256,7 @@ class CeleryFlow(Task):  # type: ignore[misc]
             # The retry's message is built and about to be published: release the lease
             # now, so that it starts at once; new arguments become the invocation's own.
             new = fingerprint(signature.args or (), signature.kwargs or {})
-            plan = reopening.get()
-            if not self._release(ex, new if new != ex.fingerprint else "", plan) and plan:
-                # The next execution finds the entries this one meant to re-open: they
-                # count as its own, so that its retry re-opens them.
-                headers = dict(signature.options.get("headers") or {})
-                headers[OWN_FROM_HEADER] = f"{ex.fence}:{ex.own_from}"
-                signature.options["headers"] = headers
+            self._release(ex, new if new != ex.fingerprint else "", reopening.get())
         return signature
 
     def on_replace(self, sig: Any) -> Any:

@@ -110,8 +110,8 @@ class Execution:
         self.resume_at = len(started.entries)
         self.own_from = self.resume_at
         """Entries from this index on count as this execution's own, as if it had
-        journaled them: the ones an earlier execution journaled and then ended without
-        acting on (``durable_replay_each_step``), taken over from a message header."""
+        journaled them: the ones the execution before it journaled and then ended
+        without acting on (``durable_replay_each_step``)."""
         self.owned: dict[int, Owned] = {}
         """What it knows of the entries it journaled, by index: what a retry of the
         body may re-open (``engine.reopen``)."""

@@ -98,22 +98,16 @@ def plan(ex: Execution) -> Reopening | None:
         return _refuse(ex, what, "it is an at-most-once step, which never runs twice")
     if kind == "run":
         return Reopening(last, ex.entries[last], _attempts(ex, last, owned).to_json())
-    members = owned.members or ()
-    steps = [step for i in members if (step := ex.owned.get(i)) is not None]
-    if (
-        not members
-        or sorted(members) != list(range(min(members), last))
-        or len(steps) < len(members)
-    ):
+    block = sorted(owned.members or ())
+    if not block or block != list(range(block[0], last)) or any(i not in ex.owned for i in block):
         return _refuse(
             ex, what,
             "it waits for more than run_async steps that this execution ran just before "
             "it (a timer, a child, an awakeable, another combinator, a replayed step, or "
             "another operation among them)",
         )  # fmt: skip
-    first, *rest = (_attempts(ex, i, step) for i, step in zip(members, steps, strict=True))
-    block = replace(first, more=tuple(rest))
-    return Reopening(min(members), ex.entries[last], block.to_json())
+    first, *rest = (_attempts(ex, i, ex.owned[i]) for i in block)
+    return Reopening(block[0], ex.entries[last], replace(first, more=tuple(rest)).to_json())
 
 
 def _attempts(ex: Execution, index: int, owned: Owned) -> Attempts:
