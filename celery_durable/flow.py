@@ -21,7 +21,9 @@ from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from celery.worker import state as worker_state
 
 from celery_durable import invocation
+from celery_durable.celery_errors import escaped
 from celery_durable.context import DurableContext
+from celery_durable.engine import reopen
 from celery_durable.engine.execution import Execution
 from celery_durable.errors import (
     ContextError,
@@ -31,7 +33,8 @@ from celery_durable.errors import (
     Suspended,
 )
 from celery_durable.fingerprint import fingerprint
-from celery_durable.journal.store import JournalStore
+from celery_durable.journal.failures import StepFailure
+from celery_durable.journal.store import JournalStore, Reopening
 from celery_durable.runtime import runtime_for
 from celery_durable.wakeups import encode_call
 
@@ -42,6 +45,8 @@ current: ContextVar[tuple[Execution, DurableContext] | None] = ContextVar(
 )
 #: The execution whose own ``self.retry()`` is building its next message.
 retrying: ContextVar[Execution | None] = ContextVar("celery_durable_retrying", default=None)
+#: What the body's ``self.retry()`` re-opens, with the release of its lease.
+reopening: ContextVar[Reopening | None] = ContextVar("celery_durable_reopening", default=None)
 #: The task id an eager ``Task.replace`` hands on, and the replacement's nesting.
 replacing: ContextVar[tuple[str, int] | None] = ContextVar("celery_durable_replacing", default=None)
 
@@ -53,6 +58,12 @@ NOT_FINAL = (Retry, Ignore, Reject)
 #: A message header: the fence of an execution that ended in an outage, unable to
 #: release its lease. The next start treats that lease as released, not as a death.
 ENDED_FENCE_HEADER = "durable_ended_fence"
+
+#: A message header, ``<fence>:<index>``: the execution with that fence journaled the
+#: entries from that index on and ended without acting on them (``durable_replay_each_step``
+#: abandoned it). The next execution counts them as its own: a retry of its body may
+#: re-open them.
+OWN_FROM_HEADER = "durable_own_from"
 
 #: Longest pause between two tries to publish a retry the broker refuses, seconds.
 PUBLISH_PAUSE = 5.0
@@ -96,18 +107,30 @@ class CeleryFlow(Task):  # type: ignore[misc]
         sig = super().signature_from_request(self.request)
         return encode_call(self.name, sig.args, sig.kwargs, sig.options)
 
-    def _release(self, ex: Execution, fingerprint: str = "") -> None:
-        """End the execution cleanly: the next delivery starts at once, not as a death."""
+    def _release(
+        self, ex: Execution, fingerprint: str = "", reopen: Reopening | None = None
+    ) -> None:
+        """End the execution cleanly: the next delivery starts at once, not as a death.
+
+        ``reopen`` drops the journal's last entries in the same write (Celery's retry
+        idiom, ``engine.reopen``).
+        """
         if ex.ended:
             return
         try:
-            ex.store.release(ex.id, ex.fence, fingerprint)
+            ex.store.release(ex.id, ex.fence, fingerprint, reopen)
         except JournalUnavailableError as exc:
             # Tried again with the retry's next publish; else the lease runs out by itself
-            # and the next start counts a death at worst.
+            # and the next start counts a death at worst (and replays what it would
+            # have re-opened).
             logger.warning("%s[%s]: could not release its lease: %s", self.name, ex.id, exc)
             return
         ex.ended = True
+        if reopen is not None:
+            logger.info(
+                "%s[%s]: the retry re-opens journal entries from index %d: they run again",
+                self.name, ex.id, reopen.start,
+            )  # fmt: skip
 
     def _defer(self, busy: invocation.Busy) -> Retry:
         """Come back when the execution that holds the lease would have lost it."""
@@ -161,7 +184,9 @@ class CeleryFlow(Task):  # type: ignore[misc]
         **options: Any,
     ) -> Any:
         """Celery's ``Task.retry``. From the running execution it releases the lease,
-        and new ``args``/``kwargs`` carry the invocation on with them.
+        and new ``args``/``kwargs`` carry the invocation on with them. From the body,
+        the release re-opens the step the retry follows, so that it runs again
+        (``engine.reopen``).
 
         A retry that cannot be published (the broker refuses writes) is tried again, with
         a growing pause, until the broker takes it, where Celery would acknowledge the
@@ -172,6 +197,10 @@ class CeleryFlow(Task):  # type: ignore[misc]
         running = current.get()
         mine = running[0] if running is not None and running[0].id == self.request.id else None
         token = retrying.set(mine or retrying.get())
+        reopens = reopening.set(
+            self._reopening(mine, exc, max_retries) if mine is not None else None
+        )  # fmt: skip
+        had_override = hasattr(self, "override_max_retries")
         try:
             pause = 0.5
             while True:
@@ -190,7 +219,32 @@ class CeleryFlow(Task):  # type: ignore[misc]
                     time.sleep(pause)
                     pause = min(pause * 2, PUBLISH_PAUSE)
         finally:
+            reopening.reset(reopens)
             retrying.reset(token)
+            if max_retries == sys.maxsize and not had_override:
+                # Celery keeps max_retries on the task object for its autoretry wrapper:
+                # ours (a step's policy, a deferral, an outage) must not leak into a later
+                # autoretry of this task in the process, which would never give up.
+                self.__dict__.pop("override_max_retries", None)
+
+    def _reopening(
+        self, ex: Execution, exc: BaseException | None, max_retries: int | None
+    ) -> Reopening | None:
+        """What the body's retry re-opens (``engine.reopen``), if it will be published."""
+        request = self.request
+        if ex.ended or ex.in_step is not None or request.called_directly:
+            return None  # Celery's retry from inside a step, or ours, or a direct call
+        if exc is not None and exc is escaped.get():
+            escaped.set(None)
+            if not isinstance(exc, StepFailure):
+                # autoretry_for caught an error of the body's own, not of the step
+                # before it: that step stays done (a charge must not run twice).
+                return None
+        limit = self.max_retries if max_retries is None else max_retries
+        if limit is not None and request.retries + 1 > limit:
+            return None  # the retry raises instead: the task fails with the journal as it is
+        ex.drain()  # its async steps are journaled before it looks at the last entry
+        return reopen.plan(ex)
 
     def signature_from_request(
         self, request: Any = None, args: Any = None, kwargs: Any = None, queue: Any = None,
@@ -202,7 +256,7 @@ class CeleryFlow(Task):  # type: ignore[misc]
             # The retry's message is built and about to be published: release the lease
             # now, so that it starts at once; new arguments become the invocation's own.
             new = fingerprint(signature.args or (), signature.kwargs or {})
-            self._release(ex, new if new != ex.fingerprint else "")
+            self._release(ex, new if new != ex.fingerprint else "", reopening.get())
         return signature
 
     def on_replace(self, sig: Any) -> Any:

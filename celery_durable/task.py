@@ -19,6 +19,7 @@ from typing import Any
 from celery.exceptions import Ignore
 
 from celery_durable import invocation
+from celery_durable.celery_errors import Escape, ResultEncodeError, escaped, shield_from_autoretry
 from celery_durable.children import CeleryHost
 from celery_durable.codec import Codec, resolve_codec
 from celery_durable.context import DurableContext
@@ -26,8 +27,8 @@ from celery_durable.engine.execution import Execution
 from celery_durable.engine.lease import KEEPER
 from celery_durable.engine.replay_each_step import AbandonExecution, ReplayEachStep, must_replay
 from celery_durable.errors import (
+    CodecError,
     ContextError,
-    DurableError,
     JournalError,
     JournalUnavailableError,
     LeaseLost,
@@ -36,13 +37,13 @@ from celery_durable.errors import (
     RetryableError,
     StepRetry,
     Suspended,
-    TerminalError,
 )
 from celery_durable.fingerprint import fingerprint
 from celery_durable.flow import (
     CONTROL_FLOW,
     ENDED_FENCE_HEADER,
     NOT_FINAL,
+    OWN_FROM_HEADER,
     CeleryFlow,
     EagerWait,
     Outage,
@@ -68,8 +69,6 @@ class DurableTask(CeleryFlow):
 
     acks_late = True
     reject_on_worker_lost = True
-    #: A terminal error means "do not retry": ``autoretry_for`` must not retry it.
-    dont_autoretry_for: tuple[type[BaseException], ...] = (TerminalError,)
     #: The worker-side request: it finishes the journal of a task killed by a hard time
     #: limit, and frees the lease of a pool child that died.
     Request = "celery_durable.worker:DurableRequest"
@@ -126,16 +125,22 @@ class DurableTask(CeleryFlow):
         """Run one execution: replay the journal, run what is new, record the outcome."""
         runtime = runtime_for(self.app)
         store, task_id, shared = self._journal(runtime)
+        own_from = self.request.get(OWN_FROM_HEADER)
         while True:
             try:
-                return self._execute_once(runtime, store, task_id, shared, args, kwargs)
+                return self._execute_once(runtime, store, task_id, shared, args, kwargs, own_from)
             except EagerWait as wait:
                 # No worker would wake an eager execution: wait for its timer here.
                 time.sleep(wait.seconds)
-            except AbandonExecution:
-                # durable_replay_each_step: deliver it again, to replay what it journaled.
+            except AbandonExecution as abandoned:
+                # durable_replay_each_step: deliver it again, to replay what it journaled;
+                # the next execution takes over what it journaled, as if it had run it.
+                own_from = f"{abandoned.fence}:{abandoned.own_from}"
                 if not (self.request.is_eager or self.request.called_directly):
-                    raise self.retry(countdown=0, max_retries=sys.maxsize) from None
+                    headers = {**(self.request.headers or {}), OWN_FROM_HEADER: own_from}
+                    raise self.retry(
+                        countdown=0, max_retries=sys.maxsize, headers=headers
+                    ) from None
 
     def _execute_once(
         self,
@@ -145,6 +150,7 @@ class DurableTask(CeleryFlow):
         shared: bool,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        own_from: str | None = None,
     ) -> Any:
         settings = runtime.settings
         codec = self._codec(settings.codec)
@@ -181,6 +187,7 @@ class DurableTask(CeleryFlow):
             return started.replay(codec)
 
         ex = started
+        _take_over(ex, own_from)
         ex.passthrough = CONTROL_FLOW
         ex.max_value_bytes = settings.max_value_bytes
         ex.fingerprint = start.fingerprint
@@ -188,7 +195,7 @@ class DurableTask(CeleryFlow):
         ex.host = CeleryHost(self.app, task_id, store, eager=not shared)
         # Only a journal other processes share needs its lease kept alive.
         lease = KEEPER.hold(store, task_id, ex.fence, settings.lease_ttl) if shared else None
-        self._shield_durable_errors_from_autoretry()
+        shield_from_autoretry(self)
         observer = ex.observer = observer_for(self)
         if observer is not None:
             observer.execution_started(ex)
@@ -232,8 +239,13 @@ class DurableTask(CeleryFlow):
             if ex.ended:
                 return value  # replaced in eager mode: the journal is the replacement's
             if must_replay(ex):  # async steps journaled: replay them once before the end
-                raise AbandonExecution(ex.id, len(ex.entries) - 1)
-            result = invocation.complete(store, ex, value, codec, retention)
+                raise AbandonExecution.of(ex, len(ex.entries) - 1)
+            try:
+                result = invocation.complete(store, ex, value, codec, retention)
+            except CodecError as exc:
+                if type(exc) is not CodecError:
+                    raise  # too large: plain Celery would have stored it
+                raise ResultEncodeError(str(exc)) from exc.__cause__
             if ex.observer is not None:
                 ex.observer.invocation_completed(ex, "completed", result, None)
             return result
@@ -255,7 +267,7 @@ class DurableTask(CeleryFlow):
                 ex.drain()
                 if must_replay(ex):
                     self._release(ex)
-                    raise AbandonExecution(ex.id, len(ex.entries) - 1) from exc
+                    raise AbandonExecution.of(ex, len(ex.entries) - 1) from exc
                 invocation.fail(store, ex, exc, retention)
             except JournalUnavailableError as outage:
                 raise Outage(outage, ex) from exc
@@ -266,8 +278,10 @@ class DurableTask(CeleryFlow):
     def _run_body(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
             return super().__call__(*args, **kwargs)
-        except _Escape as escape:
+        except Escape as escape:
             error = escape.error
+        finally:
+            escaped.set(None)  # the autoretry wrapper is done with it: hold no traceback
         raise error  # outside the except block, so that its traceback stays its own
 
     def _journal(self, runtime: Runtime) -> tuple[JournalStore, str, bool]:
@@ -300,26 +314,14 @@ class DurableTask(CeleryFlow):
             return default
         return resolve_codec(self.durable_codec, f"{self.name}.durable_codec")
 
-    def _shield_durable_errors_from_autoretry(self) -> None:
-        # Celery's autoretry wrapper catches what the task's autoretry_for names, often
-        # Exception, minus the dont_autoretry_for it was declared with. Our errors must
-        # not be retried that way: a step failure was already judged by the step's policy
-        # (which is autoretry_for), the others need their own handling (pause, refuse,
-        # retry until Redis is back). Carry them past.
-        run = self.__dict__.get("_orig_run")
-        if run is None or getattr(run, "_durable_shielded", False):
-            return
 
-        def shielded(*args: Any, **kwargs: Any) -> Any:
-            try:
-                return run(*args, **kwargs)
-            except RetryableError:
-                raise
-            except DurableError as exc:
-                raise _Escape(exc) from exc
-
-        shielded._durable_shielded = True  # type: ignore[attr-defined]
-        self._orig_run = shielded
+def _take_over(ex: Execution, own_from: str | None) -> None:
+    """Count the entries that the execution before this one journaled and ended without
+    acting on as this one's own (``OWN_FROM_HEADER``): only if that execution held the
+    lease just before this one."""
+    fence, _, index = (own_from or "").partition(":")
+    if fence.isdigit() and index.isdigit() and int(fence) == ex.fence - 1:
+        ex.own_from = min(ex.own_from, int(index))
 
 
 def _failure(exc: BaseException | None) -> BaseException | None:
@@ -338,11 +340,3 @@ def holder_id() -> str:
 
 
 _holder: list[Any] = [0, ""]
-
-
-class _Escape(BaseException):
-    """Carries one of our errors past Celery's autoretry wrapper, which catches Exception."""
-
-    def __init__(self, error: DurableError) -> None:
-        super().__init__(str(error))
-        self.error = error

@@ -32,24 +32,41 @@ class Attempts:
     limit: int | None = None
     """The step's ``max_attempts``, so that a start can judge deaths before the step is
     reached again (None: no limit)."""
+    more: tuple[Attempts, ...] = ()
+    """The attempts of the steps after this one, when a retry re-opened several at once
+    (the ``run_async`` steps of a combinator; see ``engine.reopen``)."""
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "i": self.index,
-                "n": self.name,
-                "a": self.failures,
-                "t": self.first_failure_at,
-                "e": self.error,
-                "l": self.limit,
-            },
-            separators=(",", ":"),
-        )
+        return json.dumps(self._raw(), separators=(",", ":"))
+
+    def _raw(self) -> dict[str, Any]:
+        raw: dict[str, Any] = {
+            "i": self.index,
+            "n": self.name,
+            "a": self.failures,
+            "t": self.first_failure_at,
+            "e": self.error,
+            "l": self.limit,
+        }
+        if self.more:
+            raw["m"] = [attempts._raw() for attempts in self.more]
+        return raw
 
     @classmethod
     def from_json(cls, text: str) -> Attempts:
-        raw = json.loads(text)
-        return cls(raw["i"], raw["n"], raw["a"], raw["t"], raw["e"], raw.get("l"))
+        return cls._from_raw(json.loads(text))
+
+    @classmethod
+    def _from_raw(cls, raw: dict[str, Any]) -> Attempts:
+        more = tuple(cls._from_raw(m) for m in raw.get("m", ()))
+        return cls(raw["i"], raw["n"], raw["a"], raw["t"], raw["e"], raw.get("l"), more)
+
+    def of_step(self, index: int, name: str) -> Attempts | None:
+        """The attempts recorded for step ``name`` at ``index``, here or among ``more``."""
+        for attempts in (self, *self.more):
+            if (attempts.index, attempts.name) == (index, name):
+                return attempts
+        return None
 
     def after(self, error: dict[str, Any], failures: int = 1) -> Attempts:
         """Return these attempts with ``failures`` more, the last one failing with ``error``."""

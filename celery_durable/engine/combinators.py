@@ -18,7 +18,8 @@ from concurrent.futures import Future
 from typing import Any
 
 from celery_durable.engine.execution import Execution
-from celery_durable.engine.futures import DurableFuture, Outcome
+from celery_durable.engine.futures import Done, DurableFuture, InProcess, Outcome
+from celery_durable.engine.reopen import Owned
 from celery_durable.errors import ContextError
 from celery_durable.journal.entries import parse
 from celery_durable.journal.failures import rebuild
@@ -60,6 +61,8 @@ class Combinator(DurableFuture[Any]):
                 index, entry = ex.position, parse(ex.entries[ex.position])
                 self._outcome = self._replay(entry)
                 ex.advance(ex.position)
+                if index >= ex.own_from:  # an entry taken over from an earlier execution
+                    ex.owned[index] = Owned(self._name, self._kind, members=self._steps())
                 if ex.observer is not None:
                     value = entry["v"]
                     ex.observer.step_replayed(ex, index, self._kind, self._name, 1, value, None)
@@ -75,7 +78,9 @@ class Combinator(DurableFuture[Any]):
         if ex.position < len(ex.entries):
             recorded = parse(ex.entries[ex.position])
             ex.mismatch(ex.position, f"{recorded['k']} {recorded['n']!r}", self._describe())
-        ex.record(self._kind, self._name, json.dumps({"c": self._number, **journaled}))
+        value = json.dumps({"c": self._number, **journaled})
+        owned = Owned(self._name, self._kind, members=self._steps())
+        ex.record(self._kind, self._name, value, owned)
         self._outcome = outcome
         return outcome
 
@@ -88,6 +93,11 @@ class Combinator(DurableFuture[Any]):
         if self._outcome is not None:
             return []
         return [waited for future in self._futures for waited in future.awaited()]
+
+    def _steps(self) -> tuple[int, ...] | None:
+        """The journal indexes of its futures, if all are ``run_async`` steps."""
+        steps = tuple(f.step_index for f in self._futures if isinstance(f, InProcess | Done))
+        return steps if len(steps) == len(self._futures) else None
 
     # -- Deciding -------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from celery_durable.codec import Codec
 from celery_durable.engine.observer import Observer, log_pause
@@ -27,6 +27,9 @@ from celery_durable.journal.failures import rebuild
 from celery_durable.journal.store import JournalStore, Started
 from celery_durable.policy import RetryPolicy
 from celery_durable.rand import DurableRandom
+
+if TYPE_CHECKING:
+    from celery_durable.engine.reopen import Owned
 
 #: Threads of one execution's ``run_async`` steps.
 ASYNC_STEPS = 8
@@ -53,8 +56,8 @@ class Execution:
     __slots__ = (
         "_active", "_async", "_committed", "_pool", "_thread", "call", "codec", "combinators",
         "completions", "ended", "entries", "fence", "fingerprint", "host", "id", "in_step",
-        "max_value_bytes", "observer", "passthrough", "paused_by", "policy", "position", "rand",
-        "resume", "resume_at", "store",
+        "max_value_bytes", "observer", "own_from", "owned", "passthrough", "paused_by", "policy",
+        "position", "rand", "resume", "resume_at", "store",
     )  # fmt: skip
 
     def __init__(
@@ -105,6 +108,13 @@ class Execution:
         needs_resume = started.deaths or started.attempt or started.guard is not None
         self.resume: Started | None = started if needs_resume else None
         self.resume_at = len(started.entries)
+        self.own_from = self.resume_at
+        """Entries from this index on count as this execution's own, as if it had
+        journaled them: the ones the execution before it journaled and then ended
+        without acting on (``durable_replay_each_step``)."""
+        self.owned: dict[int, Owned] = {}
+        """What it knows of the entries it journaled, by index: what a retry of the
+        body may re-open (``engine.reopen``)."""
         #: What paused the invocation (a ``NonDeterminismError``, or ``Paused`` when a
         #: policy was exhausted), raised again even if the body swallowed it.
         self.paused_by: BaseException | None = None
@@ -134,31 +144,39 @@ class Execution:
 
     # -- Writing ------------------------------------------------------------------------
 
-    def commit(self, index: int, entry: str, ends_attempts: bool) -> bool:
+    def commit(
+        self, index: int, entry: str, ends_attempts: bool, owned: Owned | None = None
+    ) -> bool:
         """Journal ``entry`` at ``index``; False if another execution's entry was first.
 
         Waits until every entry before ``index`` is in (``run_async`` steps still
         running). Either way the entry now at ``index`` is kept, so replay can reach it.
+        ``owned`` describes the entry, for a retry to re-open it if this call wrote it.
         """
         if not self._async:  # the usual case: only the body writes, in order
             existing = self.store.append(self.id, self.fence, index, entry, ends_attempts)
             self.entries.append(entry if existing is None else existing)
-            return existing is None
-        with self._committed:
-            while len(self.entries) < index:
-                if self.paused_by is not None:  # an async step before this one paused
-                    raise self.paused_by
-                self._committed.wait()
-            existing = self.store.append(self.id, self.fence, index, entry, ends_attempts)
-            self.entries.append(entry if existing is None else existing)
-            self._committed.notify_all()
-        return existing is None
+        else:
+            with self._committed:
+                while len(self.entries) < index:
+                    if self.paused_by is not None:  # an async step before this one paused
+                        raise self.paused_by
+                    self._committed.wait()
+                existing = self.store.append(self.id, self.fence, index, entry, ends_attempts)
+                self.entries.append(entry if existing is None else existing)
+                self._committed.notify_all()
+        if existing is not None:
+            return False
+        if owned is not None:
+            self.owned[index] = owned
+        return True
 
-    def record(self, kind: str, name: str, value: str) -> int:
+    def record(self, kind: str, name: str, value: str, owned: Owned | None = None) -> int:
         """Journal a new operation whose value is already-encoded JSON; return its index."""
         index = self.position
         now = time.time()
-        if not self.commit(index, encode_entry(kind, name, now, now, "json", value), False):
+        entry = encode_entry(kind, name, now, now, "json", value)
+        if not self.commit(index, entry, False, owned):
             self.expect(index, kind, name)  # another execution's is the one that counts
         elif self.observer is not None:
             self.observer.step_succeeded(self, index, kind, name, 1, json.loads(value), 0.0)

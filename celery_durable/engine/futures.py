@@ -89,11 +89,13 @@ class DurableFuture(Generic[T]):
 class Done(DurableFuture[T]):
     """A future whose outcome is known: replayed from the journal."""
 
-    __slots__ = ("_outcome",)
+    __slots__ = ("_outcome", "step_index")
 
-    def __init__(self, execution: Execution, outcome: Outcome) -> None:
+    def __init__(self, execution: Execution, outcome: Outcome, step_index: int) -> None:
         super().__init__(execution)
         self._outcome = outcome
+        self.step_index = step_index
+        """The journal index of its ``run_async`` step."""
 
     def poll(self) -> Outcome | None:
         return self._outcome
@@ -102,11 +104,13 @@ class Done(DurableFuture[T]):
 class InProcess(DurableFuture[T]):
     """A step running in a thread of this execution (``run_async``)."""
 
-    __slots__ = ("_future",)
+    __slots__ = ("_future", "step_index")
 
-    def __init__(self, execution: Execution, future: Future[Outcome]) -> None:
+    def __init__(self, execution: Execution, future: Future[Outcome], step_index: int) -> None:
         super().__init__(execution)
         self._future = future
+        self.step_index = step_index
+        """The journal index of its ``run_async`` step."""
 
     def poll(self) -> Outcome | None:
         # Done only once its entry is committed: flush before return.

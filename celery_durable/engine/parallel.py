@@ -19,6 +19,7 @@ from celery_durable.engine.execution import Execution, checked_name
 from celery_durable.engine.futures import Done, DurableFuture, InProcess, Outcome
 from celery_durable.engine.observer import log_failure, log_retry
 from celery_durable.engine.pausing import pause_exhausted
+from celery_durable.engine.reopen import Owned
 from celery_durable.engine.run import MISUSE, checked_policy
 from celery_durable.errors import CodecError, TerminalError
 from celery_durable.journal.entries import check_size, encode_entry, parse
@@ -43,21 +44,33 @@ def run_async(
         entry = ex.expect(index, "run", name, chosen)
         outcome = _outcome_of(entry, chosen)
         ex.advance(index)
+        if index >= ex.own_from:  # an entry taken over from an earlier execution
+            limit = (ex.policy if retry is None else checked_policy(retry)).max_attempts
+            ex.owned[index] = Owned(name, limit=limit)
         if ex.observer is not None:
             error = None if outcome.ok else rebuild(outcome.error or {})
             ex.observer.step_replayed(
                 ex, index, "run", name, entry.get("a", 1), outcome.value, error
             )  # fmt: skip
-        return Done(ex, outcome)
+        return Done(ex, outcome, index)
     policy = ex.policy if retry is None else checked_policy(retry)
     # Only the body's thread knows the request that a pause must keep, to be resumed.
     call = ex.call() if policy.on_exhausted == "pause" else None
     ex.advance(index)  # the index is this step's now; later operations come after it
+    carried = _carried_attempts(ex, index, name)
 
     def step() -> Outcome:
-        return _run(ex, index, name, fn, args, kwargs, policy, chosen, call)
+        return _run(ex, index, name, fn, args, kwargs, policy, chosen, call, carried)
 
-    return InProcess(ex, ex.submit(index, step))
+    return InProcess(ex, ex.submit(index, step), index)
+
+
+def _carried_attempts(ex: Execution, index: int, name: str) -> Attempts | None:
+    """The attempts a retry of the body left for this step when it re-opened it."""
+    resume = ex.resume
+    if resume is None or not resume.attempt:
+        return None
+    return Attempts.from_json(resume.attempt).of_step(index, name)
 
 
 def _run(
@@ -70,9 +83,10 @@ def _run(
     policy: RetryPolicy,
     codec: Codec[Any],
     call: str | None = None,
+    carried: Attempts | None = None,
 ) -> Outcome:
     started_at = time.time()
-    attempts: Attempts | None = None
+    attempts = carried
     observer = ex.observer
     while True:
         if observer is not None:
@@ -118,7 +132,12 @@ def _run(
             "run", name, started_at, time.time(), codec.name, payload, attempts=_tries(attempts) + 1
         )
         break
-    ex.commit(index, entry, ends_attempts=False)
+    first = None if attempts is None else attempts.first_failure_at
+    # The first of the steps a retry re-opened clears their attempt record.
+    ends_attempts = carried is not None and carried.index == ex.resume_at
+    ex.commit(
+        index, entry, ends_attempts, Owned(name, limit=policy.max_attempts, first_failure_at=first)
+    )
     committed = parse(ex.entries[index])  # its own, or another execution's first
     outcome = _outcome_of(committed, codec)
     if not outcome.ok or observer is not None:

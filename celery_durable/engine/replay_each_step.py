@@ -18,9 +18,12 @@ layer asks ``invocation.begin`` for only when the setting is on.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery_durable.engine.execution import Execution
+
+if TYPE_CHECKING:
+    from celery_durable.engine.reopen import Owned
 
 
 class AbandonExecution(BaseException):
@@ -30,16 +33,26 @@ class AbandonExecution(BaseException):
     not swallow it: the task layer releases the lease and runs the task again.
     """
 
-    def __init__(self, invocation_id: str, index: int) -> None:
+    def __init__(self, invocation_id: str, index: int, fence: int = 0, own_from: int = 0) -> None:
         super().__init__(
             f"durable_replay_each_step: invocation {invocation_id} journaled entry {index}; "
             "it runs again and replays it"
         )
         self.invocation_id = invocation_id
         self.index = index
+        self.fence = fence
+        """The fence of the execution it ends."""
+        self.own_from = own_from
+        """The first entry that execution journaled: the next one takes them over, as if
+        it had journaled them itself (a retry of its body may re-open them)."""
+
+    @classmethod
+    def of(cls, ex: Execution, index: int) -> AbandonExecution:
+        """End ``ex``, which journaled entry ``index``."""
+        return cls(ex.id, index, ex.fence, ex.resume_at)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.invocation_id, self.index))
+        return (type(self), (self.invocation_id, self.index, self.fence, self.own_from))
 
 
 class ReplayEachStep(Execution):
@@ -52,11 +65,13 @@ class ReplayEachStep(Execution):
         self.unreplayed = -1
         """Index of an entry an async step journaled and no execution replayed yet."""
 
-    def commit(self, index: int, entry: str, ends_attempts: bool) -> bool:
-        written = super().commit(index, entry, ends_attempts)
+    def commit(
+        self, index: int, entry: str, ends_attempts: bool, owned: Owned | None = None
+    ) -> bool:
+        written = super().commit(index, entry, ends_attempts, owned)
         if written:
             if threading.get_ident() == self._thread:
-                raise AbandonExecution(self.id, index)
+                raise AbandonExecution.of(self, index)
             self.unreplayed = max(self.unreplayed, index)
         return written
 

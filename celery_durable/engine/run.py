@@ -12,6 +12,7 @@ from celery_durable.engine.attempts import WORKER_LOST, Attempts, judge
 from celery_durable.engine.execution import Execution, checked_name
 from celery_durable.engine.observer import log_failure, log_retry
 from celery_durable.engine.pausing import pause_exhausted
+from celery_durable.engine.reopen import Owned
 from celery_durable.errors import (
     CodecError,
     ConfigurationError,
@@ -44,6 +45,9 @@ def run_step(
     chosen = ex.codec if codec is None else resolve_codec(codec)
     index = ex.position
     if index < len(ex.entries):
+        if index >= ex.own_from:  # an entry taken over from an earlier execution
+            policy = ex.policy if retry is None else checked_policy(retry)
+            ex.owned[index] = Owned(name, at_most_once=at_most_once, limit=policy.max_attempts)
         return ex.replay(index, "run", name, chosen)
 
     policy = ex.policy if retry is None else checked_policy(retry)
@@ -54,7 +58,8 @@ def run_step(
             if attempts is not None and policy.on_exhausted == "pause":  # deaths used it up
                 why = final["metadata"]["gave_up"]
                 pause_exhausted(ex, index, name, attempts, why, ex.call())
-            return _journal_error(ex, index, name, time.time(), final, chosen)
+            owned = _owned(name, at_most_once, policy, attempts)
+            return _journal_error(ex, index, name, time.time(), final, chosen, owned=owned)
     if at_most_once and (existing := ex.store.guard(ex.id, ex.fence, index)) is not None:
         return ex.adopt(index, "run", name, existing, chosen)
 
@@ -70,11 +75,13 @@ def run_step(
         raise  # Celery's own control flow (a soft time limit, Retry, ...): not a failure
     except TerminalError as exc:
         error = record_of(exc, attempts=failures + 1)
-        return _journal_error(ex, index, name, started_at, error, chosen, exc)
+        owned = _owned(name, at_most_once, policy, attempts)
+        return _journal_error(ex, index, name, started_at, error, chosen, exc, owned)
     except MISUSE:
         raise  # a mistake in the code, not a failed attempt: retrying cannot help
     except Exception as exc:
-        return _retry_or_give_up(ex, index, name, policy, attempts, exc, started_at, chosen)
+        owned = _owned(name, at_most_once, policy, attempts)
+        return _retry_or_give_up(ex, index, name, policy, attempts, exc, started_at, chosen, owned)
     finally:
         ex.in_step = None
 
@@ -90,7 +97,8 @@ def run_step(
     entry = encode_entry(
         "run", name, started_at, time.time(), chosen.name, payload, attempts=failures + 1
     )
-    if not ex.commit(index, entry, ends_attempts=at_most_once or attempts is not None):
+    owned = _owned(name, at_most_once, policy, attempts)
+    if not ex.commit(index, entry, at_most_once or attempts is not None, owned):
         return ex.replay(index, "run", name, chosen)
     ex.advance(index)
     if chosen is PLAIN_JSON and type(value) in JSON_SCALARS:
@@ -165,6 +173,7 @@ def _retry_or_give_up(
     exc: Exception,
     started_at: float,
     codec: Codec[Any],
+    owned: Owned,
 ) -> Any:
     """Give up (journal a terminal error) or record the attempt and retry.
 
@@ -183,7 +192,7 @@ def _retry_or_give_up(
         record = record_of(exc, attempts.failures)
         if attempts.failures > 1:
             record["metadata"] = {"gave_up": verdict.reason}
-        return _journal_error(ex, index, name, started_at, record, codec, exc)
+        return _journal_error(ex, index, name, started_at, record, codec, exc, owned)
     existing = ex.store.record_attempt(ex.id, ex.fence, index, attempts.to_json())
     if existing is not None:
         return ex.adopt(index, "run", name, existing, codec)
@@ -201,6 +210,7 @@ def _journal_error(
     error: ErrorRecord,
     codec: Codec[Any],
     cause: BaseException | None = None,
+    owned: Owned | None = None,
 ) -> Any:
     """Journal a terminal error for the step and raise it, as ``rebuild`` makes it.
 
@@ -211,7 +221,7 @@ def _journal_error(
         "run", name, started_at, time.time(), codec.name, error=error, attempts=attempts
     )
     ends_attempts = attempts > 1 or error.get("type") == "StepInterruptedError"
-    if not ex.commit(index, entry, ends_attempts):
+    if not ex.commit(index, entry, ends_attempts, owned):
         return ex.replay(index, "run", name, codec)
     ex.advance(index)
     failure = rebuild(error)
@@ -219,6 +229,12 @@ def _journal_error(
     if ex.observer is not None:
         ex.observer.step_failed(ex, index, "run", name, attempts, failure, None)
     raise failure from cause
+
+
+def _owned(name: str, at_most_once: bool, policy: RetryPolicy, attempts: Attempts | None) -> Owned:
+    """What a retry of the body needs to re-open the step's entry (``engine.reopen``)."""
+    first = None if attempts is None else attempts.first_failure_at
+    return Owned(name, at_most_once=at_most_once, limit=policy.max_attempts, first_failure_at=first)
 
 
 def checked_policy(policy: Any) -> RetryPolicy:

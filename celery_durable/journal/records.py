@@ -114,25 +114,28 @@ def parse_invocation(
     """Return the ``Invocation`` that stored metadata, entries and completions describe.
 
     A step that failed and waits for its retry is listed last, with status ``retrying``
-    (``paused`` when the invocation is paused: its policy was exhausted).
+    (``paused`` when the invocation is paused: its policy was exhausted); so are the
+    steps a retry of the body re-opened, which run again.
     """
     outcome = json.loads(meta["outcome"]) if meta.get("outcome") else {}
     steps = [parse_step(i, text, completions.get(str(i))) for i, text in enumerate(entries)]
     if meta.get("attempt"):
-        attempt = json.loads(meta["attempt"])
-        steps.append(
-            Step(
-                index=attempt["i"],
-                name=attempt["n"],
-                kind="run",
-                status="paused" if meta.get("status") == "paused" else "retrying",
-                attempts=attempt["a"],
-                value=None,
-                error=attempt["e"],
-                started_at=_when(attempt["t"]),
-                finished_at=None,
+        first = json.loads(meta["attempt"])
+        # A retry of the body that re-opened several steps at once lists the others in "m".
+        for attempt in (first, *first.get("m", ())):
+            steps.append(
+                Step(
+                    index=attempt["i"],
+                    name=attempt["n"],
+                    kind="run",
+                    status="paused" if meta.get("status") == "paused" else "retrying",
+                    attempts=attempt["a"],
+                    value=None,
+                    error=attempt["e"],
+                    started_at=_when(attempt["t"]),
+                    finished_at=None,
+                )
             )
-        )
     return Invocation(
         id=task_id,
         task_name=meta.get("task", ""),

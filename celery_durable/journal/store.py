@@ -83,6 +83,20 @@ class Started:
 
 
 @dataclass(frozen=True, slots=True)
+class Reopening:
+    """What a release re-opens for Celery's retry idiom: the journal's last entries,
+    dropped so that the retry runs them again (``engine.reopen``)."""
+
+    start: int
+    """Index of the first entry to drop; every entry from it to the end goes."""
+    last: str
+    """The journal's last entry as this execution wrote it: nothing is dropped unless
+    it is still the last one."""
+    attempt: str
+    """The attempt record of the re-opened step(s), JSON (``engine.attempts``)."""
+
+
+@dataclass(frozen=True, slots=True)
 class Resumption:
     """What ``JournalStore.resume`` did."""
 
@@ -158,13 +172,17 @@ class JournalStore(Protocol):
         """
         ...
 
-    def release(self, task_id: str, fence: int, fingerprint: str = "") -> bool:
+    def release(
+        self, task_id: str, fence: int, fingerprint: str = "", reopen: Reopening | None = None
+    ) -> bool:
         """End the execution cleanly, keeping the invocation as it is (a Celery retry).
 
         A non-empty ``fingerprint`` replaces the stored one (a retry with new arguments;
         the stored call follows at the next suspension, pause or finish, which store the
-        call of the delivery that makes them). Returns False when the execution no
-        longer held the lease.
+        call of the delivery that makes them). With ``reopen``, in the same atomic
+        write, the entries from ``reopen.start`` on are dropped and its attempt record
+        stored, if ``reopen.last`` is still the journal's last entry. Returns False when
+        the execution no longer held the lease (then nothing changed).
         """
         ...
 

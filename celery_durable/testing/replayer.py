@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 
 from celery.local import Proxy
 
+from celery_durable.celery_errors import Escape
 from celery_durable.context import DurableContext
 from celery_durable.engine.execution import Execution
 from celery_durable.engine.futures import DurableFuture
@@ -38,7 +39,7 @@ from celery_durable.journal.failures import record_of
 from celery_durable.journal.store import Started, StartRequest
 from celery_durable.runtime import runtime_for
 from celery_durable.stores.memory import MemoryJournalStore
-from celery_durable.task import DurableTask, _Escape
+from celery_durable.task import DurableTask
 from celery_durable.testing.journals import RecordedJournal, load_journal
 
 #: Failures that come from outside the body; a replay cannot reproduce them.
@@ -166,7 +167,7 @@ class _ReplayExecution(Execution):
     __slots__ = ("lenient_codecs",)
     lenient_codecs: bool
 
-    def commit(self, index: int, entry: str, ends_attempts: bool) -> bool:
+    def commit(self, index: int, entry: str, ends_attempts: bool, owned: Any = None) -> bool:
         raise _Beyond(index, _describe(entry))
 
     def mismatch(self, index: int, recorded: str, asked: str) -> NoReturn:
@@ -262,7 +263,7 @@ class _Replay:
         try:
             try:
                 value = body()
-            except _Escape as escape:
+            except Escape as escape:
                 raise escape.error from None
         except _Diverged as diverged:
             return self._result(ex, "diverged", divergence=self._divergence(

@@ -265,12 +265,55 @@ def counted(t: Body, x: int) -> dict[str, Any]:
 
 
 def step_then_retry(t: Body) -> dict[str, Any]:
-    """A step, then ``self.retry()`` once, then another step."""
+    """Two steps, then ``self.retry()`` once, then another step."""
+    first = t.run("first", t.count, "first")
     before = t.run("before", t.count, "before")
     if t.task.request.retries < 1:
         raise t.task.retry(countdown=0)
     after = t.run("after", t.count, "after")
-    return {"before": before, "after": after, "retries": t.task.request.retries}
+    return {"first": first, "before": before, "after": after, "retries": t.task.request.retries}
+
+
+def fetch_retrying(t: Body, fails: int) -> str:
+    """Celery's retry on error: a step's ConnectionError caught, ``self.retry(exc=exc)``.
+
+    ``prepare`` before it counts its runs: once for a DurableTask, once per delivery for
+    a plain task.
+    """
+    t.run("prepare", t.count, "prepare")
+
+    def fetch() -> str:
+        attempt = t.count("fetch")
+        if attempt <= fails:
+            raise ConnectionError(f"attempt {attempt} refused")
+        return f"fetched on attempt {attempt}"
+
+    try:
+        return t.run("fetch", fetch)  # type: ignore[no-any-return]
+    except ConnectionError as exc:
+        raise t.task.retry(exc=exc) from None
+
+
+def poll(t: Body, ready_on: int) -> str:
+    """Celery's polling: ``self.retry()`` while a step's check reports "pending"."""
+    t.run("submit", t.count, "submit")
+
+    def check() -> str:
+        return "done" if t.count("check") >= ready_on else "pending"
+
+    status: str = t.run("check", check)
+    if status != "done":
+        raise t.task.retry()
+    return status
+
+
+def collect(t: Body, values: list[Any]) -> list[Any]:
+    return t.run("collect", list, values)  # type: ignore[no-any-return]
+
+
+def unstorable(t: Body) -> set[int]:
+    """Return a set: Celery's json serializer cannot store it (one member: a stable repr)."""
+    return set(t.run("members", list, [1]))
 
 
 def acked_yet(t: Body) -> dict[str, Any]:
@@ -345,6 +388,10 @@ BODIES: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
     "counted": (counted, {}),
     "step_then_retry": (step_then_retry, {}),
     "acked_yet": (acked_yet, {}),
+    "fetch_retrying": (fetch_retrying, {"max_retries": 3}),
+    "poll": (poll, {"max_retries": 5}),
+    "collect": (collect, {}),
+    "unstorable": (unstorable, {}),
 }
 
 DEFAULT_OPTIONS: dict[str, Any] = {"default_retry_delay": 0}

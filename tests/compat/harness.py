@@ -25,6 +25,7 @@ from celery.exceptions import (
     Retry,
     TaskRevokedError,
 )
+from kombu.exceptions import EncodeError
 
 ENV_REDIS_URL = "DURABLE_COMPAT_REDIS_URL"
 ENV_PREFIX = "DURABLE_COMPAT_PREFIX"
@@ -127,6 +128,7 @@ WATCHED: dict[str, type[BaseException]] = {
     "MaxRetriesExceededError": MaxRetriesExceededError,
     "Retry": Retry,
     "Reject": Reject,
+    "EncodeError": EncodeError,
 }
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")

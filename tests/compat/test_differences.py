@@ -5,12 +5,14 @@ the durable behaviour:
 
 1. A finished task id sent again with the same arguments returns the recorded result
    without running the body again; a plain task runs again (§2.7).
-2. ``self.retry()`` replays the steps before it, so such a step runs once in all; a plain
-   task runs everything before the retry again (§2.5).
+2. ``self.retry()`` replays the steps before the one it follows, so such a step runs
+   once in all; a plain task runs everything before the retry again (§2.5).
 3. ``acks_late`` is on for DurableTask: the message stays unacknowledged while the body
    runs (§1).
 4. A step's value is the decoded stored one on the first run too: a tuple is a list in
    the body (§2.3).
+5. ``self.retry()`` after a step (a caught failure, a poll) runs that step again, as a
+   plain task does, while the steps before it run once.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from celery_durable import get_invocation
 from tests.compat.harness import VARIANTS, typed
 from tests.compat.world import Run, World
 from tests.processes import wait_for
@@ -67,16 +70,17 @@ def test_a_finished_task_id_sent_again_returns_the_recorded_result(world: World)
     assert successes["durable"] == [typed({"x": 7, "run": 1})] * 2
 
 
-def test_a_step_before_self_retry_runs_once(world: World) -> None:
+def test_the_steps_before_the_one_self_retry_follows_run_once(world: World) -> None:
     runs = _runs(world)
     results = {variant: r.s("step_then_retry").apply_async() for variant, r in runs.items()}
     got = {variant: result.get(timeout=TIMEOUT) for variant, result in results.items()}
 
-    assert got["plain"] == {"before": 2, "after": 1, "retries": 1}
-    assert runs["plain"].runs("before") == 2
+    assert got["plain"] == {"first": 2, "before": 2, "after": 1, "retries": 1}
+    assert runs["plain"].runs("first") == 2
 
-    assert got["durable"] == {"before": 1, "after": 1, "retries": 1}
-    assert runs["durable"].runs("before") == 1
+    # "before", the step the retry follows, runs again (item 5); "first" replays.
+    assert got["durable"] == {"first": 1, "before": 2, "after": 1, "retries": 1}
+    assert runs["durable"].runs("first") == 1
     assert runs["durable"].runs("after") == 1
 
 
@@ -97,3 +101,30 @@ def test_a_tuple_from_a_step_is_a_list_in_the_body(world: World) -> None:
     # [step value, its type as the body saw it, the value made in the body]
     assert got["plain"] == [[1, "two", 3.0], "tuple", [1, "two", 3.0]]
     assert got["durable"] == [[1, "two", 3.0], "list", [1, "two", 3.0]]
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "before", "again", "value"),
+    [
+        ("fetch_retrying", (1,), "prepare", "fetch", "fetched on attempt 2"),
+        ("poll", (3,), "submit", "check", "done"),
+    ],
+)
+def test_a_retry_after_a_step_runs_it_again_and_the_steps_before_it_once(
+    world: World, name: str, args: tuple[int], before: str, again: str, value: str
+) -> None:
+    runs = _runs(world)
+    results = {variant: r.s(name, *args).apply_async() for variant, r in runs.items()}
+    got = {variant: result.get(timeout=TIMEOUT) for variant, result in results.items()}
+    ran = {variant: (r.runs(before), r.runs(again)) for variant, r in runs.items()}
+
+    assert got == {"plain": value, "durable": value}
+    retries = {"fetch": 1, "check": 2}[again]
+    assert ran["plain"] == (1 + retries, 1 + retries)  # the whole body, every time
+    assert ran["durable"] == (1, 1 + retries)  # the step before it replays
+    inv = get_invocation(world.app, results["durable"].id)
+    assert inv is not None
+    assert [(s.name, s.status, s.attempts) for s in inv.steps] == [
+        (before, "completed", 1),
+        (again, "completed", 1 + retries),  # the re-opened step's runs are its attempts
+    ]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from celery import Celery, chain
+from celery import Celery, chain, chord
 
 from celery_durable.runtime import release_runtime
 from tests.compat.bodies import register
@@ -41,6 +41,10 @@ class MemoryStore:
         raise AssertionError("no broker in eager mode")
 
 
+#: The store of each eager app's step functions, by app name: what ran.
+STORES: dict[str, MemoryStore] = {}
+
+
 def eager_app(propagates: bool) -> Celery:
     app = Celery(
         f"compat-eager-{uuid.uuid4().hex[:8]}",
@@ -54,7 +58,8 @@ def eager_app(propagates: bool) -> Celery:
         durable_redis_url=NO_REDIS,
         durable_key_prefix=f"compat-eager-{uuid.uuid4().hex[:8]}",
     )
-    register(app, MemoryStore())
+    STORES[app.main] = MemoryStore()
+    register(app, STORES[app.main])
     return app
 
 
@@ -73,6 +78,10 @@ class Eager:
 
     def s(self, name: str, *args: Any) -> Any:
         return self.task(name).s(*args, **self.tag())
+
+    def runs(self, tag: dict[str, str], step: str) -> int:
+        """How many times ``step`` ran for the call with ``tag``."""
+        return STORES[self.app.main].counts[tag["tag"], step]
 
 
 @pytest.fixture(scope="module")
@@ -194,6 +203,33 @@ EAGER_CASES = [
         lambda e: outcome(lambda: e.task("flaky").apply((2,), e.tag())),
         ["error", raised("Retry", "Retry in 0s: ConnectionError('attempt 1 refused')")],
     ),
+    # Celery's retry idioms around a step: the step runs again.
+    EagerCase(
+        "retry-on-error-runs-the-step-again",
+        False,
+        lambda e: stored(e.task("fetch_retrying").apply((1,), e.tag())),
+        ["SUCCESS", "value", typed("fetched on attempt 2")],
+    ),
+    EagerCase(
+        "retry-on-error-until-max-retries",
+        False,
+        lambda e: stored(e.task("fetch_retrying").apply((99,), e.tag())),
+        ["FAILURE", "error", raised("ConnectionError", "attempt 4 refused")],
+    ),
+    EagerCase(
+        "retry-to-poll-a-step",
+        False,
+        lambda e: stored(e.task("poll").apply((3,), e.tag())),
+        ["SUCCESS", "value", typed("done")],
+    ),
+    EagerCase(
+        "chord-header-members-that-retry",
+        False,
+        lambda e: stored(
+            chord([e.s("poll", 2), e.s("fetch_retrying", 1)], e.s("collect")).apply_async()
+        ),
+        ["SUCCESS", "value", typed(["done", "fetched on attempt 2"])],
+    ),
     EagerCase(
         "replace-with-a-task",
         True,
@@ -222,3 +258,38 @@ def test_eager_same_outcome_as_plain_celery(apps: dict[bool, Celery], case: Eage
         f"the PLAIN variant of {case.id} does not show what the case expects from Celery"
     )
     assert got["durable"] == got["plain"], f"DurableTask differs from plain Celery in {case.id}"
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "before", "again", "value"),
+    [
+        ("fetch_retrying", (1,), "prepare", "fetch", "fetched on attempt 2"),
+        ("poll", (3,), "submit", "check", "done"),
+    ],
+)
+def test_eager_a_retry_runs_the_step_again_and_the_steps_before_it_once(
+    apps: dict[bool, Celery], name: str, args: tuple[int], before: str, again: str, value: str
+) -> None:
+    ran: dict[str, tuple[int, int]] = {}
+    for variant in VARIANTS:
+        eager = Eager(apps[False], variant)
+        tag = eager.tag()
+        assert eager.task(name).apply(args, tag).get() == value
+        ran[variant] = (eager.runs(tag, before), eager.runs(tag, again))
+    retries = {"fetch": 1, "check": 2}[again]
+    assert ran["plain"] == (1 + retries, 1 + retries)  # the whole body, every time
+    assert ran["durable"] == (1, 1 + retries)  # the step before it replays
+
+
+def test_eager_a_set_returned_from_the_body_is_refused_only_by_a_durable_task(
+    apps: dict[bool, Celery],
+) -> None:
+    """Eager Celery never serialises a result, so a plain task returns the set; a worker
+    would fail it with EncodeError. A DurableTask journals its result in eager mode too,
+    so it fails as it would on a worker (test_compat: a-set-returned-from-the-body)."""
+    plain = Eager(apps[False], "plain").task("unstorable").apply((), {"tag": "plain-set"})
+    assert (plain.state, plain.result) == ("SUCCESS", {1})
+    durable = Eager(apps[False], "durable").task("unstorable").apply((), {"tag": "durable-set"})
+    assert durable.state == "FAILURE"
+    assert describe_exc(durable.result)["is"] == ["EncodeError"]  # type: ignore[index]
+    assert "returned a set that its codec cannot store" in str(durable.result)

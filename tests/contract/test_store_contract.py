@@ -9,7 +9,7 @@ import time
 import pytest
 
 from celery_durable.errors import JournalError, LeaseLost
-from celery_durable.journal.store import JournalStore, Started, StartRequest
+from celery_durable.journal.store import JournalStore, Reopening, Started, StartRequest
 
 ENTRY = '{"k":"run","n":"s%d","t":0,"d":0,"s":"ok","v":%d}'
 OUTCOME = '{"s":"ok","v":1}'
@@ -174,6 +174,57 @@ def test_recording_an_attempt_releases_the_lease_and_keeps_the_attempt(
     assert (again.deaths, again.attempt) == (0, '{"a":1}')
     assert store.record_attempt("inv", again.fence, 0, '{"a":2}', release=False) is None
     assert store.start("inv", request()).state == "busy"  # still held
+
+
+# -- Re-opening for Celery's retry idiom ------------------------------------------------
+
+
+def test_a_release_that_reopens_drops_the_last_entries_and_records_the_attempt(
+    store: JournalStore,
+) -> None:
+    started = run(store)
+    for i in range(3):
+        store.append("inv", started.fence, i, entry(i), False)
+    assert store.release("inv", started.fence, "", Reopening(1, entry(2), '{"a":1}'))
+    again = run(store)
+    # One write: the lease released (no death), the entries from 1 on gone, the attempt in.
+    assert (again.deaths, again.entries, again.attempt) == (0, [entry(0)], '{"a":1}')
+    store.append("inv", again.fence, 1, entry(7), True)  # the re-opened step runs again
+    meta, journal, _ = store.read("inv") or ({}, [], {})
+    assert journal == [entry(0), entry(7)]
+    assert "attempt" not in meta
+
+
+def test_a_release_can_reopen_the_first_entry(store: JournalStore) -> None:
+    started = run(store)
+    store.append("inv", started.fence, 0, entry(0), False)
+    assert store.release("inv", started.fence, "", Reopening(0, entry(0), '{"a":1}'))
+    again = run(store)
+    assert (again.entries, again.attempt) == ([], '{"a":1}')
+    assert store.append("inv", again.fence, 0, entry(5), True) is None
+
+
+def test_a_release_reopens_only_the_entry_that_is_still_the_last(store: JournalStore) -> None:
+    started = run(store)
+    store.append("inv", started.fence, 0, entry(0), False)
+    store.append("inv", started.fence, 1, entry(1), False)
+    # It names entry 0, which entry 1 follows: released, and the journal kept whole.
+    assert store.release("inv", started.fence, "", Reopening(0, entry(0), '{"a":1}'))
+    again = run(store)
+    assert (again.deaths, again.entries, again.attempt) == (0, [entry(0), entry(1)], None)
+    assert store.release("inv", again.fence, "", Reopening(2, entry(1), '{"a":1}'))
+    assert run(store).entries == [entry(0), entry(1)]  # nothing at or after index 2
+
+
+def test_a_fenced_out_release_reopens_nothing(store: JournalStore) -> None:
+    stale = run(store, ttl=0.001)
+    store.append("inv", stale.fence, 0, entry(0), False)
+    time.sleep(0.01)
+    current = run(store)
+    assert not store.release("inv", stale.fence, "", Reopening(0, entry(0), '{"a":1}'))
+    meta, journal, _ = store.read("inv") or ({}, [], {})
+    assert (journal, meta["lease"], meta["fence"]) == ([entry(0)], "host:1", str(current.fence))
+    assert "attempt" not in meta
 
 
 # -- Writes -------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from datetime import datetime
@@ -9,8 +10,10 @@ from typing import Any
 
 import pytest
 from celery import Celery, signals
+from kombu.exceptions import EncodeError
 
 from celery_durable import DurableTask, RetryPolicy, TerminalError, get_invocation
+from celery_durable.errors import CodecError
 
 TIMEOUT = 30
 FAST = RetryPolicy(max_attempts=3, initial_interval=0.05, factor=1)
@@ -248,3 +251,160 @@ def test_retry_countdowns_follow_the_policy(app: Celery, worker: Any) -> None:
     finally:
         signals.before_task_publish.disconnect(on_publish)
     assert countdowns == pytest.approx([0.2, 0.4, 0.8], abs=0.1)
+
+
+# -- Celery's retry idioms around a step ---------------------------------------------------
+
+
+def test_a_retry_after_a_caught_failure_runs_the_step_again_and_not_those_before(
+    app: Celery, worker: Any
+) -> None:
+    runs: Counter[str] = Counter()
+    fetch = failing(runs, "fetch", times=1)
+
+    @app.task(base=DurableTask, bind=True, shared=False, max_retries=3, default_retry_delay=0.1)
+    def sync(self: DurableTask) -> str:
+        self.ctx.run("before", runs.update, ["prepare"])
+        try:
+            return str(self.ctx.run("fetch", fetch))
+        except ValueError as exc:
+            raise self.retry(exc=exc) from None
+
+    with worker():
+        result = sync.delay()
+        assert result.get(timeout=TIMEOUT) == "fetch ok"
+    assert runs == {"prepare": 1, "fetch": 2}
+    inv = get_invocation(app, result.id)
+    assert inv is not None
+    assert [(s.name, s.status, s.attempts) for s in inv.steps] == [
+        ("before", "completed", 1),
+        ("fetch", "completed", 2),
+    ]
+
+
+def test_a_retry_to_poll_runs_the_check_again_until_it_reports_done(
+    app: Celery, worker: Any
+) -> None:
+    runs: Counter[str] = Counter()
+
+    def check(export_id: str) -> str:
+        runs["check"] += 1
+        return "done" if runs["check"] >= 3 else "pending"
+
+    @app.task(base=DurableTask, bind=True, shared=False, max_retries=5, default_retry_delay=0.1)
+    def wait_for_export(self: DurableTask, export_id: str) -> str:
+        self.ctx.run("submit", runs.update, ["submit"])
+        status = str(self.ctx.run("check", check, export_id))
+        if status != "done":
+            raise self.retry()
+        return status
+
+    with worker():
+        result = wait_for_export.delay("e-7")
+        assert result.get(timeout=TIMEOUT) == "done"
+    assert runs == {"submit": 1, "check": 3}
+    inv = get_invocation(app, result.id)
+    assert inv is not None
+    assert [(s.name, s.value, s.attempts) for s in inv.steps] == [
+        ("submit", None, 1),
+        ("check", "done", 3),
+    ]
+
+
+def test_a_retry_never_reopens_an_at_most_once_step(
+    app: Celery, worker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    runs: Counter[str] = Counter()
+    pay = failing(runs, "pay", times=1)
+
+    @app.task(base=DurableTask, bind=True, shared=False, max_retries=2, default_retry_delay=0)
+    def checkout(self: DurableTask) -> str:
+        self.ctx.run("before", runs.update, ["prepare"])
+        try:
+            return str(self.ctx.run("pay", pay, at_most_once=True))
+        except ValueError as exc:
+            raise self.retry(exc=exc) from None
+
+    with caplog.at_level(logging.WARNING, "celery_durable"), worker():
+        result = checkout.delay()
+        with pytest.raises(ValueError, match=r"^pay failed #1$"):
+            result.get(timeout=TIMEOUT)
+    assert runs == {"prepare": 1, "pay": 1}
+    inv = get_invocation(app, result.id)
+    assert inv is not None
+    assert [(s.name, s.status, s.attempts) for s in inv.steps] == [
+        ("before", "completed", 1),
+        ("pay", "failed", 1),
+    ]
+    warned = [r.getMessage() for r in caplog.records if "Task.retry() after" in r.getMessage()]
+    assert len(warned) == 2, warned
+    assert all(result.id in w and "step 'pay'" in w for w in warned)
+
+
+def test_a_step_error_that_escapes_into_autoretry_for_runs_the_step_again(
+    app: Celery, worker: Any
+) -> None:
+    runs: Counter[str] = Counter()
+    fetch = failing(runs, "fetch", times=2)
+
+    @app.task(
+        base=DurableTask, bind=True, shared=False, autoretry_for=(ValueError,), max_retries=3,
+        retry_kwargs={"countdown": 0},
+    )  # fmt: skip
+    def sync(self: DurableTask) -> str:
+        self.ctx.run("before", runs.update, ["prepare"])
+        return str(self.ctx.run("fetch", fetch, retry=RetryPolicy(max_attempts=1)))
+
+    with worker():
+        result = sync.delay()
+        assert result.get(timeout=TIMEOUT) == "fetch ok"
+    assert runs == {"prepare": 1, "fetch": 3}
+    inv = get_invocation(app, result.id)
+    assert inv is not None
+    assert [(s.name, s.attempts) for s in inv.steps] == [("before", 1), ("fetch", 3)]
+
+
+@pytest.mark.parametrize("serializer", ["json", "pickle"])
+def test_a_result_the_codec_cannot_store_fails_with_encode_error(
+    app: Celery, worker: Any, serializer: str
+) -> None:
+    app.conf.update(result_serializer=serializer, result_accept_content=["json", "pickle"])
+
+    @app.task(base=DurableTask, bind=True, shared=False)
+    def tags(self: DurableTask) -> set[str]:
+        return {"a"}
+
+    with worker():
+        result = tags.delay()
+        with pytest.raises(EncodeError, match="returned a set that its codec cannot store") as got:
+            result.get(timeout=TIMEOUT)
+    # Pickled, it comes back as itself: a CodecError too. As JSON, as kombu's own type.
+    assert isinstance(got.value, CodecError) == (serializer == "pickle")
+    inv = get_invocation(app, result.id)
+    assert inv is not None
+    assert inv.status == "failed"
+    assert inv.error is not None
+    assert (inv.error["module"], inv.error["type"]) == ("kombu.exceptions", "EncodeError")
+
+
+def test_the_retry_idiom_holds_in_replay_each_step_mode_on_a_worker(
+    app: Celery, worker: Any
+) -> None:
+    """Each entry is replayed by the delivery after the one that journaled it; that one
+    takes it over (a header of the redelivery), so its retry re-opens the step."""
+    app.conf.durable_replay_each_step = True
+    runs: Counter[str] = Counter()
+    fetch = failing(runs, "fetch", times=1)
+
+    # Every redelivery of the mode is a Celery retry too: room for them in max_retries.
+    @app.task(base=DurableTask, bind=True, shared=False, max_retries=10, default_retry_delay=0)
+    def sync(self: DurableTask) -> str:
+        self.ctx.run("before", runs.update, ["prepare"])
+        try:
+            return str(self.ctx.run("fetch", fetch))
+        except ValueError as exc:
+            raise self.retry(exc=exc) from None
+
+    with worker():
+        assert sync.delay().get(timeout=TIMEOUT) == "fetch ok"
+    assert runs == {"prepare": 1, "fetch": 2}

@@ -31,6 +31,8 @@ AT_MOST_ONCE = "system.at_most_once"
 OVERLAP = "system.overlap"
 #: A body that SIGKILLs its own process after its last step (or with no step at all).
 DIE_OUTSIDE_STEPS = "system.die_outside_steps"
+#: Celery's retry idiom: a step's first attempt fails, the body catches it and retries.
+RETRY_IDIOM = "system.retry_idiom"
 
 #: Brokers a system test can run on. Redis is the result backend and journal either way.
 REDIS, AMQP = "redis", "amqp"

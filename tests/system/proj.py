@@ -255,6 +255,43 @@ def die_outside_steps(self: DurableTask, order: str, n_steps: int) -> dict[str, 
     return {"order": order, "steps": steps}  # unreachable: the process was killed
 
 
+#: Celery's own retries of the body: two, then the task fails with the step's error.
+RETRY_IDIOM_MAX_RETRIES = 2
+
+
+@app.task(
+    base=DurableTask,
+    bind=True,
+    name=harness.RETRY_IDIOM,
+    max_retries=RETRY_IDIOM_MAX_RETRIES,
+    default_retry_delay=0,
+)
+def retry_idiom(self: DurableTask, order: str) -> dict[str, Any]:
+    """``raise self.retry(exc=exc)`` when the step ``fetch`` fails (its first run does).
+
+    ``before-retry`` counts the body's decisions to retry, and blocks where the test
+    asks: after the failure is journaled, before the retry re-opens it.
+    """
+    task_id = self.request.id
+    r.incr(rec.bodies(task_id))
+    ctx = self.ctx
+    prepared = ctx.run("prepare", do_step, task_id, "prepare", order, 0)
+    try:
+        fetched = ctx.run("fetch", fail_first, task_id, "fetch")
+    except ValueError as exc:
+        _enter(task_id, "before-retry")
+        raise self.retry(exc=exc) from None
+    return {"order": order, "prepare": prepared, "fetch": fetched}
+
+
+@signals.before_task_publish.connect
+def _hold_a_retry(headers: dict[str, Any] | None = None, **_: Any) -> None:
+    """Count each retry message of ``retry_idiom`` as it is published (after the release
+    that re-opens the step), and block there where the test asks."""
+    if headers and headers.get("task") == harness.RETRY_IDIOM and headers.get("retries"):
+        _enter(headers["id"], "publish")
+
+
 def _ours(task: Any) -> bool:
     return getattr(task, "name", "").startswith("system.")
 

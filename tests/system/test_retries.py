@@ -13,7 +13,7 @@ import pytest
 from celery_durable import StepInterruptedError, TerminalError
 from tests.processes import WAIT_TIMEOUT, wait_for
 from tests.system import harness
-from tests.system.proj import FLAKY_COUNTDOWN
+from tests.system.proj import FLAKY_COUNTDOWN, RETRY_IDIOM_MAX_RETRIES
 from tests.system.workers import System
 
 pytestmark = pytest.mark.system
@@ -362,3 +362,84 @@ def test_an_at_most_once_step_that_raises_is_retried_like_any_other(system: Syst
         ("prep-1", "completed", 1),
         ("flaky", "completed", 2),
     ]
+
+
+# -- Celery's retry idiom: a worker that dies between the step's failure and the retry ----
+
+
+def test_a_death_after_the_retry_reopened_the_step_leaves_the_new_journal(
+    system: System,
+) -> None:
+    task_id = system.new_task_id()
+    system.block(task_id, "publish")
+    # An hour of visibility timeout: A never gives its own message back while it blocks.
+    a = system.start_worker(visibility_timeout=3600)
+    async_result = system.send_named(harness.RETRY_IDIOM, task_id, "order-i1")
+
+    # A caught the failure of "fetch" and retried: the release re-opened the step, and
+    # the retry's message is about to be published when A dies.
+    assert system.wait_entered(task_id, "publish") == a.pid
+    reopened = system.invocation(task_id)
+    assert [(s.name, s.status, s.attempts) for s in reopened.steps] == [
+        ("prepare", "completed", 1),
+        ("fetch", "retrying", 1),  # no entry: the attempt record, as before a retry
+    ]
+    meta = system.meta(task_id)
+    assert "lease" not in meta, "the same write released the lease"
+    assert system.client.llen(system.journal_keys(task_id).journal) == 1
+    a.kill()
+
+    # B gets the original message back: the step runs again, "prepare" replays.
+    b = system.start_worker(visibility_timeout=3)
+    result = async_result.get(timeout=WAIT_TIMEOUT)
+    assert result["fetch"]["run"] == 2
+    assert result["fetch"]["pid"] == b.pid
+    assert result["prepare"] == reopened.steps[0].value
+    assert system.runs(task_id, "prepare", "fetch", "before-retry", "publish") == {
+        "prepare": 1,
+        "fetch": 2,
+        "before-retry": 1,
+        "publish": 1,
+    }
+    inv = system.invocation(task_id)
+    assert inv.status == "completed"
+    assert [(s.name, s.status, s.attempts) for s in inv.steps] == [
+        ("prepare", "completed", 1),
+        ("fetch", "completed", 2),
+    ]
+    assert system.meta(task_id).get("deaths") == "0", "a released lease is no death"
+
+
+def test_a_death_before_the_retry_leaves_the_old_journal_whose_failure_replays(
+    system: System,
+) -> None:
+    """The failure was journaled and the body died before its retry: the redelivery
+    replays it and, having replayed it, never re-opens it (logged as a WARNING)."""
+    task_id = system.new_task_id()
+    system.block(task_id, "before-retry")
+    a = system.start_worker(visibility_timeout=3600)
+    async_result = system.send_named(harness.RETRY_IDIOM, task_id, "order-i2")
+    assert system.wait_entered(task_id, "before-retry") == a.pid
+    old = system.invocation(task_id)
+    assert [(s.name, s.status, s.attempts) for s in old.steps] == [
+        ("prepare", "completed", 1),
+        ("fetch", "failed", 1),
+    ]
+    assert "lease" in system.meta(task_id)
+    a.kill()
+
+    b = system.start_worker(visibility_timeout=3)
+    with pytest.raises(ValueError, match=r"^fetch fails its first attempt$"):
+        async_result.get(timeout=WAIT_TIMEOUT)
+    assert system.runs(task_id, "prepare", "fetch", "before-retry", "publish") == {
+        "prepare": 1,
+        "fetch": 1,
+        "before-retry": 1 + RETRY_IDIOM_MAX_RETRIES + 1,
+        "publish": RETRY_IDIOM_MAX_RETRIES,
+    }
+    inv = system.invocation(task_id)
+    assert inv.status == "failed"
+    assert inv.steps == old.steps
+    warned = [line for line in b.log().splitlines() if "Task.retry() after step 'fetch'" in line]
+    assert len(warned) == RETRY_IDIOM_MAX_RETRIES
+    assert all(task_id in line and "RetryableError(retry_after=" in line for line in warned)

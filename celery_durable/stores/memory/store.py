@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 
 from celery_durable.errors import JournalError, LeaseLost
-from celery_durable.journal.store import FINISHED, Started, StartRequest, now
+from celery_durable.journal.store import FINISHED, Reopening, Started, StartRequest, now
 from celery_durable.keys import MetaField as F
 from celery_durable.stores.memory.base import now_ms
 from celery_durable.stores.memory.operators import Operators
@@ -122,7 +122,9 @@ class MemoryJournalStore(Waiting, Operators):
             meta[F.GUARD] = str(index)
             return None
 
-    def release(self, task_id: str, fence: int, fingerprint: str = "") -> bool:
+    def release(
+        self, task_id: str, fence: int, fingerprint: str = "", reopen: Reopening | None = None
+    ) -> bool:
         with self._lock:
             self.round_trips += 1
             meta = self._live(task_id)
@@ -133,6 +135,10 @@ class MemoryJournalStore(Waiting, Operators):
             meta[F.UPDATED_AT] = now()
             if fingerprint:
                 meta[F.FINGERPRINT] = fingerprint
+            journal = self.journals[task_id]
+            if reopen is not None and reopen.start < len(journal) and journal[-1] == reopen.last:
+                del journal[reopen.start :]
+                meta[F.ATTEMPT] = reopen.attempt
             return True
 
     def renew(self, leases: Sequence[tuple[str, int]], ttl: float) -> list[bool]:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from celery_durable.errors import JournalError, JournalUnavailableError
-from celery_durable.journal.store import Started, StartRequest, now
+from celery_durable.journal.store import Reopening, Started, StartRequest, now
 from celery_durable.keys import KeySpace
 from celery_durable.stores.redis import scripts
 from celery_durable.stores.redis.base import ms, redact
@@ -168,10 +168,18 @@ class RedisJournalStore(Waiting, Operators):
             reply: str | None = self._write(scripts.GUARD, 2, k.meta, k.journal, fence, index)
         return reply
 
-    def release(self, task_id: str, fence: int, fingerprint: str = "") -> bool:
+    def release(
+        self, task_id: str, fence: int, fingerprint: str = "", reopen: Reopening | None = None
+    ) -> bool:
         k = self._keys.invocation(task_id)
+        args = (k.meta, k.journal, fence, fingerprint, now())
         with self._errors(task_id, "release"):
-            reply = self._eval(scripts.RELEASE, 1, k.meta, fence, fingerprint, now())
+            if reopen is None:
+                reply = self._eval(scripts.RELEASE, 2, *args, -1, "", "")
+            else:  # it writes the journal: as durable as any journal write
+                reply = self._write(
+                    scripts.RELEASE, 2, *args, reopen.start, reopen.last, reopen.attempt
+                )
         return bool(reply)
 
     def renew(self, leases: Sequence[tuple[str, int]], ttl: float) -> list[bool]:
