@@ -6,11 +6,16 @@
 -- ARGV[1]  the holder's fencing token
 -- ARGV[2]  new argument fingerprint, or '' to keep it
 -- ARGV[3]  now, seconds since the epoch
--- Fields: fence (read); updated_at fingerprint (set); lease lease_until (deleted)
+-- Fields: fence status (read); updated_at fingerprint (set); lease lease_until (deleted)
 -- Deaths before it at this frontier still count: this clean end adds none.
--- Returns  1 when released, 0 when the invocation is gone or another execution holds it.
+-- Returns  1 when released; 0 when the invocation is gone, another execution holds it,
+--          or it no longer runs (a finished one keeps the fingerprint of its outcome).
 local meta = KEYS[1]
-if redis.call('HGET', meta, 'fence') ~= ARGV[1] then
+local f = redis.call('HMGET', meta, 'fence', 'status')
+if f[1] ~= ARGV[1] then
+  return 0
+end
+if f[2] ~= 'running' then
   return 0
 end
 redis.call('HDEL', meta, 'lease', 'lease_until')
