@@ -67,11 +67,11 @@ def one_repeat(store: Any, prefix: str, rep: int, steps: int) -> dict[str, list[
     evalsha = client.evalsha
     ctx = begin(store, f"{prefix}-steps-{rep}")
     raw_id = f"{prefix}-raw-{rep}"
-    begin(store, raw_id)  # creates the meta key (fence 1) the script checks
+    raw_fence = begin(store, raw_id)._ex.fence  # creates the meta key the script checks
     raw_meta = f"{prefix}:{{{raw_id}}}:meta"
     raw_journal = f"{prefix}:{{{raw_id}}}:journal"
     held_id = f"{prefix}-held-{rep}"
-    begin(store, held_id)
+    held_fence = begin(store, held_id)._ex.fence
     held_meta = f"{prefix}:{{{held_id}}}:meta".encode()
     held_journal = f"{prefix}:{{{held_id}}}:journal".encode()
     now = time.time()
@@ -84,7 +84,14 @@ def one_repeat(store: Any, prefix: str, rep: int, steps: int) -> dict[str, list[
     ping_packed = b"*1\r\n$4\r\nPING\r\n"
     head = b"*9\r\n" + b"".join(
         bulk(part)
-        for part in (b"EVALSHA", APPEND_SHA.encode(), b"2", held_meta, held_journal, b"1")
+        for part in (
+            b"EVALSHA",
+            APPEND_SHA.encode(),
+            b"2",
+            held_meta,
+            held_journal,
+            b"%d" % held_fence,
+        )
     )
     tail = bulk(entry.encode()) + bulk(b"0")
     clock = time.perf_counter
@@ -95,9 +102,9 @@ def one_repeat(store: Any, prefix: str, rep: int, steps: int) -> dict[str, list[
         t1 = clock()
         ctx.run("step", noop)
         t2 = clock()
-        evalsha(APPEND_SHA, 2, raw_meta, raw_journal, 1, i, entry, "0")
+        evalsha(APPEND_SHA, 2, raw_meta, raw_journal, raw_fence, i, entry, "0")
         t3 = clock()
-        evalsha(EMPTY_SHA, 2, raw_meta, raw_journal, 1, i, entry, "0")
+        evalsha(EMPTY_SHA, 2, raw_meta, raw_journal, raw_fence, i, entry, "0")
         t4 = clock()
         send([ping_packed], False)
         read()
@@ -121,14 +128,14 @@ def server_side(store: Any, prefix: str, n: int = 2000) -> dict[str, float]:
     """Microseconds each command spends inside Redis (INFO commandstats), one kind at a time."""
     client = store.client
     task_id = f"{prefix}-server"
-    begin(store, task_id)
+    fence = begin(store, task_id)._ex.fence
     meta, journal = f"{prefix}:{{{task_id}}}:meta", f"{prefix}:{{{task_id}}}:journal"
     now = time.time()
     entry = encode_entry("run", "step", now, now, "json", "null")
     calls = {
         "ping": lambda i: client.ping(),
-        "append.lua": lambda i: client.evalsha(APPEND_SHA, 2, meta, journal, 1, i, entry, "0"),
-        "return false": lambda i: client.evalsha(EMPTY_SHA, 2, meta, journal, 1, i, entry, "0"),
+        "append.lua": lambda i: client.evalsha(APPEND_SHA, 2, meta, journal, fence, i, entry, "0"),
+        "return false": lambda i: client.evalsha(EMPTY_SHA, 2, meta, journal, fence, i, entry, "0"),
     }
     out = {}
     for name, call in calls.items():

@@ -139,10 +139,11 @@ class Resumed:
 def resume_invocation(app: Any, task_id: str, publish: bool = True) -> Resumed:
     """Resume a paused or failed invocation, after the cause was fixed.
 
-    One atomic change makes it resumable: it becomes ``paused`` without expiry, a
-    failed one loses its final outcome and, when its last journal entry is a failed
-    step, that entry (the step runs again); deaths and recorded attempts are cleared,
-    so steps get a fresh set of attempts. Then its recorded call (task name,
+    One atomic change makes it resumable: it becomes ``paused`` without expiry and
+    released to its next delivery (until then, a paused invocation's deliveries run
+    nothing); a failed one loses its final outcome and, when its last journal entry is
+    a failed step, that entry (the step runs again); deaths and recorded attempts are
+    cleared, so steps get a fresh set of attempts. Then its recorded call (task name,
     arguments, execution options, without ``expires``) is published under its task
     id, and a worker runs it from its journal: finished steps replay.
 
@@ -201,6 +202,8 @@ def restart_invocation(
     call's arguments and options (not its chain, chord, group or callbacks). Entries
     before ``from_step`` replay; steps from ``from_step`` on run again. The original
     is left as it is. ``ctx.rand`` draws the same values in the fork as in the original.
+    The fork is created paused and released to its first delivery: with ``publish``
+    False, sending the task under ``new_id`` with the same arguments runs it.
 
     Returns:
         The new invocation's id (``new_id``, or a new uuid4).

@@ -298,6 +298,8 @@ def restart(
     click.echo(f"Restarted invocation {invocation_id} from step {from_step} as {made}.")
     if not no_publish:
         click.echo(f"Published it: steps {from_step}.. run again under {made}.")
+    else:
+        click.echo(f"Send the task again under task id {made}, same arguments, to run it.")
 
 
 @durable.command("resolve")

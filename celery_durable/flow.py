@@ -289,6 +289,21 @@ class CeleryFlow(Task):  # type: ignore[misc]
         paused: BaseException = Ignore(f"paused: {signal.reason}")
         return paused
 
+    def _stay_paused(self, task_id: str) -> BaseException:
+        """End a delivery of a paused invocation: the error to raise for it.
+
+        Paused means paused: a duplicate publish, a restored message or a retry in
+        flight runs nothing. Only an operator moves it on. The message is acknowledged
+        and no result state is written.
+        """
+        command = f"celery -A {self.app.main or '<your app>'} durable resume {task_id}"
+        logger.info(
+            "%s[%s] is paused: this delivery runs nothing. Once the cause is fixed, resume "
+            "it with `%s`.", self.name, task_id, command,
+        )  # fmt: skip
+        paused: BaseException = Ignore(f"invocation {task_id} is paused; resume it with {command}")
+        return paused
+
 
 class EagerWait(BaseException):
     """Ends an eager execution that waits for a timer: it runs again after ``seconds``."""

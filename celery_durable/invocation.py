@@ -28,8 +28,9 @@ class Finished:
 
     status: str
     outcome: str | None
-    """The outcome's JSON; None when there is none to give (replaced, or paused at its
-    start because workers kept dying and the task's policy pauses)."""
+    """The outcome's JSON; None when there is none to give: replaced, or paused (it was
+    paused before, and no operator released it; or it paused at this start, because
+    workers kept dying and the task's policy pauses)."""
 
     def replay(self, codec: Codec[Any]) -> Any:
         """Return the recorded result, or raise the recorded terminal error."""
@@ -84,7 +85,7 @@ def begin(
         outcome = encode_outcome("json", None, lost)
         earlier = store.finish(task_id, started.fence, "failed", outcome, retention, call=call())
         return Finished(*(earlier or ("failed", outcome)))
-    if started.state == "done":
+    if started.state in ("done", "paused"):
         return Finished(started.status, started.outcome)
     if started.state == "busy":
         return Busy(started.busy_for, started.holder)

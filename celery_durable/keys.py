@@ -24,6 +24,10 @@ class InvocationKeys:
     done: str
     """Hash: completions that came from outside (a child's outcome, an awakeable's value)
     by journal index, and ``<index>:sent`` once a child was published."""
+    tombstone: str
+    """String: the last fence of a forgotten (or purged) invocation, kept for
+    ``journal.store.TOMBSTONE_TTL``, so that one created anew under its id starts above
+    it: fences only go up for a task id."""
 
 
 class IndexKeys(NamedTuple):
@@ -57,7 +61,9 @@ class MetaField:
     """Seconds since the epoch, as the clients saw them."""
     FENCE = "fence"
     """Fencing token: raised by every execution that takes the lease; every write of
-    an execution must carry the token it took."""
+    an execution must carry the token it took. It only goes up for a task id, across
+    forget, replace and re-creation: a new invocation starts at Redis's clock in ms, or
+    above its tombstone or the incarnation it replaces."""
     LEASE = "lease"
     """Who holds the lease (``host:pid``). Present until the execution ends cleanly:
     a lease that expired while still present belonged to an execution that died."""
@@ -73,6 +79,10 @@ class MetaField:
     NESTING = "nesting"
     """``replaced_task_nesting`` of the request that created or replaced it."""
     PAUSED_REASON = "paused_reason"
+    RELEASED = "released"
+    """Set on a paused invocation by the operator action that moves it on (``resume``,
+    ``restart``): the next start runs it, and consumes the field. Without it a delivery
+    of a paused invocation runs nothing."""
     CALL = "call"
     """What a wake-up re-publishes: task name, arguments, options (JSON)."""
     AWAITING = "awaiting"
@@ -99,7 +109,10 @@ class KeySpace:
 
     def invocation(self, task_id: str) -> InvocationKeys:
         base = f"{self.prefix}:{{{task_id}}}:"
-        return InvocationKeys(meta=base + "meta", journal=base + "journal", done=base + "done")
+        return InvocationKeys(
+            meta=base + "meta", journal=base + "journal", done=base + "done",
+            tombstone=base + "tombstone",
+        )  # fmt: skip
 
     @property
     def wakeups(self) -> str:

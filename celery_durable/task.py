@@ -180,7 +180,9 @@ class DurableTask(CeleryFlow):
         if isinstance(started, invocation.Busy):
             raise self._defer(started)
         if isinstance(started, invocation.Finished):
-            if started.status in ("replaced", "cancelled", "paused"):
+            if started.status == "paused":
+                raise self._stay_paused(task_id)
+            if started.status in ("replaced", "cancelled"):
                 raise Ignore(f"invocation {task_id} was {started.status}")
             logger.info("%s[%s] is %s: returning its recorded outcome", self.name, task_id,
                         started.status)  # fmt: skip

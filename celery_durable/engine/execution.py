@@ -262,9 +262,9 @@ class Execution:
             f"the journal recorded {recorded}, but the code asked for {asked}. "
             "Steps are matched by (index, kind, name), so renaming, adding or reordering "
             "steps breaks replay of invocations already running (guard a change with "
-            "ctx.patched). It is paused: deploy code that asks for the recorded step, then "
-            f"resume it from the journal with `celery -A <your app> durable resume {self.id}` "
-            "(or send the task again with the same task id and arguments), or forget it "
+            "ctx.patched). It is paused, and deliveries of it run nothing until an operator "
+            "moves it on: deploy code that asks for the recorded step, then resume it from "
+            f"the journal with `celery -A <your app> durable resume {self.id}`, or forget it "
             f"with `celery -A <your app> durable forget {self.id}`."
         )
         self._active = False

@@ -20,6 +20,26 @@ Status = Literal["running", "suspended", "paused", "completed", "failed", "cance
 #: Statuses after which nothing runs again; the journal expires after its retention.
 FINISHED: frozenset[str] = frozenset({"completed", "failed", "cancelled", "replaced"})
 
+#: Seconds a forgotten invocation's last fence is kept (its tombstone), so that one
+#: created anew under its id starts above it even within the same millisecond, or with
+#: the store's clock set back meanwhile; past that, the clock alone keeps fences going up.
+TOMBSTONE_TTL = 24 * 3600.0
+
+
+def not_running(task_id: str, action: str, status: str) -> str:
+    """The message of ``LeaseLost`` for a write refused because the invocation no longer
+    runs, though the writer still holds its fence.
+
+    Its own execution (or one of its async steps) finished, paused or suspended it. The
+    execution writes nothing more and ends without changing anything; its message is
+    acknowledged, as for any lost lease: a paused invocation goes on when an operator
+    moves it on, a suspended one when it is woken, and a finished one has its outcome.
+    """
+    return (
+        f"cannot {action} invocation {task_id}: it is {status}, no longer running, so "
+        "nothing more is written to it. This execution stops here and changes nothing."
+    )
+
 
 def now() -> str:
     """Now, in seconds since the epoch, as the stores keep times (``created_at``...)."""
@@ -51,10 +71,11 @@ class StartRequest:
 class Started:
     """What one round trip at the start of an execution learns about its invocation."""
 
-    state: Literal["run", "done", "busy", "conflict"]
+    state: Literal["run", "done", "busy", "conflict", "paused"]
     """``run``: this execution holds the lease. ``done``: finished (or replaced by a
     later request). ``busy``: another execution holds a live lease. ``conflict``: the
-    id names another task or other arguments."""
+    id names another task or other arguments. ``paused``: paused, and no operator
+    released it to a start (resume, restart): this delivery runs nothing."""
     created: bool = False
     status: str = "running"
     """The status before this start (``run``) or now (otherwise)."""
@@ -130,10 +151,21 @@ class Fork:
 
 
 class JournalStore(Protocol):
-    """Where journals live. Every method is one round trip to the store."""
+    """Where journals live. Every method is one round trip to the store.
+
+    Every write of an execution carries its fence and is refused with ``LeaseLost``
+    when the fence is not the invocation's (another execution took it, or it is gone),
+    and when the invocation no longer runs (it finished, paused or suspended): nothing
+    is written to a finished or paused invocation by an execution. Fences only go up
+    for a task id, across forget, replace and re-creation.
+    """
 
     def start(self, task_id: str, request: StartRequest) -> Started:
-        """Create or resume the invocation and take its lease, or say why not."""
+        """Create or resume the invocation and take its lease, or say why not.
+
+        A paused invocation runs only once an operator released it (``resume``,
+        ``fork``); the start that runs it consumes the release.
+        """
         ...
 
     def append(
@@ -147,7 +179,8 @@ class JournalStore(Protocol):
             None when this call wrote the entry, else the entry already at ``index``.
 
         Raises:
-            LeaseLost: the invocation is gone, or another execution took its lease.
+            LeaseLost: the invocation is gone, another execution took its lease, or it
+                no longer runs (finished, paused, suspended).
         """
         ...
 
@@ -182,12 +215,17 @@ class JournalStore(Protocol):
         call of the delivery that makes them). With ``reopen``, in the same atomic
         write, the entries from ``reopen.start`` on are dropped and its attempt record
         stored, if ``reopen.last`` is still the journal's last entry. Returns False when
-        the execution no longer held the lease (then nothing changed).
+        the execution no longer held the lease, or the invocation no longer runs
+        (then nothing changed).
         """
         ...
 
     def renew(self, leases: Sequence[tuple[str, int]], ttl: float) -> list[bool]:
-        """Extend the leases ``(task_id, fence)`` by ``ttl`` seconds; False for lost ones."""
+        """Extend the leases ``(task_id, fence)`` by ``ttl`` seconds; False for lost ones.
+
+        True, with nothing extended, for a fence newer than the stored one: the store
+        lost writes (the start that gave it), and the holder's next write says so.
+        """
         ...
 
     def break_lease(self, task_id: str, holder: str) -> bool:
@@ -213,13 +251,18 @@ class JournalStore(Protocol):
         Returns:
             None when this call finished the invocation, else the (status, outcome)
             that an earlier call recorded (first writer wins).
+
+        Raises:
+            LeaseLost: it is gone, another execution holds it, or (with a ``fence``)
+                it is paused or suspended: its execution ended there.
         """
         ...
 
     def pause(
         self, task_id: str, fence: int, reason: str, call: str = "", attempt: str = ""
     ) -> str:
-        """Mark the running invocation paused; return its status after the call.
+        """Mark the running invocation paused; return its status after the call (the
+        status it had when it was not running: nothing changed then).
 
         A non-empty ``call`` is stored, so that it can be resumed; a non-empty
         ``attempt`` records the failed attempts of the step that paused it."""
@@ -277,7 +320,8 @@ class JournalStore(Protocol):
         ...
 
     def forget(self, task_id: str) -> bool:
-        """Delete the invocation; return whether it existed."""
+        """Delete the invocation, keeping its fence in a tombstone for ``TOMBSTONE_TTL``;
+        return whether it existed."""
         ...
 
     def read(self, task_id: str) -> Stored | None:
@@ -301,19 +345,22 @@ class JournalStore(Protocol):
     def resume(self, task_id: str, reason: str, require_call: bool = True) -> Resumption:
         """Make a paused or failed invocation resumable: its next start runs it again.
 
-        It becomes ``paused`` with ``reason``, without expiry, its fence raised and its
-        deaths and recorded attempts cleared. A failed one loses its final outcome,
-        and its last entry when that is a failed ``run`` step. With ``require_call``,
-        one without a stored call is refused. Nothing changes unless it is resumed.
+        It becomes ``paused`` with ``reason``, released to its next start, without
+        expiry, its fence raised and its deaths and recorded attempts cleared. A failed
+        one loses its final outcome, and its last entry when that is a failed ``run``
+        step. With ``require_call``, one without a stored call is refused. Nothing
+        changes unless it is resumed.
         """
         ...
 
     def fork(self, task_id: str, fork: Fork) -> bool:
-        """Create invocation ``task_id``, paused, from ``fork``; False if the id is taken."""
+        """Create invocation ``task_id``, paused and released to its first start, from
+        ``fork``; False if the id is taken."""
         ...
 
     def forget_if(self, task_id: str, status: str, created_before: float) -> int:
-        """Delete the invocation if it has ``status`` and was created before the time.
+        """Delete the invocation if it has ``status`` and was created before the time,
+        keeping its fence in a tombstone as ``forget`` does.
 
         Returns:
             1 when deleted, 0 when kept, -1 when it did not exist (its id is dropped

@@ -43,8 +43,12 @@ def entry(i: int) -> str:
 
 
 def test_the_first_start_creates_the_invocation_and_takes_the_lease(store: JournalStore) -> None:
+    before_ms = time.time() * 1000
     started = run(store, seed=42)
-    assert (started.created, started.fence, started.seed, started.entries) == (True, 1, 42, [])
+    assert (started.created, started.seed, started.entries) == (True, 42, [])
+    # A new invocation's first fence is the clock in ms: above any an earlier one of
+    # the same id handed out (test_guarantees_contract).
+    assert before_ms - 1000 < started.fence < time.time() * 1000 + 1000
     meta, journal, _ = store.read("inv") or ({}, [], {})
     assert (meta["status"], meta["lease"], meta["task"], journal) == (
         "running", "host:1", "shop.checkout", [],
@@ -58,7 +62,7 @@ def test_a_start_while_the_lease_is_live_is_busy_and_changes_nothing(store: Jour
     assert 29 < busy.busy_for <= 30
     assert busy.holder == "host:1"
     store.append("inv", first.fence, 0, entry(0), False)  # the holder goes on writing
-    assert store.read("inv")[0]["fence"] == "1"  # type: ignore[index]
+    assert store.read("inv")[0]["fence"] == str(first.fence)  # type: ignore[index]
 
 
 def test_a_start_after_the_lease_expired_takes_over_with_a_new_fence(store: JournalStore) -> None:
@@ -248,13 +252,16 @@ def test_every_write_of_a_fenced_out_execution_is_refused(store: JournalStore) -
         lambda: store.guard("inv", stale.fence, 0),
         lambda: store.pause("inv", stale.fence, "why"),
         lambda: store.finish("inv", stale.fence, "completed", OUTCOME, 60),
+        lambda: store.suspend("inv", stale.fence, "[]", [], time.time() + 60, "{}"),
+        lambda: store.mark_sent("inv", stale.fence, 0),
     ):
         with pytest.raises(LeaseLost, match="another execution"):
             write()
     assert not store.release("inv", stale.fence)
-    meta, journal, _ = store.read("inv") or ({}, [], {})
+    meta, journal, done = store.read("inv") or ({}, [], {})
     assert (meta["status"], meta["fence"], journal) == ("running", str(current.fence), [])
-    assert "guard" not in meta
+    assert (meta["lease"], "guard" in meta, done) == ("host:1", False, {})
+    assert store.claim_wakeups(10, 30) == ([], -1.0)
 
 
 def test_writes_to_a_forgotten_invocation_are_refused_and_recreate_nothing(
@@ -268,9 +275,14 @@ def test_writes_to_a_forgotten_invocation_are_refused_and_recreate_nothing(
         lambda: store.guard("inv", started.fence, 0),
         lambda: store.pause("inv", started.fence, "why"),
         lambda: store.finish("inv", started.fence, "completed", OUTCOME, 60),
+        lambda: store.finish("inv", None, "cancelled", OUTCOME, 60),  # a revoke, too late
+        lambda: store.suspend("inv", started.fence, "[]", [], time.time() + 60, "{}"),
+        lambda: store.mark_sent("inv", started.fence, 0),
     ):
         with pytest.raises(LeaseLost, match="no longer exists"):
             write()
+    assert not store.release("inv", started.fence)
+    assert store.renew([("inv", started.fence)], 30.0) == [False]
     assert store.read("inv") is None
     assert not store.forget("inv")
     assert store.list_ids(None, 10) == []
@@ -317,7 +329,8 @@ def test_pausing_needs_the_fence_and_a_running_invocation(store: JournalStore) -
     assert store.pause("inv", started.fence, "the code changed") == "paused"
     meta, _, _ = store.read("inv") or ({}, [], {})
     assert (meta["status"], meta["paused_reason"]) == ("paused", "the code changed")
-    resumed = run(store)  # a paused invocation resumes at the next start, with no death
+    assert store.resume("inv", "resumed", require_call=False).state == "resumed"
+    resumed = run(store)  # an operator released it: the next start runs it, with no death
     assert (resumed.status, resumed.deaths) == ("paused", 0)
     assert store.finish("inv", resumed.fence, "completed", OUTCOME, 60) is None
     with pytest.raises(LeaseLost):
@@ -355,7 +368,7 @@ def test_listing_by_live_status_reads_only_that_status(store: JournalStore) -> N
     assert store.list_ids("paused", 10) == ["b"]
     assert store.list_ids(None, 10) == ["c", "b", "a"]
     assert store.list_ids(None, 1, offset=1) == ["b"]
-    assert a.fence == 1
+    assert a.created
 
 
 def test_the_index_of_all_invocations_is_trimmed_by_retention(store: JournalStore) -> None:

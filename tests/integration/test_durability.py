@@ -87,7 +87,7 @@ def test_a_start_that_is_not_durable_gives_its_lease_back(spare_redis: RedisServ
     with pytest.raises(JournalUnavailableError, match="start invocation inv"):
         store.start("inv", REQUEST)
     meta = store.client.hgetall(KeySpace("dur").invocation("inv").meta)
-    assert (meta["fence"], meta.get("lease"), meta["deaths"]) == ("1", None, "0")
+    assert (meta.get("lease"), meta["deaths"]) == (None, "0")
     store.close()
 
 

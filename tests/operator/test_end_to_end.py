@@ -193,6 +193,36 @@ def test_a_paused_invocation_resumes_with_a_fresh_set_of_attempts(world: World) 
     assert [s.attempts for s in done.steps] == [1, 1, 1]
 
 
+def test_a_paused_invocation_delivered_again_stays_paused_until_resumed(world: World) -> None:
+    world.break_step("charge")
+    task_id = world.send(PAUSING, "o-again")
+    world.wait_status(task_id, "paused")
+    assert world.runs("o-again") == {"reserve": 1, "charge": 2, "ship": 0}
+    backend_state = world.app.AsyncResult(task_id).state
+
+    # A duplicate publish (or a restored message) of the same task id: it is acknowledged
+    # and logged with the command that resumes it, and runs nothing.
+    world.fix_step("charge")  # even with the cause fixed, only an operator moves it on
+    world.app.send_task(PAUSING, args=["o-again"], task_id=task_id)
+    hint = f"celery -A {world.app.main} durable resume {task_id}"
+
+    def ignored() -> bool:
+        return hint in world.log.read_text() or world.runs("o-again")["charge"] > 2
+
+    wait_for(ignored, "the worker to take the second delivery")
+    assert world.runs("o-again") == {"reserve": 1, "charge": 2, "ship": 0}
+    assert hint in world.log.read_text()
+    paused = get_invocation(world.app, task_id)
+    assert paused is not None and paused.status == "paused"
+    assert world.app.AsyncResult(task_id).state == backend_state  # the backend is untouched
+
+    # An operator who resumes it without publishing sends the task again themselves.
+    assert not resume_invocation(world.app, task_id, publish=False).published
+    world.app.send_task(PAUSING, args=["o-again"], task_id=task_id)
+    world.wait_status(task_id, "completed")
+    assert world.runs("o-again") == {"reserve": 1, "charge": 3, "ship": 1}
+
+
 def test_restart_from_a_step_runs_it_and_the_rest_again_under_a_new_id(world: World) -> None:
     task_id = world.send(PIPELINE, "o-restart")
     original = world.wait_status(task_id, "completed")

@@ -107,6 +107,7 @@ def test_an_overlapping_delivery_defers_and_runs_nothing_twice(
         harness.OVERLAP, task_id, "order-o", duration, at_most_once=at_most_once
     )
     holder_pid = system.wait_entered(task_id, "long")
+    first_fence = system.meta(task_id)["fence"]
     [holder] = [w for w in workers if w.pid == holder_pid]
     [other] = [w for w in workers if w is not holder]
     if cause == "duplicate":
@@ -153,7 +154,7 @@ def test_an_overlapping_delivery_defers_and_runs_nothing_twice(
     meta = system.meta(task_id)
     assert meta["deaths"] == "0"
     assert "attempt" not in meta and "guard" not in meta
-    assert meta["fence"] == "1", "no other execution ever took the lease"
+    assert meta["fence"] == first_fence, "no other execution ever took the lease"
     assert_finished_with_retention(system, task_id)
 
 
@@ -168,7 +169,8 @@ def test_a_holder_whose_lease_was_taken_over_writes_nothing_more(system: System)
     system.send(task_id, "order-s", 3)
     assert system.wait_entered(task_id, "step-1") == a.pid
     held = system.meta(task_id)
-    assert (held["fence"], held["lease"]) == ("1", holder_of(a.pid))
+    fence_a = int(held["fence"])
+    assert held["lease"] == holder_of(a.pid)
 
     # A stalls inside step-1 (SIGSTOP: its heartbeat cannot renew the lease either),
     # and its lease is over.
@@ -181,7 +183,7 @@ def test_a_holder_whose_lease_was_taken_over_writes_nothing_more(system: System)
         system.send(task_id, "order-s", 3)
         assert system.wait_entered(task_id, "step-1", times=2) == b.pid
         taken = system.meta(task_id)
-        assert (taken["fence"], taken["lease"]) == ("2", holder_of(b.pid))
+        assert (taken["fence"], taken["lease"]) == (str(fence_a + 1), holder_of(b.pid))
         # A lease that ran out without being released is a death: B counted it as the
         # first attempt of step-1 (and moved it from ``deaths`` to the attempt record).
         attempt = json.loads(taken["attempt"])
@@ -195,7 +197,7 @@ def test_a_holder_whose_lease_was_taken_over_writes_nothing_more(system: System)
 
     # A wakes up; its heartbeat finds the lease gone while the step still runs.
     wait_for(
-        lambda: f"invocation {task_id}: this execution lost its lease (fence 1)" in a.log(),
+        lambda: f"invocation {task_id}: this execution lost its lease (fence {fence_a})" in a.log(),
         "A's heartbeat to notice that it lost the lease",
     )
     # Its run of step-1 returns: the write is refused, and the execution stops.
@@ -216,7 +218,7 @@ def test_a_holder_whose_lease_was_taken_over_writes_nothing_more(system: System)
     ]
     assert during.steps[1].error is not None
     assert during.steps[1].error["type"] == "WorkerLostError"
-    assert system.meta(task_id)["fence"] == "2"
+    assert system.meta(task_id)["fence"] == str(fence_a + 1)
     assert system.counter(system.rec.bodies(task_id)) == 2
 
     # B goes on; its entries stand, and the result is its values.

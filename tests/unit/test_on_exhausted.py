@@ -90,17 +90,35 @@ def test_an_exhausted_step_pauses_without_journaling_or_compensating() -> None:
     assert status(store) == "completed"
 
 
-def test_a_paused_invocation_stays_paused_until_resumed_by_a_delivery() -> None:
+def test_a_paused_invocation_delivered_again_runs_nothing_until_resumed() -> None:
     store = MemoryJournalStore()
+    runs: list[int] = []
+
+    def fail() -> None:
+        runs.append(1)
+        raise ValueError("nope")
 
     def body(ctx: DurableContext) -> None:
-        ctx.run("fail", _raise, ValueError("nope"))
+        ctx.run("fail", fail)
 
     with pytest.raises(Paused):
         deliver(store, body, PAUSING)
     attempt = json.loads(store.meta["inv-1"]["attempt"])
     assert (attempt["i"], attempt["a"], attempt["e"]["type"]) == (0, 2, "ValueError")
     assert "lease" not in store.meta["inv-1"]
+    assert runs == [1, 1]
+
+    # A duplicate publish, a restored message, a retry in flight: nothing runs a 3rd time.
+    for _ in range(2):
+        assert begin(store, policy=PAUSING) == invocation.Finished("paused", None)
+    assert (runs, status(store)) == ([1, 1], "paused")
+    assert json.loads(store.meta["inv-1"]["attempt"])["a"] == 2
+
+    # Only an operator moves it on: a fresh set of attempts.
+    store.resume("inv-1", "resumed", require_call=False)
+    with pytest.raises(Paused):
+        deliver(store, body, PAUSING)
+    assert runs == [1, 1, 1, 1]
 
 
 def test_errors_the_policy_does_not_retry_still_fail_the_step() -> None:

@@ -6,6 +6,7 @@ import threading
 import time
 
 from celery_durable.errors import LeaseLost
+from celery_durable.journal.store import TOMBSTONE_TTL, not_running
 from celery_durable.keys import MetaField as F
 
 
@@ -19,6 +20,8 @@ class MemoryBase:
         self.wakeups: dict[str, int] = {}
         """Suspended invocations by when to wake them, ms (a sorted set in Redis)."""
         self.expires_at: dict[str, float] = {}
+        self.tombstones: dict[str, tuple[int, float]] = {}
+        """The last fence of forgotten invocations, and when it is dropped (monotonic)."""
         self.round_trips = 0
         self._swept_at = time.monotonic()
         # Executions of one process may run in threads (a threads pool, eager tasks).
@@ -38,6 +41,8 @@ class MemoryBase:
             self._swept_at = now
             for task_id in [i for i, at in self.expires_at.items() if at <= now]:
                 self._drop(task_id)
+            for task_id in [i for i, (_, at) in self.tombstones.items() if at <= now]:
+                del self.tombstones[task_id]
 
     def _drop(self, task_id: str) -> None:
         self.wakeups.pop(task_id, None)
@@ -54,6 +59,26 @@ class MemoryBase:
         if meta[F.FENCE] != str(fence):
             raise LeaseLost(f"cannot {action} invocation {task_id}: another execution holds it")
         return meta
+
+    def _running(self, task_id: str, fence: int, action: str) -> dict[str, str]:
+        """``_fenced``, for a write that also needs the invocation to be running."""
+        meta = self._fenced(task_id, fence, action)
+        if meta[F.STATUS] != "running":
+            raise LeaseLost(not_running(task_id, action, meta[F.STATUS]))
+        return meta
+
+    def _bury(self, task_id: str, meta: dict[str, str] | None) -> None:
+        """Keep the fence of an invocation about to be deleted (forget.lua's tombstone)."""
+        if meta is not None:
+            self.tombstones[task_id] = (int(meta[F.FENCE]), time.monotonic() + TOMBSTONE_TTL)
+
+    def _first_fence(self, task_id: str, floor: int | None = None) -> int:
+        """The fence of an invocation created anew: above ``floor`` (the incarnation it
+        replaces) or its tombstone, and at least the clock in ms (start.lua)."""
+        if floor is None:
+            fence, until = self.tombstones.get(task_id, (0, 0.0))
+            floor = fence if until > time.monotonic() else 0
+        return max(floor + 1, now_ms())
 
 
 def now_ms() -> int:

@@ -17,9 +17,10 @@ class Operators(MemoryBase):
     def forget(self, task_id: str) -> bool:
         with self._lock:
             self.round_trips += 1
-            existed = self._live(task_id) is not None
+            meta = self._live(task_id)
+            self._bury(task_id, meta)
             self._drop(task_id)
-            return existed
+            return meta is not None
 
     def read(self, task_id: str) -> Stored | None:
         return self.read_many([task_id])[0]
@@ -70,6 +71,7 @@ class Operators(MemoryBase):
             meta.update({
                 F.FENCE: str(int(meta[F.FENCE]) + 1), F.STATUS: "paused",
                 F.PAUSED_REASON: reason, F.UPDATED_AT: now(), F.DEATHS: "0",
+                F.RELEASED: "resume",
             })  # fmt: skip
             for name in (F.OUTCOME, F.ATTEMPT, F.GUARD, F.LEASE, F.LEASE_UNTIL, F.AWAITING):
                 meta.pop(name, None)
@@ -84,9 +86,10 @@ class Operators(MemoryBase):
             stamp = now()
             self.meta[task_id] = {
                 F.TASK: fork.task_name, F.FINGERPRINT: fork.fingerprint, F.SEED: str(fork.seed),
-                F.STATUS: "paused", F.CREATED_AT: stamp, F.UPDATED_AT: stamp, F.FENCE: "1",
+                F.STATUS: "paused", F.CREATED_AT: stamp, F.UPDATED_AT: stamp,
+                F.FENCE: str(self._first_fence(task_id)),
                 F.FRONTIER: str(len(fork.entries)), F.DEATHS: "0", F.NESTING: "0",
-                F.CALL: fork.call, F.PAUSED_REASON: fork.reason,
+                F.CALL: fork.call, F.PAUSED_REASON: fork.reason, F.RELEASED: "restart",
             }  # fmt: skip
             self.journals[task_id] = list(fork.entries)
             self.done[task_id] = dict(fork.completions)
@@ -100,6 +103,7 @@ class Operators(MemoryBase):
                 return -1
             if meta[F.STATUS] != status or float(meta[F.CREATED_AT]) >= created_before:
                 return 0
+            self._bury(task_id, meta)
             self._drop(task_id)
             return 1
 

@@ -6,7 +6,14 @@ import time
 from collections.abc import Sequence
 
 from celery_durable.errors import JournalError, LeaseLost
-from celery_durable.journal.store import FINISHED, Reopening, Started, StartRequest, now
+from celery_durable.journal.store import (
+    FINISHED,
+    Reopening,
+    Started,
+    StartRequest,
+    not_running,
+    now,
+)
 from celery_durable.keys import MetaField as F
 from celery_durable.stores.memory.base import now_ms
 from celery_durable.stores.memory.operators import Operators
@@ -26,10 +33,11 @@ class MemoryJournalStore(Waiting, Operators):
             if meta is None or (
                 meta[F.STATUS] == "replaced" and request.nesting > int(meta.get(F.NESTING, "0"))
             ):
+                fence = self._first_fence(task_id, None if meta is None else int(meta[F.FENCE]))
                 self.meta[task_id] = {
                     F.TASK: request.task_name, F.FINGERPRINT: request.fingerprint,
                     F.SEED: str(request.seed), F.STATUS: "running", F.CREATED_AT: stamp,
-                    F.UPDATED_AT: stamp, F.FENCE: "1", F.LEASE: request.holder,
+                    F.UPDATED_AT: stamp, F.FENCE: str(fence), F.LEASE: request.holder,
                     F.LEASE_UNTIL: until, F.FRONTIER: "0", F.DEATHS: "0",
                     F.NESTING: str(request.nesting),
                 }  # fmt: skip
@@ -38,7 +46,7 @@ class MemoryJournalStore(Waiting, Operators):
                 self.journals[task_id] = []
                 self.done[task_id] = {}
                 self.expires_at.pop(task_id, None)
-                return Started("run", created=True, fence=1, seed=request.seed)
+                return Started("run", created=True, fence=fence, seed=request.seed)
             status = meta[F.STATUS]
             if status == "replaced":
                 return Started("done", status=status)
@@ -51,6 +59,8 @@ class MemoryJournalStore(Waiting, Operators):
                 )
             if status in FINISHED:
                 return Started("done", status=status, outcome=meta.get(F.OUTCOME) or None)
+            if status == "paused" and F.RELEASED not in meta:
+                return Started("paused", status=status)
             lease_until = int(meta.get(F.LEASE_UNTIL, "0"))
             held = F.LEASE in meta and meta[F.FENCE] != str(request.ended_fence)
             if held and lease_until > at_ms:
@@ -70,6 +80,7 @@ class MemoryJournalStore(Waiting, Operators):
                 meta[F.STATUS] = "running"
                 meta.pop(F.PAUSED_REASON, None)
                 meta.pop(F.AWAITING, None)
+                meta.pop(F.RELEASED, None)
                 self.wakeups.pop(task_id, None)  # it is awake
             return Started(
                 "run",
@@ -87,7 +98,7 @@ class MemoryJournalStore(Waiting, Operators):
         self, task_id: str, fence: int, index: int, entry: str, ends_attempts: bool
     ) -> str | None:
         with self._lock:
-            meta = self._fenced(task_id, fence, f"write step {index} of")
+            meta = self._running(task_id, fence, f"write step {index} of")
             journal = self.journals[task_id]
             if len(journal) == index:
                 journal.append(entry)
@@ -103,7 +114,7 @@ class MemoryJournalStore(Waiting, Operators):
         self, task_id: str, fence: int, index: int, attempt: str, release: bool = True
     ) -> str | None:
         with self._lock:
-            meta = self._fenced(task_id, fence, f"record a failed attempt of step {index} of")
+            meta = self._running(task_id, fence, f"record a failed attempt of step {index} of")
             journal = self.journals[task_id]
             if len(journal) > index:
                 return journal[index]
@@ -115,7 +126,7 @@ class MemoryJournalStore(Waiting, Operators):
 
     def guard(self, task_id: str, fence: int, index: int) -> str | None:
         with self._lock:
-            meta = self._fenced(task_id, fence, f"guard at-most-once step {index} of")
+            meta = self._running(task_id, fence, f"guard at-most-once step {index} of")
             journal = self.journals[task_id]
             if len(journal) > index:
                 return journal[index]
@@ -128,7 +139,7 @@ class MemoryJournalStore(Waiting, Operators):
         with self._lock:
             self.round_trips += 1
             meta = self._live(task_id)
-            if meta is None or meta[F.FENCE] != str(fence):
+            if meta is None or meta[F.FENCE] != str(fence) or meta[F.STATUS] != "running":
                 return False
             meta.pop(F.LEASE, None)
             meta.pop(F.LEASE_UNTIL, None)
@@ -147,6 +158,9 @@ class MemoryJournalStore(Waiting, Operators):
             renewed = []
             for task_id, fence in leases:
                 meta = self._live(task_id)
+                if meta is not None and int(meta[F.FENCE]) < fence:
+                    renewed.append(True)  # lost writes: the holder's next write says so
+                    continue
                 ok = meta is not None and meta[F.FENCE] == str(fence) and F.LEASE in meta
                 if meta is not None and ok:
                     meta[F.LEASE_UNTIL] = str(now_ms() + int(ttl * 1000))
@@ -183,12 +197,15 @@ class MemoryJournalStore(Waiting, Operators):
                 meta[F.FENCE] = str(int(meta[F.FENCE]) + 1)
             elif meta[F.FENCE] != str(fence):
                 raise LeaseLost(f"cannot finish invocation {task_id}: another execution holds it")
+            elif meta[F.STATUS] != "running":
+                raise LeaseLost(not_running(task_id, "finish", meta[F.STATUS]))
             meta.update({F.STATUS: status, F.OUTCOME: outcome, F.UPDATED_AT: now()})
             if status == "replaced":
                 meta[F.NESTING] = str(nesting)
             if call:
                 meta[F.CALL] = call
-            for name in (F.LEASE, F.LEASE_UNTIL, F.PAUSED_REASON, F.ATTEMPT, F.GUARD, F.AWAITING):
+            for name in (F.LEASE, F.LEASE_UNTIL, F.PAUSED_REASON, F.ATTEMPT, F.GUARD, F.AWAITING,
+                         F.RELEASED):  # fmt: skip
                 meta.pop(name, None)
             self.expires_at[task_id] = time.monotonic() + retention
             self.wakeups.pop(task_id, None)

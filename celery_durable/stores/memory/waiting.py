@@ -23,7 +23,7 @@ class Waiting(MemoryBase):
         call: str,
     ) -> str:
         with self._lock:
-            meta = self._fenced(task_id, fence, "suspend")
+            meta = self._running(task_id, fence, "suspend")
             meta.pop(F.LEASE, None)
             meta.pop(F.LEASE_UNTIL, None)
             meta[F.UPDATED_AT] = now()
@@ -62,7 +62,7 @@ class Waiting(MemoryBase):
 
     def mark_sent(self, task_id: str, fence: int, index: int) -> None:
         with self._lock:
-            self._fenced(task_id, fence, f"note the child at {index} of")
+            self._running(task_id, fence, f"note the child at {index} of")
             self.done[task_id][f"{index}:sent"] = "1"
 
     def completions(self, task_id: str) -> dict[str, str]:

@@ -19,6 +19,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from celery_durable.errors import JournalError, JournalUnavailableError, LeaseLost
+from celery_durable.journal.store import not_running
 
 #: What a failed command raises: redis-py's errors, and the one a cluster client raises
 #: outside them when no node it knows serves the key's slot.
@@ -63,6 +64,8 @@ def journal_error(
                 f"cannot {action} invocation {task_id}: it no longer exists in {where} "
                 f"({why}). This execution stops and writes nothing more."
             )
+        if text.startswith("NOTRUNNING"):
+            return LeaseLost(not_running(task_id, action, text.rpartition(" ")[2]))
         if text.startswith("FENCED") and _lost_writes(text):
             return JournalUnavailableError(
                 f"cannot {action} invocation {task_id}: {where} holds an older fence than "
@@ -98,9 +101,10 @@ _FENCES = re.compile(r"\(fence (\d+), this one (\d+)\)")
 def _lost_writes(fenced: str) -> bool:
     """Whether a FENCED reply names a fence older than the writer's own.
 
-    Fences only grow, so the journal's Redis lost the start that gave the writer its
-    fence: no other execution took the invocation, and nothing will deliver it again
-    unless this one retries.
+    Fences only go up for a task id, across forget, replace and re-creation (start.lua),
+    so the journal's Redis lost the start that gave the writer its fence: no other
+    execution took the invocation, and nothing will deliver it again unless this one
+    retries.
     """
     found = _FENCES.search(fenced)
     return found is not None and int(found[1]) < int(found[2])

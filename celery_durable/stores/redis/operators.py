@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from celery_durable.journal.store import Fork, Resumption, Stored, now
+from celery_durable.journal.store import TOMBSTONE_TTL, Fork, Resumption, Stored, now
 from celery_durable.keys import IndexKeys
 from celery_durable.stores.redis import scripts
-from celery_durable.stores.redis.base import RedisBase
+from celery_durable.stores.redis.base import RedisBase, ms
 from celery_durable.stores.redis.checks import check_eviction_policy
 
 
@@ -23,8 +23,8 @@ class Operators(RedisBase):
         k = self._keys.invocation(task_id)
         with self._errors(task_id, "forget"):
             reply = self._eval(
-                scripts.FORGET, 8, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
-                self._keys.wakeups_of(task_id), task_id,
+                scripts.FORGET, 9, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
+                self._keys.wakeups_of(task_id), k.tombstone, task_id, ms(TOMBSTONE_TTL),
             )  # fmt: skip
         return bool(reply)
 
@@ -121,7 +121,7 @@ class Operators(RedisBase):
         pairs = [part for item in sorted(fork.completions.items()) for part in item]
         with self._errors(task_id, "create the fork"):
             created = self._eval(
-                scripts.FORK, 5, k.meta, k.journal, k.done, ix.all, ix.paused,
+                scripts.FORK, 6, k.meta, k.journal, k.done, ix.all, ix.paused, k.tombstone,
                 task_id, fork.task_name, fork.fingerprint, str(fork.seed), now(), fork.call,
                 fork.reason, len(fork.entries), *fork.entries, *pairs,
             )  # fmt: skip
@@ -133,8 +133,9 @@ class Operators(RedisBase):
         k = self._keys.invocation(task_id)
         with self._errors(task_id, "purge"):
             reply = self._eval(
-                scripts.FORGET_IF, 8, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
-                self._keys.wakeups_of(task_id), task_id, status, f"{created_before:.6f}",
+                scripts.FORGET_IF, 9, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
+                self._keys.wakeups_of(task_id), k.tombstone, task_id, status,
+                f"{created_before:.6f}", ms(TOMBSTONE_TTL),
             )  # fmt: skip
         return int(reply)
 

@@ -51,6 +51,7 @@ class RedisJournalStore(Waiting, Operators):
         k = self._keys.invocation(task_id)
         args = (
             k.meta, k.journal, k.done, *self._keys.indexes(task_id), self._keys.wakeups_of(task_id),
+            k.tombstone,
             task_id, request.task_name, request.fingerprint, str(request.seed),
             now(), ms(request.lease_ttl), request.holder, request.nesting, request.call,
             request.ended_fence,
@@ -60,7 +61,7 @@ class RedisJournalStore(Waiting, Operators):
         # level waits after EXEC, on the same connection: the entries handed back must
         # be as durable as a step's write before the body sees them.
         commands = (
-            ("EVALSHA", scripts.START.sha, 8, *args),
+            ("EVALSHA", scripts.START.sha, 9, *args),
             ("LRANGE", k.journal, 0, -1),
             ("HGETALL", k.done),
         )
@@ -115,6 +116,8 @@ class RedisJournalStore(Waiting, Operators):
             return Started("done", status=reply[1], outcome=reply[2] or None)
         if state == "busy":
             return Started("busy", busy_for=int(reply[1]) / 1000, holder=reply[2])
+        if state == "paused":
+            return Started("paused", status="paused")
         _, name, fingerprint, status = reply
         return Started("conflict", status=status, task_name=name, fingerprint=fingerprint)
 

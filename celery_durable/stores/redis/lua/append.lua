@@ -5,15 +5,20 @@
 -- ARGV[2]  index the entry belongs at (0-based)
 -- ARGV[3]  the entry, JSON text
 -- ARGV[4]  '1' when the step had failed attempts or a guard, which this entry ends
--- Fields: fence (read); attempt guard (deleted when ARGV[4] is '1')
+-- Fields: fence status (read); attempt guard (deleted when ARGV[4] is '1')
 -- Returns  nil when this call wrote the entry, else the entry already at that index
 --          (first writer wins). Errors: GONE (the invocation no longer exists),
---          FENCED (another execution took the lease), GAP (the index skips entries).
--- This runs once per step, so it does as little as it can.
+--          FENCED (another execution took the lease), NOTRUNNING (it finished, paused
+--          or suspended), GAP (the index skips entries).
+-- This runs once per step, so it does as little as it can: fence and status come in
+-- one HMGET.
 local meta, journal = KEYS[1], KEYS[2]
-local fence = redis.call('HGET', meta, 'fence')
-if fence ~= ARGV[1] then
-  return fenced(fence, ARGV[1])
+local f = redis.call('HMGET', meta, 'fence', 'status')
+if f[1] ~= ARGV[1] then
+  return fenced(f[1], ARGV[1])
+end
+if f[2] ~= 'running' then
+  return not_running(f[2])
 end
 local n = redis.call('LLEN', journal)
 local i = tonumber(ARGV[2])

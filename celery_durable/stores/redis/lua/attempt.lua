@@ -8,14 +8,17 @@
 -- ARGV[3]  the attempt record, JSON text
 -- ARGV[4]  now, seconds since the epoch
 -- ARGV[5]  '1' to release the lease (the execution ends), '0' to keep it
--- Fields: fence (read); attempt updated_at deaths (set); guard lease lease_until (deleted
---         when released)
+-- Fields: fence status (read); attempt updated_at deaths (set); guard lease lease_until
+--         (deleted when released)
 -- Returns  nil when recorded, else the entry another execution journaled at that index.
---          Errors: GONE, FENCED, as append.lua.
+--          Errors: GONE, FENCED, NOTRUNNING, as append.lua.
 local meta, journal = KEYS[1], KEYS[2]
-local fence = redis.call('HGET', meta, 'fence')
-if fence ~= ARGV[1] then
-  return fenced(fence, ARGV[1])
+local f = redis.call('HMGET', meta, 'fence', 'status')
+if f[1] ~= ARGV[1] then
+  return fenced(f[1], ARGV[1])
+end
+if f[2] ~= 'running' then
+  return not_running(f[2])
 end
 local n = redis.call('LLEN', journal)
 if n > tonumber(ARGV[2]) then

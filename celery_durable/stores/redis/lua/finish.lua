@@ -14,10 +14,13 @@
 -- ARGV[7]  replaced_task_nesting of the request (kept for 'replaced')
 -- ARGV[8]  the call, to re-publish it when resumed (JSON), or '' to keep what is stored
 -- Fields: task status outcome fence (read); status outcome updated_at nesting fence
---         call (set); lease lease_until paused_reason attempt guard awaiting (deleted)
+--         call (set); lease lease_until paused_reason attempt guard awaiting released
+--         (deleted)
 -- Returns  nil when this call finished the invocation,
 --          else {status, outcome} that an earlier call recorded.
---          Errors: GONE (nothing is written), FENCED (another execution holds it).
+--          Errors: GONE (nothing is written: a forced finish would otherwise make a
+--          meta hash of a few fields), FENCED (another execution holds it), NOTRUNNING
+--          (its execution paused or suspended it).
 local meta, journal = KEYS[1], KEYS[2]
 local prior = redis.call('HMGET', meta, 'task', 'status', 'outcome', 'fence')
 if not prior[1] then
@@ -31,6 +34,11 @@ end
 local forced = ARGV[2] == ''
 if not forced and prior[4] ~= ARGV[2] then
   return fenced(prior[4], ARGV[2])
+end
+-- Its own execution finishes a running invocation only: one that paused or suspended
+-- it ended there. Only a forced finish (a revoke) ends a paused or suspended one.
+if not forced and status ~= 'running' then
+  return not_running(status)
 end
 local fields = {'status', ARGV[3], 'outcome', ARGV[4], 'updated_at', ARGV[5]}
 if forced then
@@ -48,8 +56,9 @@ end
 redis.call('HSET', meta, unpack(fields))
 -- A running invocation finished by its own execution holds only its lease; what else a
 -- finish clears (a pause, a pending attempt, what it awaited) is there otherwise.
-if forced or status ~= 'running' then
-  redis.call('HDEL', meta, 'lease', 'lease_until', 'paused_reason', 'attempt', 'guard', 'awaiting')
+if forced then
+  redis.call('HDEL', meta, 'lease', 'lease_until', 'paused_reason', 'attempt', 'guard', 'awaiting',
+             'released')
 else
   redis.call('HDEL', meta, 'lease', 'lease_until')
 end

@@ -1,6 +1,7 @@
 -- Pause a running invocation (its code and journal disagree, or a step's policy was
--- exhausted with on_exhausted='pause'): kept, without expiry, until someone resumes or
--- forgets it. Only the execution holding the fence pauses it.
+-- exhausted with on_exhausted='pause'): kept, without expiry, until an operator
+-- resumes, restarts or forgets it (a later delivery runs nothing: start.lua). Only the
+-- execution holding the fence pauses it.
 -- KEYS[1]  meta hash of the invocation
 -- KEYS[2]  index of running ones
 -- KEYS[3]  index of paused ones
@@ -13,12 +14,9 @@
 -- Fields: fence status created_at (read); status paused_reason updated_at call attempt
 --         (set); lease lease_until (deleted)
 -- Returns  the status after the call: 'paused', or the status it had when it was not
---          this execution's to pause. Errors: GONE, FENCED.
+--          running (nothing changed). Errors: GONE, FENCED.
 local meta = KEYS[1]
 local f = redis.call('HMGET', meta, 'fence', 'status', 'created_at')
-if not f[1] then
-  return redis.error_reply('GONE the invocation no longer exists (forgotten or expired)')
-end
 if f[1] ~= ARGV[2] then
   return fenced(f[1], ARGV[2])
 end

@@ -13,12 +13,18 @@
 -- ARGV[5]  the journal's last entry as the holder wrote it: nothing is dropped unless
 --          it is still the last one
 -- ARGV[6]  the attempt record of the re-opened step(s), JSON, set with the drop
--- Fields: fence (read); updated_at fingerprint attempt (set); lease lease_until (deleted)
+-- Fields: fence status (read); updated_at fingerprint attempt (set); lease lease_until
+--         (deleted)
 -- Deaths before it at this frontier still count: this clean end adds none.
--- Returns  1 when released, 0 when the invocation is gone or another execution holds it
---          (then nothing changed).
+-- Returns  1 when released; 0 when the invocation is gone, another execution holds it,
+--          or it no longer runs (a finished one keeps the fingerprint of its outcome);
+--          then nothing changed.
 local meta, journal = KEYS[1], KEYS[2]
-if redis.call('HGET', meta, 'fence') ~= ARGV[1] then
+local f = redis.call('HMGET', meta, 'fence', 'status')
+if f[1] ~= ARGV[1] then
+  return 0
+end
+if f[2] ~= 'running' then
   return 0
 end
 redis.call('HDEL', meta, 'lease', 'lease_until')

@@ -3,17 +3,23 @@
 -- ARGV[1]  the holder's fencing token
 -- ARGV[2]  lease ttl, milliseconds
 -- Fields: fence lease (read); lease_until (set)
--- Returns  1 when renewed, 0 when the lease is no longer this execution's. Also 1, with
---          nothing renewed, when the stored fence is older than the holder's: Redis lost
---          writes (the start that gave it), nobody else took the invocation, and the
---          holder's next write learns it and retries (errors.py), rather than stop as
---          one that lost its lease and leave the invocation to nobody.
+-- Returns  1 when renewed, 0 when the lease is no longer this execution's: another
+--          execution took it (a newer fence), the invocation is gone, or it no longer
+--          runs (a lease is held only while it runs: a finish, pause, suspension or
+--          release deletes it). Also 1, with nothing renewed, when the stored fence is
+--          older than the holder's: fences only go up (start.lua), so Redis lost writes
+--          (the start that gave it), nobody else took the invocation, and the holder's
+--          next write learns it and retries (errors.py), rather than stop as one that
+--          lost its lease and leave the invocation to nobody.
 local meta = KEYS[1]
 local f = redis.call('HMGET', meta, 'fence', 'lease')
 if f[1] and tonumber(f[1]) < tonumber(ARGV[1]) then
   return 1
 end
-if f[1] ~= ARGV[1] or not f[2] then
+if f[1] ~= ARGV[1] then
+  return 0
+end
+if not f[2] then
   return 0
 end
 local t = redis.call('TIME')

@@ -1,5 +1,6 @@
 -- Make a paused or failed invocation resumable, for an operator who fixed the cause:
--- the next start of its task id runs it again from its journal. A failed one keeps
+-- it stays paused, released to the next start of its task id, which runs it again
+-- from its journal (and consumes the release: start.lua). A failed one keeps
 -- its completed steps and loses its failure: its final outcome, and its last entry
 -- when that is a failed step (which then runs again). The fence is raised, so that
 -- nothing still holding the old one can write; deaths and recorded attempts are
@@ -12,7 +13,7 @@
 -- ARGV[3]  the paused reason to record (why it waits now)
 -- ARGV[4]  '1' to refuse an invocation that has no stored call, '0' to go on
 -- Fields: status call created_at (read); status paused_reason updated_at deaths fence
---         (set); outcome attempt guard lease lease_until awaiting (deleted)
+--         released (set); outcome attempt guard lease lease_until awaiting (deleted)
 -- Returns  {'resumed', status before, call or '', the dropped entry or '', its index or -1}
 --          {'refused', status}   it is neither paused nor failed: nothing changed
 --          {'no-call', status}   ARGV[4] is '1' and it has no call: nothing changed
@@ -45,7 +46,7 @@ if status == 'failed' then
 end
 redis.call('HINCRBY', meta, 'fence', 1)
 redis.call('HSET', meta, 'status', 'paused', 'paused_reason', ARGV[3], 'updated_at', ARGV[2],
-           'deaths', 0)
+           'deaths', 0, 'released', 'resume')
 redis.call('HDEL', meta, 'outcome', 'attempt', 'guard', 'lease', 'lease_until', 'awaiting')
 -- A failed invocation was on its way out after its retention: it stays now.
 redis.call('PERSIST', meta)

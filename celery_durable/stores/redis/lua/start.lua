@@ -6,6 +6,7 @@
 -- KEYS[4]  index of all invocations             KEYS[5]  index of running ones
 -- KEYS[6]  index of suspended ones              KEYS[7]  index of paused ones
 -- KEYS[8]  the wake-ups sorted set of its slot (the one wake-ups set on one Redis)
+-- KEYS[9]  its tombstone: the last fence of a forgotten incarnation (forget.lua)
 -- ARGV[1]  task id (the index member)           ARGV[2]  task name
 -- ARGV[3]  argument fingerprint                 ARGV[4]  seed, stored on creation only
 -- ARGV[5]  now, seconds since the epoch         ARGV[6]  lease ttl, milliseconds
@@ -15,7 +16,7 @@
 --          lease (a header of the retry it published), or 0: that lease counts as
 --          released, neither live nor a death
 -- Fields: task fingerprint seed status outcome created_at updated_at fence lease
---         lease_until frontier deaths attempt guard nesting paused_reason call
+--         lease_until frontier deaths attempt guard nesting paused_reason call released
 -- Returns one of
 --   {'run', fence, status, seed, length, deaths, attempt|false, guard|false, created}
 --        this execution holds the lease; deaths counts executions that died in a row
@@ -23,31 +24,46 @@
 --   {'done', status, outcome|false}   finished, or replaced by a later request
 --   {'busy', remaining ms, holder}    another execution holds a live lease
 --   {'conflict', task, fingerprint, status}   the id names another task or arguments
+--   {'paused'}   paused, and no operator released it: this delivery runs nothing
+--
+-- Fences only go up for a task id. Every start raises the stored fence by one; an
+-- invocation created anew (its id never used, forgotten, expired, purged, or replaced
+-- by Task.replace) starts at the larger of Redis's clock in milliseconds and one more
+-- than the fence it replaces (a replaced incarnation's, or the tombstone a forget left).
+-- An earlier incarnation handed out fences no larger than the clock when it gave them
+-- (plus one per start within the same millisecond), so a stale holder from before
+-- always meets a newer fence and learns that it lost its lease (errors.py), never one
+-- older than its own, which only lost writes can cause. The tombstone covers what the
+-- clock cannot: a re-creation within the millisecond of the last start, and Redis's
+-- clock set back (a time step, a failover to a server whose clock is behind) while it
+-- lives. A Redis that lost its data has neither meta nor tombstone: its holders learn
+-- that from the data set's epoch key (errors.py), not from a fence.
 local meta, journal = KEYS[1], KEYS[2]
 local id = ARGV[1]
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local until_ms = now_ms + tonumber(ARGV[6])
 
-local function create()
+local function create(floor)
+  local fence = math.max(floor + 1, now_ms)
   redis.call('DEL', meta, journal, KEYS[3])  -- a journal without its metadata is a leftover
   redis.call('HSET', meta, 'task', ARGV[2], 'fingerprint', ARGV[3], 'seed', ARGV[4],
              'status', 'running', 'created_at', ARGV[5], 'updated_at', ARGV[5],
-             'fence', 1, 'lease', ARGV[7], 'lease_until', until_ms,
+             'fence', fence, 'lease', ARGV[7], 'lease_until', until_ms,
              'frontier', 0, 'deaths', 0, 'nesting', ARGV[8])
   if ARGV[9] ~= '' then
     redis.call('HSET', meta, 'call', ARGV[9])
   end
   redis.call('ZADD', KEYS[4], ARGV[5], id)
   redis.call('ZADD', KEYS[5], ARGV[5], id)
-  return {'run', 1, 'running', ARGV[4], 0, 0, false, false, 1}
+  return {'run', fence, 'running', ARGV[4], 0, 0, false, false, 1}
 end
 
 local f = redis.call('HMGET', meta, 'task', 'fingerprint', 'seed', 'status', 'outcome',
                      'fence', 'lease', 'lease_until', 'frontier', 'deaths', 'attempt',
-                     'guard', 'nesting', 'created_at')
+                     'guard', 'nesting', 'created_at', 'released')
 if not f[1] then
-  return create()
+  return create(tonumber(redis.call('GET', KEYS[9])) or 0)
 end
 local status = f[4]
 if status == 'replaced' then
@@ -55,7 +71,7 @@ if status == 'replaced' then
   -- starts a journal of its own; the replaced request, delivered again, is done.
   if tonumber(ARGV[8]) > (tonumber(f[13]) or 0) then
     redis.call('ZREM', KEYS[5], id)
-    return create()
+    return create(tonumber(f[6]) or 0)
   end
   return {'done', status, false}
 end
@@ -64,6 +80,11 @@ if f[1] ~= ARGV[2] or f[2] ~= ARGV[3] then
 end
 if status == 'completed' or status == 'failed' or status == 'cancelled' then
   return {'done', status, f[5]}
+end
+-- Paused means paused: only an operator moves it on (resume.lua, fork.lua), by
+-- releasing it to the next start, which consumes the release below.
+if status == 'paused' and not f[15] then
+  return {'paused'}
 end
 local held = f[7] and tonumber(f[6]) ~= tonumber(ARGV[10])
 if held and (tonumber(f[8]) or 0) > now_ms then
@@ -83,8 +104,8 @@ local fence = (tonumber(f[6]) or 0) + 1
 redis.call('HSET', meta, 'fence', fence, 'lease', ARGV[7], 'lease_until', until_ms,
            'frontier', n, 'deaths', deaths, 'updated_at', ARGV[5], 'status', 'running')
 if status ~= 'running' then
-  -- A paused invocation resumes; a suspended one wakes.
-  redis.call('HDEL', meta, 'awaiting', 'paused_reason')
+  -- A paused invocation that an operator released runs; a suspended one wakes.
+  redis.call('HDEL', meta, 'awaiting', 'paused_reason', 'released')
   redis.call('ZREM', KEYS[6], id)
   redis.call('ZREM', KEYS[7], id)
   redis.call('ZREM', KEYS[8], id)  -- it is awake: a wake-up due later is not needed

@@ -12,17 +12,18 @@
 -- ARGV[6]  the call a wake-up re-publishes (JSON): this delivery's, which a retry
 --          with new arguments may have changed since the last suspension
 -- ARGV[7]  now, seconds since the epoch
--- Fields: fence created_at (read); status awaiting updated_at call (set);
+-- Fields: fence status created_at (read); status awaiting updated_at call (set);
 --         lease lease_until (deleted)
 -- Returns  'suspended', or 'ready' when an awaited completion is there or the timer is
---          due (the lease is released either way). Errors: GONE, FENCED.
+--          due (the lease is released either way). Errors: GONE, FENCED, NOTRUNNING, as
+--          append.lua.
 local meta, done = KEYS[1], KEYS[2]
-local f = redis.call('HMGET', meta, 'fence', 'created_at')
-if not f[1] then
-  return redis.error_reply('GONE the invocation no longer exists (forgotten or expired)')
-end
+local f = redis.call('HMGET', meta, 'fence', 'status', 'created_at')
 if f[1] ~= ARGV[2] then
   return fenced(f[1], ARGV[2])
+end
+if f[2] ~= 'running' then
+  return not_running(f[2])
 end
 redis.call('HDEL', meta, 'lease', 'lease_until')
 redis.call('HSET', meta, 'updated_at', ARGV[7], 'call', ARGV[6])
@@ -41,5 +42,5 @@ if wake > 0 then
 end
 redis.call('HSET', meta, 'status', 'suspended', 'awaiting', ARGV[3])
 redis.call('ZREM', KEYS[3], ARGV[1])
-redis.call('ZADD', KEYS[4], f[2], ARGV[1])
+redis.call('ZADD', KEYS[4], f[3], ARGV[1])
 return 'suspended'
