@@ -70,6 +70,7 @@ def test_every_key_of_an_invocation_that_ended_expires(
     @app.task(base=DurableTask, bind=True, shared=False)
     def revoked(self: DurableTask) -> None:
         self.ctx.run("first", lambda: 1)
+        self.ctx.run("second", lambda: 2)  # the retry re-opens it; "first" stays
         raise self.retry(countdown=3)  # waits as an ETA task, and is revoked meanwhile
 
     @app.task(base=DurableTask, bind=True, shared=False)
