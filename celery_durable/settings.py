@@ -8,6 +8,7 @@ ignored is worse than none.
 from __future__ import annotations
 
 import logging
+import re
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -143,12 +144,42 @@ class DurableSettings:
         )
 
 
+def redacted(url: str) -> str:
+    """``url`` without its passwords, for messages and logs.
+
+    Every form is covered: ``user:password@`` and ``:password@`` before the host (the
+    last ``@`` counts, so a password may hold ``@``, ``?`` or ``/`` unencoded), a
+    ``password=`` query parameter (and ``ssl_password=``, ``sentinel_password=``), in
+    every ``;``-joined part of a Sentinel URL, whatever the scheme. A lone name before
+    the ``@`` is masked too: it may be a password written in the user's place.
+    """
+    return ";".join(_redacted_part(part) for part in _PARTS.split(url))
+
+
+#: Where a ``;``-joined URL (Sentinel's, as kombu spells it) starts its next part.
+_PARTS = re.compile(r";(?=\s*[A-Za-z][A-Za-z0-9+.-]*://)")
+_QUERY_SECRET = re.compile(r"([?&][^=&#]*password=)[^&#]*", re.IGNORECASE)
+
+
+def _redacted_part(part: str) -> str:
+    scheme, sep, rest = part.partition("://")
+    if not sep:
+        scheme, rest = "", part
+    rest = _QUERY_SECRET.sub(r"\1***", rest)
+    if "@" in rest:
+        creds, _, host = rest.rpartition("@")
+        user, colon, _ = creds.partition(":")
+        rest = f"{user}:***@{host}" if user and colon else f"***@{host}"
+    return f"{scheme}{sep}{rest}"
+
+
 def _redis_url(conf: Mapping[str, Any]) -> str:
     url = conf.get("durable_redis_url")
     if url is not None:
         if not isinstance(url, str) or not url.startswith(REDIS_SCHEMES):
+            shown = redacted(url) if isinstance(url, str) else f"a {type(url).__name__}"
             raise ConfigurationError(
-                f"durable_redis_url={url!r} is not a Redis URL; write it as "
+                f"durable_redis_url={shown!r} is not a Redis URL; write it as "
                 "redis://host:port/db (or rediss://, unix://, or sentinel://host:port;"
                 "sentinel://host2:port with durable_redis_options={'master_name': ...})."
             )
@@ -164,9 +195,12 @@ def _redis_options(conf: Mapping[str, Any]) -> dict[str, Any]:
     if value is None:
         value = {}
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        # Not the value itself: it may hold a password.
         raise ConfigurationError(
-            f"durable_redis_options={value!r} must be a dict of client options with str "
-            "keys, e.g. {'master_name': 'mymaster'} for a sentinel:// URL."
+            f"durable_redis_options must be a dict of client options with str keys, e.g. "
+            f"{{'master_name': 'mymaster'}} for a sentinel:// URL, not a {type(value).__name__}"
+            + ("" if not isinstance(value, Mapping) else " with keys " + repr(list(value)))
+            + "."
         )
     options = dict(value)
     url = _redis_url(conf)

@@ -271,3 +271,33 @@ def test_a_fence_older_than_the_writers_is_lost_writes_and_a_newer_one_a_lost_le
         store.append("inv", started.fence, 0, '{"k":"run"}', False)
     assert store.read("inv")[1] == []  # type: ignore[index]  # nothing was written
     store.close()
+
+
+SECRET = "s3cr3t-pw"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "redis://127.0.0.1:{port}/0?password={secret}",
+        "redis://user:{secret}@127.0.0.1:{port}/0",
+        "redis://127.0.0.1:{port}/0?db=0&password={secret}",
+    ],
+)
+def test_an_unreachable_redis_is_named_without_its_password(template: str) -> None:
+    url = template.format(port=free_port(), secret=SECRET)
+    store = RedisJournalStore.from_url(url, KeySpace("t-redact"))
+    try:
+        with pytest.raises(JournalUnavailableError) as raised:
+            store.read("inv-1")
+    finally:
+        store.close()
+    assert SECRET not in str(raised.value)
+    assert "127.0.0.1:" in str(raised.value)
+
+
+def test_a_wrong_sentinel_part_is_named_without_its_password() -> None:
+    url = f"sentinel://:{SECRET}@127.0.0.1:26379;redis://:{SECRET}@127.0.0.1:6379"
+    with pytest.raises(ConfigurationError, match="is not sentinel://host:port") as raised:
+        RedisJournalStore.from_url(url, KeySpace("t-redact"), {"master_name": "m"})
+    assert SECRET not in str(raised.value)
