@@ -23,8 +23,9 @@ from celery_durable import (
 from celery_durable.errors import LeaseLost
 from celery_durable.journal.store import StartRequest
 from celery_durable.keys import KeySpace
-from celery_durable.runtime import release_runtime
+from celery_durable.runtime import release_runtime, runtime_for
 from celery_durable.stores.redis import RedisJournalStore
+from celery_durable.testing import isolated
 from tests.conftest import REDIS_URL
 from tests.processes import RedisServer, free_port
 
@@ -301,3 +302,17 @@ def test_a_wrong_sentinel_part_is_named_without_its_password() -> None:
     with pytest.raises(ConfigurationError, match="is not sentinel://host:port") as raised:
         RedisJournalStore.from_url(url, KeySpace("t-redact"), {"master_name": "m"})
     assert SECRET not in str(raised.value)
+
+
+def test_isolated_deletes_only_its_own_keys_whatever_its_prefix_holds(
+    app: Celery, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    # A prefix with glob characters: as a MATCH pattern, t[12] would match t1's keys.
+    others = [f"{key_prefix}1:{{a}}:meta", f"{key_prefix}x:{{a}}:meta", f"{key_prefix}[12]x:k"]
+    for key in others:
+        redis_client.set(key, "another app's")
+    for prefix in (f"{key_prefix}[12]", f"{key_prefix}*", f"{key_prefix}?", f"{key_prefix}\\"):
+        with isolated(app, key_prefix=prefix):
+            runtime_for(app).store.client.set(f"{prefix}:{{b}}:meta", "mine")
+        assert redis_client.exists(f"{prefix}:{{b}}:meta") == 0, prefix
+        assert redis_client.exists(*others) == len(others), prefix
