@@ -316,3 +316,26 @@ def test_isolated_deletes_only_its_own_keys_whatever_its_prefix_holds(
             runtime_for(app).store.client.set(f"{prefix}:{{b}}:meta", "mine")
         assert redis_client.exists(f"{prefix}:{{b}}:meta") == 0, prefix
         assert redis_client.exists(*others) == len(others), prefix
+
+
+def test_the_eviction_check_refuses_when_redis_will_not_tell_its_policy(
+    spare_redis: RedisServer,
+) -> None:
+    admin = redis.Redis(port=spare_redis.port)
+    admin.config_set("maxmemory-policy", "allkeys-lru")  # what the check cannot see
+    admin.acl_setuser(
+        "journal", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-config"]
+    )
+    url = f"redis://journal:pw@127.0.0.1:{spare_redis.port}/0"
+    store = RedisJournalStore.from_url(url, KeySpace())
+    try:
+        with pytest.raises(ConfigurationError, match="could not read maxmemory-policy") as raised:
+            store.check_eviction_policy("refuse")
+        assert "durable_eviction_check = 'warn'" in str(raised.value)
+        assert "pw@" not in str(raised.value)
+        warning = store.check_eviction_policy("warn")
+        assert warning is not None and "could not read maxmemory-policy" in warning
+        assert store.check_eviction_policy("ignore") is None
+    finally:
+        store.close()
+        admin.close()

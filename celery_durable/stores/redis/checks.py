@@ -20,24 +20,32 @@ def check_eviction_policy(client: redis.Redis, where: str, mode: str) -> str | N
         client: The journal's Redis.
         where: How to name it in messages.
         mode: ``refuse`` raises for any policy that could evict a running journal,
-            ``warn`` only returns the warning, ``ignore`` skips the check.
+            and when Redis refuses to tell (``CONFIG GET`` denied); ``warn`` only
+            returns the warning; ``ignore`` skips the check.
 
     Returns:
         A warning to log, or None when the policy is safe or not checked.
 
     Raises:
-        ConfigurationError: the policy could evict running journals and ``mode``
-            is ``refuse``.
+        ConfigurationError: the policy could evict running journals, or cannot be
+            read, and ``mode`` is ``refuse``.
     """
     if mode == "ignore":
         return None
     try:
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
-    except ResponseError as exc:  # managed Redis often forbids CONFIG
-        return (
-            f"could not read maxmemory-policy of {where} ({exc}); make sure it is "
-            "'noeviction' or journals may be evicted"
+    except ResponseError as exc:  # an ACL without CONFIG GET, a managed Redis
+        # Not knowing is not safe: refuse, as for a policy known to evict, unless told.
+        message = (
+            f"could not read maxmemory-policy of {where} ({exc}): this user may not run "
+            "CONFIG GET, so nothing tells whether Redis could evict running journals. "
+            "Check yourself that maxmemory-policy is 'noeviction', then set "
+            "durable_eviction_check = 'warn' (logs this at every worker start) or "
+            "'ignore'; or allow the user CONFIG GET (ACL: +config|get)."
         )
+        if mode == "refuse":
+            raise ConfigurationError(message) from None
+        return message
     except RedisError as exc:
         # Redis down at worker start is an outage, not a mistake: the worker must come
         # up and wait for it as it does for the broker, or a restart during an outage
