@@ -72,8 +72,16 @@ def resolve_awakeable(app: Any, awakeable_id: str, value: Any) -> bool:
 
     Raises:
         AwakeableError: ``awakeable_id`` is not an awakeable id.
-        CodecError: ``value`` cannot be stored as JSON, or is too large.
+        CodecError: ``value`` cannot be stored as JSON, is too large, or nests lists and
+            dicts more than ``MAX_NESTING`` deep.
     """
+    depth = nesting(value, MAX_NESTING)
+    if depth > MAX_NESTING:
+        raise CodecError(
+            f"cannot resolve awakeable {awakeable_id!r}: the value nests lists and dicts more "
+            f"than {MAX_NESTING} deep; the worker that reads it back could not. Send a "
+            "flatter value."
+        )
     try:
         payload = PLAIN_JSON.encode(value)
     except CodecError as exc:
@@ -81,6 +89,25 @@ def resolve_awakeable(app: Any, awakeable_id: str, value: Any) -> bool:
     runtime = runtime_for(app)
     check_size(payload, runtime.settings.max_value_bytes, f"the value for {awakeable_id!r}")
     return _complete(app, awakeable_id, encode_completion(payload, None, time.time()))
+
+
+#: How deep an awakeable's value may nest lists and dicts: reading it back recurses, in a
+#: worker whose stack is already deep, so it must stay well under Python's limit.
+MAX_NESTING = 100
+
+
+def nesting(value: Any, limit: int) -> int:
+    """How deep ``value`` nests lists, tuples and dicts, counted up to ``limit + 1``."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, list | tuple | dict):
+            deepest = max(deepest, depth)
+            if depth > limit:
+                return depth
+            children = item.values() if isinstance(item, dict) else item
+            todo.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def reject_awakeable(app: Any, awakeable_id: str, message: str) -> bool:
@@ -95,8 +122,9 @@ def reject_awakeable(app: Any, awakeable_id: str, message: str) -> bool:
 def _complete(app: Any, awakeable_id: str, outcome: str) -> bool:
     parsed = AwakeableId.parse(awakeable_id)
     if parsed is None:
+        shown = str(awakeable_id)[:200] + ("..." if len(str(awakeable_id)) > 200 else "")
         raise AwakeableError(
-            f"{awakeable_id!r} is not an awakeable id; pass the id ctx.awakeable() returned "
+            f"{shown!r} is not an awakeable id; pass the id ctx.awakeable() returned "
             "(it looks like awk1.<...>.<index>.<token>)."
         )
     runtime = runtime_for(app)

@@ -314,6 +314,12 @@ def resolve(ctx: click.Context, awakeable_id: str, value: str, as_json: bool) ->
         raise click.BadParameter(
             f"{value!r} is not JSON ({exc}); quote text as JSON: '\"yes\"'.", param_hint="JSON"
         ) from exc
+    except RecursionError:
+        raise click.BadParameter(
+            f"the value nests lists and dicts more than {admin.MAX_NESTING} deep; send a "
+            "flatter value.",
+            param_hint="JSON",
+        ) from None
     completed = admin.resolve_awakeable(_app(ctx), awakeable_id, decoded)
     _completion(as_json, awakeable_id, completed, "Resolved")
 

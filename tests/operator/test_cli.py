@@ -15,7 +15,7 @@ import pytest
 import redis
 from celery import Celery
 
-from celery_durable import get_invocation
+from celery_durable import AwakeableError, CodecError, get_invocation, resolve_awakeable
 from celery_durable.engine.awakeables import AwakeableId
 from celery_durable.journal.store import StartRequest
 from celery_durable.runtime import release_runtime, runtime_for
@@ -274,3 +274,35 @@ def test_redis_that_cannot_be_reached_is_an_error_that_says_what_to_check(
     result = cli("ls")
     assert result.exit_code == 1
     assert "Check that Redis is running" in result.stderr
+
+
+def test_resolve_refuses_a_deeply_nested_value_and_a_huge_index_clearly(
+    app: Celery, cli: Invoke
+) -> None:
+    awakeable = str(AwakeableId("inv-1", 0, "tok"))
+    deep = cli("resolve", awakeable, "[" * 100_000 + "]" * 100_000)
+    assert deep.exit_code == 2, deep.output
+    assert "nests lists and dicts more than 100 deep" in deep.stderr
+    assert deep.exception is None or isinstance(deep.exception, SystemExit)
+    nested = cli("resolve", awakeable, "[" * 150 + "]" * 150)
+    assert nested.exit_code == 1, nested.output
+    assert "more than 100 deep" in nested.stderr
+    for index in ("9" * 5000, "99999999999999999999", "²"):
+        huge = cli("resolve", f"awk1.aW52LTE.{index}.tok", "1")
+        assert huge.exit_code == 1, huge.output
+        assert "is not an awakeable id" in huge.stderr
+        assert huge.exception is None or isinstance(huge.exception, SystemExit)
+
+
+def test_resolve_awakeable_refuses_a_deeply_nested_value_and_a_huge_index_clearly(
+    app: Celery,
+) -> None:
+    awakeable = str(AwakeableId("inv-1", 0, "tok"))
+    for depth in (101, 100_000):
+        value: Any = []
+        for _ in range(depth - 1):
+            value = [value]
+        with pytest.raises(CodecError, match="more than 100 deep"):
+            resolve_awakeable(app, awakeable, {"v": value})
+    with pytest.raises(AwakeableError, match="is not an awakeable id"):
+        resolve_awakeable(app, f"awk1.aW52LTE.{'9' * 5000}.tok", 1)
