@@ -139,16 +139,17 @@ def show(ctx: click.Context, invocation_id: str, as_json: bool) -> None:
     now = time.time()
     label = functools.partial(_style, ctx, bold=True)
     colour = display.COLOURS.get(inv.status)
-    click.echo(f"{label('invocation')}  {inv.id}")
-    click.echo(f"{label('task')}        {inv.task_name}")
-    click.echo(f"{label('status')}      {_style(ctx, inv.status, fg=colour, bold=True)}")
+    shown = display.printable
+    click.echo(f"{label('invocation')}  {shown(inv.id)}")
+    click.echo(f"{label('task')}        {shown(inv.task_name)}")
+    click.echo(f"{label('status')}      {_style(ctx, shown(inv.status), fg=colour, bold=True)}")
     click.echo(f"{label('created')}     {display.when(inv.created_at, now)}")
     click.echo(f"{label('updated')}     {display.when(inv.updated_at, now)}")
     click.echo(f"{label('seed')}        {inv.seed}")
     if inv.paused_reason:
         click.echo(f"{label('paused')}      {display.wrapped(inv.paused_reason)}")
     for line in _awaiting_lines(app, inv):
-        click.echo(f"{label('awaiting')}    {line}")
+        click.echo(f"{label('awaiting')}    {shown(line)}")
     click.echo("")
     if inv.steps:
         rows = [
@@ -172,9 +173,10 @@ def show(ctx: click.Context, invocation_id: str, as_json: bool) -> None:
     if inv.error is not None:
         click.echo(f"{label('error')}       {display.wrapped(display.error_text(inv.error))}")
     elif inv.status == "completed":
-        click.echo(f"{label('result')}      {display.short(display.as_json(inv.result), 400)}")
+        result = display.short(display.as_json(inv.result), 400)
+        click.echo(f"{label('result')}      {shown(result)}")
     else:
-        click.echo(f"{label('outcome')}     (none yet: {inv.status})")
+        click.echo(f"{label('outcome')}     (none yet: {shown(inv.status)})")
 
 
 # -- Changing ---------------------------------------------------------------------------

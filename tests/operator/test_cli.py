@@ -306,3 +306,29 @@ def test_resolve_awakeable_refuses_a_deeply_nested_value_and_a_huge_index_clearl
             resolve_awakeable(app, awakeable, {"v": value})
     with pytest.raises(AwakeableError, match="is not an awakeable id"):
         resolve_awakeable(app, f"awk1.aW52LTE.{'9' * 5000}.tok", 1)
+
+
+def test_ls_and_show_escape_what_a_terminal_would_obey(app: Celery, cli: Invoke) -> None:
+    evil = "\x1b[2J\x1b]0;owned\x07"  # clear the screen, retitle the terminal
+    task_id = f"inv{evil}\nfake-row"
+    store = runtime_for(app).store
+    started = store.start(task_id, StartRequest(f"proj.task{evil}", "fp", 1, 30.0, "test:1"))
+    entry = json.dumps(
+        {"k": "run", "n": f"step{evil}\r\n", "t": 0, "d": 0, "s": "error",
+         "e": {"type": f"Boom{evil}", "message": f"bad\u202e{evil}\x9b31m\nline two"}}
+    )  # fmt: skip
+    store.append(task_id, started.fence, 0, entry, False)
+    error = {"type": "ValueError", "message": f"failed{evil}\nagain"}
+    store.finish(task_id, started.fence, "failed", json.dumps({"s": "error", "e": error}), 60.0)
+
+    listed = cli("ls")
+    shown = cli("show", task_id)
+    for result in (listed, shown):
+        assert result.exit_code == 0, result.output
+        for raw in ("\x1b", "\x07", "\x9b", "\u202e", "\r"):
+            assert raw not in result.stdout
+        assert "\\x1b[2J\\x1b]0;owned\\x07" in result.stdout
+    assert len(listed.stdout.splitlines()) == 2  # the header and one row
+    assert "inv\\x1b[2J\\x1b]0;owned\\x07\\nfake-row" in listed.stdout
+    rows = [line for line in shown.stdout.splitlines() if line.startswith("0 ")]
+    assert len(rows) == 1 and "\\u202e" in rows[0]
