@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -110,8 +111,10 @@ class DurableSettings:
             raise ConfigurationError(
                 f"unknown setting {unknown[0]!r}; the durable_* settings are {sorted(KNOWN)}."
             )
+        options = _redis_options(conf)
+        url = _tls_url(_redis_url(conf), options)
         return cls(
-            redis_url=_redis_url(conf),
+            redis_url=url,
             key_prefix=_key_prefix(conf.get("durable_key_prefix", "durable")),
             retention=_seconds(
                 "durable_retention", conf.get("durable_retention", conf.get("result_expires"))
@@ -136,7 +139,7 @@ class DurableSettings:
                 "durable_replay_each_step", conf.get("durable_replay_each_step", False)
             ),
             redis_cluster=_flag("durable_redis_cluster", conf.get("durable_redis_cluster", False)),
-            redis_options=_redis_options(conf),
+            redis_options=options,
             wait_replicas=_count("durable_wait_replicas", conf.get("durable_wait_replicas", 0)),
             wait_aof=_flag("durable_wait_aof", conf.get("durable_wait_aof", False)),
             wait_timeout=_seconds("durable_wait_timeout", conf.get("durable_wait_timeout", 1.0))
@@ -204,6 +207,14 @@ def _redis_options(conf: Mapping[str, Any]) -> dict[str, Any]:
         )
     options = dict(value)
     url = _redis_url(conf)
+    tls = conf.get("broker_use_ssl")
+    if url and url == conf.get("broker_url") and isinstance(tls, Mapping):
+        # The journal is the broker's Redis: it takes the broker's TLS options, as kombu
+        # spells them (ssl_cert_reqs, ssl_ca_certs, ssl_certfile, ssl_keyfile), under
+        # durable_redis_options' own.
+        options = {**tls, **options, _BROKER_TLS: True}
+    if "ssl_cert_reqs" in options:
+        options["ssl_cert_reqs"] = _cert_reqs("durable_redis_options", options["ssl_cert_reqs"])
     if url.startswith("sentinel://") and "master_name" not in options:
         # As kombu's Sentinel transport spells it, when the journal is the broker's Redis.
         broker_options = conf.get("broker_transport_options") or {}
@@ -216,6 +227,45 @@ def _redis_options(conf: Mapping[str, Any]) -> dict[str, Any]:
                 "durable_redis_options={'master_name': 'mymaster'}."
             )
     return options
+
+
+#: Celery's spellings of ``ssl_cert_reqs`` (its ``rediss://`` URLs, ``broker_use_ssl``),
+#: and redis-py's own, as redis-py spells them.
+_CERT_REQS = {
+    "CERT_REQUIRED": "required", "CERT_OPTIONAL": "optional", "CERT_NONE": "none",
+    "required": "required", "optional": "optional", "none": "none",
+}  # fmt: skip
+_CERT_REQS_IN_URL = re.compile(r"(?<=[?&])ssl_cert_reqs=([^&#]*)")
+#: An option only the settings set: the TLS options came from ``broker_use_ssl``, so the
+#: journal uses TLS even on a ``redis://`` or ``sentinel://`` URL, as kombu does.
+_BROKER_TLS = "_broker_tls"
+
+
+def _cert_reqs(name: str, value: Any) -> Any:
+    if isinstance(value, ssl.VerifyMode):
+        return value
+    if isinstance(value, str) and value in _CERT_REQS:
+        return _CERT_REQS[value]
+    raise ConfigurationError(
+        f"{name}: ssl_cert_reqs={value!r} must be CERT_REQUIRED, CERT_OPTIONAL or CERT_NONE "
+        "(as Celery spells them; or required, optional, none, or an ssl.VerifyMode)."
+    )
+
+
+def _tls_url(url: str, options: dict[str, Any]) -> str:
+    """``url`` with Celery's spelling of ``ssl_cert_reqs`` turned into redis-py's; on TLS
+    when the broker's TLS options say so."""
+
+    def spelt(found: re.Match[str]) -> str:
+        return f"ssl_cert_reqs={_cert_reqs('durable_redis_url', found[1])}"
+
+    url = _CERT_REQS_IN_URL.sub(spelt, url)
+    if options.pop(_BROKER_TLS, False):
+        if url.startswith("redis://"):
+            url = "rediss://" + url.removeprefix("redis://")
+        elif url.startswith("sentinel://"):
+            options.setdefault("ssl", True)  # the primary's connections, as kombu's
+    return url
 
 
 def _count(name: str, value: Any) -> int:
