@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from celery.exceptions import Ignore
@@ -37,6 +38,7 @@ from celery_durable.errors import (
     StepRetry,
     Suspended,
     TerminalError,
+    ValueTooLargeError,
 )
 from celery_durable.fingerprint import fingerprint
 from celery_durable.flow import (
@@ -55,6 +57,7 @@ from celery_durable.policy import RetryPolicy
 from celery_durable.runtime import Runtime, runtime_for
 from celery_durable.signals import observer_for
 from celery_durable.stores.memory import MemoryJournalStore
+from celery_durable.wakeups import check_call_size, encode_call
 
 logger = logging.getLogger("celery_durable")
 
@@ -104,7 +107,17 @@ class DurableTask(CeleryFlow):
         # a running execution fingerprinted its arguments as its message was built.
         if retrying.get() is None:
             fingerprint(args or (), kwargs or {})
+            self._check_call_size(args, kwargs)
         return super().apply_async(args, kwargs, **options)
+
+    def _check_call_size(self, args: Any, kwargs: Any) -> None:
+        """Refuse arguments over ``durable_max_value_bytes`` before anything is sent."""
+        try:
+            call = encode_call(self.name, args, kwargs, {})
+        except (TypeError, ValueError):
+            return  # not JSON: what stores the call says so, as it always did
+        limit = runtime_for(self.app).settings.max_value_bytes
+        check_call_size(call, limit, self.name, "nothing was sent")
 
     # -- One execution ------------------------------------------------------------------
 
@@ -184,7 +197,7 @@ class DurableTask(CeleryFlow):
         ex.passthrough = CONTROL_FLOW
         ex.max_value_bytes = settings.max_value_bytes
         ex.fingerprint = start.fingerprint
-        ex.call = call
+        ex.call = self._checked_call(ex, store, settings.retention) if shared else call
         ex.host = CeleryHost(self.app, task_id, store, eager=not shared)
         # Only a journal other processes share needs its lease kept alive.
         lease = KEEPER.hold(store, task_id, ex.fence, settings.lease_ttl) if shared else None
@@ -262,6 +275,32 @@ class DurableTask(CeleryFlow):
             if ex.observer is not None:
                 ex.observer.invocation_completed(ex, "failed", None, exc)
             raise
+
+    def _checked_call(
+        self, ex: Execution, store: JournalStore, retention: float
+    ) -> Callable[[], str]:
+        """What stores this invocation's call: it, encoded once for the execution.
+
+        Raises:
+            ValueTooLargeError: the call is over ``durable_max_value_bytes`` (sent
+                without ``apply_async``'s check, or before the setting was lowered); the
+                invocation failed with it, its body not run, and keeps no call.
+        """
+        try:
+            call = self._call()
+        except (TypeError, ValueError):
+            return self._call  # not JSON: what stores the call says so, as it always did
+        try:
+            check_call_size(call, ex.max_value_bytes, self.name, "the invocation failed "
+                            "without running its body")  # fmt: skip
+        except ValueTooLargeError as exc:
+            ex.call = str
+            try:
+                invocation.fail(store, ex, exc, retention)
+            except JournalUnavailableError as outage:
+                raise Outage(outage, ex) from exc
+            raise
+        return lambda: call
 
     def _run_body(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:

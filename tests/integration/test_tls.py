@@ -60,7 +60,7 @@ def run_a_durable_task(broker_url: str, **conf: Any) -> None:
     app = Celery("tls", broker=broker_url, set_as_current=False)
     app.conf.update(durable_eager_journal="redis", durable_key_prefix="tls", **conf)
 
-    @app.task(base=DurableTask, bind=True)
+    @app.task(base=DurableTask, bind=True, shared=False)
     def greet(self: Any, name: str) -> str:
         return str(self.ctx.run("greet", lambda: f"hello {name}"))
 
