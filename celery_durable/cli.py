@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import functools
 import json
+import re
+import shlex
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -38,6 +40,7 @@ from celery_durable.engine.awakeables import AwakeableId
 from celery_durable.errors import DurableError, JournalUnavailableError
 from celery_durable.journal.entries import parse
 from celery_durable.journal.records import Invocation
+from celery_durable.keys import FINISHED_STATUSES
 from celery_durable.runtime import runtime_for
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -57,24 +60,57 @@ def _operation(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
         try:
             return fn(*args, **kwargs)
         except JournalUnavailableError as exc:
             raise click.ClickException(
-                f"{exc} Check that Redis is running and that durable_redis_url (or the broker "
-                "URL) of the app given with -A points at it."
+                f"{_runnable(ctx, str(exc))} Check that Redis is running and that "
+                "durable_redis_url (or the broker URL) of the app given with -A points at it."
             ) from exc
         except (DurableError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise click.ClickException(_runnable(ctx, str(exc))) from exc
+        except click.UsageError:
+            raise
+        except click.ClickException as exc:
+            raise click.ClickException(_runnable(ctx, exc.message)) from exc
 
     return wrapper  # type: ignore[return-value]
 
 
 def _app(ctx: click.Context) -> Any:
+    """The app given with ``-A``; a usage error without one.
+
+    Without ``-A`` Celery hands over its default app, whose settings are nobody's: it
+    would look for journals under the default prefix on the default Redis, warn, and
+    report what it did not find there as if it were so.
+    """
+    root = ctx.find_root()
     app = getattr(ctx.obj, "app", None)
-    if app is None:
-        raise click.UsageError("run it through Celery, with your app: celery -A proj durable ...")
+    if app is None or ("app" in root.params and not root.params["app"]):
+        raise click.UsageError(
+            "name your app with -A, as for the worker: celery -A proj durable "
+            f"{ctx.info_name} ... (or set CELERY_APP). Without it there is no journal to read."
+        )
     return app
+
+
+def _app_option(ctx: click.Context) -> str:
+    """What to pass as ``-A`` in a command to paste: as given, else the app's name."""
+    given = ctx.find_root().params.get("app")
+    if isinstance(given, str) and given:
+        return given
+    return str(getattr(getattr(ctx.obj, "app", None), "main", None) or "proj")
+
+
+#: A command in a message: ``celery durable ...``, or ``celery -A <your app> durable ...``
+#: as the library writes it where it does not know the app.
+_COMMAND = re.compile(r"\bcelery (?:-A <your app> )?durable ")
+
+
+def _runnable(ctx: click.Context, text: str) -> str:
+    """``text`` with every command in it runnable as it stands: with this app's ``-A``."""
+    return _COMMAND.sub(f"celery -A {shlex.quote(_app_option(ctx))} durable ", text)
 
 
 def _style(ctx: click.Context, text: str, **styles: Any) -> str:
@@ -147,9 +183,10 @@ def show(ctx: click.Context, invocation_id: str, as_json: bool) -> None:
     click.echo(f"{label('updated')}     {display.when(inv.updated_at, now)}")
     click.echo(f"{label('seed')}        {inv.seed}")
     if inv.paused_reason:
-        click.echo(f"{label('paused')}      {display.wrapped(inv.paused_reason)}")
+        reason = _runnable(ctx, inv.paused_reason)
+        click.echo(f"{label('paused')}      {display.wrapped(reason)}")
     for line in _awaiting_lines(app, inv):
-        click.echo(f"{label('awaiting')}    {shown(line)}")
+        click.echo(f"{label('awaiting')}    {_runnable(ctx, shown(line))}")
     click.echo("")
     if inv.steps:
         rows = [
@@ -323,7 +360,7 @@ def resolve(ctx: click.Context, awakeable_id: str, value: str, as_json: bool) ->
             param_hint="JSON",
         ) from None
     completed = admin.resolve_awakeable(_app(ctx), awakeable_id, decoded)
-    _completion(as_json, awakeable_id, completed, "Resolved")
+    _completion(ctx, as_json, awakeable_id, completed, "Resolved")
 
 
 @durable.command("reject")
@@ -335,19 +372,34 @@ def resolve(ctx: click.Context, awakeable_id: str, value: str, as_json: bool) ->
 def reject(ctx: click.Context, awakeable_id: str, message: str, as_json: bool) -> None:
     """Fail an awakeable: the invocation's future raises a TerminalError with MESSAGE."""
     completed = admin.reject_awakeable(_app(ctx), awakeable_id, message)
-    _completion(as_json, awakeable_id, completed, "Rejected")
+    _completion(ctx, as_json, awakeable_id, completed, "Rejected")
 
 
-def _completion(as_json: bool, awakeable_id: str, completed: bool, done: str) -> None:
+def _completion(
+    ctx: click.Context, as_json: bool, awakeable_id: str, completed: bool, done: str
+) -> None:
     if as_json:
         _emit_json({"awakeable_id": awakeable_id, "completed": completed})
-    if not completed:
-        raise click.ClickException(
-            f"nothing was written: awakeable {awakeable_id} was completed before, or its "
-            "invocation finished or is gone. Check it with `celery durable show`."
+    if completed:
+        if not as_json:
+            click.echo(f"{done} awakeable {awakeable_id}.")
+        return
+    parsed = AwakeableId.parse(awakeable_id)
+    task_id = parsed.task_id if parsed is not None else ""
+    inv = admin.get_invocation(_app(ctx), task_id)
+    if inv is None:
+        why = (
+            f"its invocation {task_id} is not kept in this app's journals (it expired, was "
+            "forgotten, or the app given with -A keeps its journals elsewhere)"
         )
-    if not as_json:
-        click.echo(f"{done} awakeable {awakeable_id}.")
+    elif inv.status in FINISHED_STATUSES:
+        why = f"its invocation {task_id} is {inv.status}"
+    else:
+        why = "it was completed before, or its id does not match what the journal holds"
+    raise click.ClickException(
+        f"nothing was written: awakeable {awakeable_id} was not completed: {why}. Check it "
+        f"with `celery durable show {task_id}`."
+    )
 
 
 def _echo_lines(lines: list[str]) -> None:

@@ -147,7 +147,7 @@ def test_forget_deletes_and_says_so(app: Celery, cli: Invoke) -> None:
     again = cli("forget", "inv-1")
     assert again.exit_code == 1
     assert "no invocation inv-1 is kept" in again.stderr
-    assert "celery durable ls" in again.stderr
+    assert f"celery -A {app.main} durable ls" in again.stderr  # runnable as it stands
 
 
 def test_purge_asks_first_and_deletes_only_that_status_older_than_asked(
@@ -213,7 +213,7 @@ def test_resume_refuses_what_it_cannot_resume_and_says_what_to_do(app: Celery, c
     result = cli("resume", "inv-1")
     assert result.exit_code == 1
     assert "invocation inv-1 is completed; only a paused or failed invocation" in result.stderr
-    assert "celery durable restart ID --from-step N" in result.stderr
+    assert f"celery -A {app.main} durable restart ID --from-step N" in result.stderr
     missing = cli("resume", "nope")
     assert missing.exit_code == 1
     assert "no invocation nope is kept" in missing.stderr
@@ -260,6 +260,11 @@ def test_resolve_and_reject_complete_an_awakeable_once(app: Celery, cli: Invoke)
     late = cli("reject", awakeable, "too late")
     assert late.exit_code == 1
     assert "was completed before" in late.stderr
+    # Not "completed before" when the journal is not there: what a wrong -A finds.
+    elsewhere = cli("resolve", str(AwakeableId("inv-2", 0, "tok")), "1")
+    assert elsewhere.exit_code == 1
+    assert "its invocation inv-2 is not kept in this app's journals" in elsewhere.stderr
+    assert "completed before" not in elsewhere.stderr
     assert cli("resolve", awakeable, "not json").exit_code == 2
     wrong = cli("resolve", "awk1.nope", "1")
     assert wrong.exit_code == 1
