@@ -196,7 +196,7 @@ def resume_invocation(app: Any, task_id: str, publish: bool = True) -> Resumed:
     if done.state == "gone":
         raise InvocationStateError(
             f"no invocation {task_id} is kept (it expired, was forgotten, or never started); "
-            "there is nothing to resume. Check the id with `celery durable ls`."
+            "there is nothing to resume. Check the id with `celery -A <your app> durable ls`."
         )
     if done.state == "refused":
         raise InvocationStateError(
@@ -207,8 +207,9 @@ def resume_invocation(app: Any, task_id: str, publish: bool = True) -> Resumed:
         raise InvocationStateError(
             f"invocation {task_id} is {done.status} but has no recorded call to publish (it "
             "ended before one was kept, e.g. at a hard time limit). Nothing was changed. Run "
-            "`celery durable resume --no-publish` (resume_invocation(app, id, publish=False)) "
-            "and send the task again with the same task id and arguments."
+            f"`celery -A <your app> durable resume --no-publish {task_id}` "
+            "(resume_invocation(app, id, publish=False)) and send the task again with the same "
+            "task id and arguments."
         )
     if publish:
         publish_call(app, _reopened(done.call))
@@ -243,7 +244,7 @@ def restart_invocation(
     if found is None:
         raise InvocationStateError(
             f"no invocation {task_id} is kept (it expired, was forgotten, or never started); "
-            "there is nothing to restart. Check the id with `celery durable ls`."
+            "there is nothing to restart. Check the id with `celery -A <your app> durable ls`."
         )
     meta, entries, completions = found
     if isinstance(from_step, bool) or not isinstance(from_step, int):
@@ -332,10 +333,10 @@ def purge_invocations(
 _HINTS = {
     "running": "It is running (or waits for a worker to take its message): it goes on by itself.",
     "suspended": "It waits for a timer, a child or an awakeable, and goes on when that comes.",
-    "completed": "To run it again from a step, restart it: `celery durable restart ID "
-    "--from-step N`.",
-    "cancelled": "It was revoked; to run it again from a step, restart it: `celery durable "
+    "completed": "To run it again from a step, restart it: `celery -A <your app> durable "
     "restart ID --from-step N`.",
+    "cancelled": "It was revoked; to run it again from a step, restart it: `celery -A <your "
+    "app> durable restart ID --from-step N`.",
     "replaced": "It handed its task id to its replacement (Task.replace).",
 }
 
