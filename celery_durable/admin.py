@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery_durable.codec import PLAIN_JSON
@@ -24,17 +24,56 @@ from celery_durable.wakeups import publish as publish_call
 
 
 def get_invocation(app: Any, task_id: str) -> Invocation | None:
-    """Return the invocation with Celery task id ``task_id``, or None if none is kept."""
-    found = runtime_for(app).store.read(task_id)
-    return None if found is None else parse_invocation(task_id, *found)
+    """Return the invocation with Celery task id ``task_id``, or None if none is kept.
+
+    An eager execution's journal (``apply()``, ``task_always_eager``, kept in this
+    process by default) is found as a worker's is.
+    """
+    for store in _journal_stores(app):
+        found = store.read(task_id)
+        if found is not None:
+            return parse_invocation(task_id, *found)
+    return None
 
 
 def list_invocations(
     app: Any, status: str | None = None, limit: int = 100, task_name: str | None = None
 ) -> list[Invocation]:
     """Return up to ``limit`` kept invocations, newest first, optionally of one status
-    and of one task."""
-    store = runtime_for(app).store
+    and of one task; eager executions' journals in this process among them."""
+    stores = _journal_stores(app)
+    found = [inv for store in stores for inv in _listed(store, status, limit, task_name)]
+    if len(stores) > 1:
+        found.sort(key=lambda inv: inv.created_at or _EPOCH, reverse=True)
+    return found[:limit]
+
+
+def _journal_stores(app: Any) -> list[JournalStore]:
+    """Where ``app``'s journals are: the eager ones of this process, if any, and Redis,
+    unless the app runs every task eagerly in memory and names no Redis (a test's app
+    with a ``memory://`` broker: it must not reach for a Redis nobody named)."""
+    runtime = runtime_for(app)
+    eager_only = (
+        bool(app.conf.task_always_eager)
+        and runtime.settings.eager_journal == "memory"
+        and not runtime.settings.redis_url
+    )
+    if eager_only:
+        return [runtime.eager_store]
+    stores: list[JournalStore] = []
+    if runtime.eager_store.list_ids(None, 1):
+        stores.append(runtime.eager_store)
+    stores.append(runtime.store)
+    return stores
+
+
+_EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+def _listed(
+    store: JournalStore, status: str | None, limit: int, task_name: str | None
+) -> list[Invocation]:
+    """``list_invocations`` in one store."""
     found: list[Invocation] = []
     offset = 0
     while len(found) < limit:

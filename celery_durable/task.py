@@ -15,6 +15,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from celery.exceptions import Ignore
@@ -121,6 +122,20 @@ class DurableTask(CeleryFlow):
 
     # -- One execution ------------------------------------------------------------------
 
+    def apply(
+        self, args: Any = None, kwargs: Any = None, link: Any = None, link_error: Any = None,
+        task_id: Any = None, retries: Any = None, throw: Any = None, **options: Any,
+    ) -> Any:  # fmt: skip
+        """Celery's ``Task.apply``, noting whether it raises the task's errors (``throw``,
+        ``task_eager_propagates``): then a step's retry runs here (``__call__``)."""
+        if throw is None:
+            throw = self.app.conf.task_eager_propagates
+        token = _eager_throws.set(bool(throw))
+        try:
+            return super().apply(args, kwargs, link, link_error, task_id, retries, throw, **options)
+        finally:
+            _eager_throws.reset(token)
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
             return self._execute(args, kwargs)
@@ -149,6 +164,16 @@ class DurableTask(CeleryFlow):
                 # durable_replay_each_step: deliver it again, to replay what it journaled.
                 if not (self.request.is_eager or self.request.called_directly):
                     raise self.retry(countdown=0, max_retries=sys.maxsize) from None
+            except StepRetry:
+                if not (self.request.is_eager and _eager_throws.get()):
+                    raise
+                # Celery would raise its Retry to apply()'s caller, and nothing would run
+                # it. Run it here and now, as Celery runs eager retries (recursively, so a
+                # policy that never gives up ends in a RecursionError, not a hang), and
+                # the steps before it replay as on a worker. The attempt is recorded and
+                # the lease released already.
+                self.request.retries = int(self.request.retries or 0) + 1
+                return self._execute(args, kwargs)
 
     def _execute_once(
         self,
@@ -377,6 +402,10 @@ def holder_id() -> str:
 
 
 _holder: list[Any] = [0, ""]
+
+
+#: Whether the eager ``apply()`` running now raises the task's errors to its caller.
+_eager_throws: ContextVar[bool] = ContextVar("celery_durable_eager_throws", default=False)
 
 
 class _Escape(BaseException):
