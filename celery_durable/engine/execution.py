@@ -163,7 +163,12 @@ class Execution:
         elif self.observer is not None:
             self.observer.step_succeeded(self, index, kind, name, 1, json.loads(value), 0.0)
         self.advance(index)
+        self.reported(index)
         return index
+
+    def reported(self, index: int) -> None:
+        """The operation that journaled entry ``index`` told its observer, and hands
+        control back to the body: where a test mode ends the execution."""
 
     def adopt(self, index: int, kind: str, name: str, existing: str, codec: Codec[Any]) -> Any:
         """Replay the entry another execution journaled first: its outcome is the one."""

@@ -100,6 +100,7 @@ def run_step(
     if observer is not None:
         took = time.time() - started_at
         observer.step_succeeded(ex, index, "run", name, failures + 1, result, took)
+    ex.reported(index)
     return result
 
 
@@ -218,6 +219,7 @@ def _journal_error(
     log_failure(ex, index, name, attempts, failure)
     if ex.observer is not None:
         ex.observer.step_failed(ex, index, "run", name, attempts, failure, None)
+    ex.reported(index)
     raise failure from cause
 
 

@@ -240,3 +240,21 @@ def test_tracing_off_makes_no_span(durable_app: Celery) -> None:
         pass
     assert order.apply(throw=False).get() == "ok"
     assert exporter.get_finished_spans() == ()
+
+
+def test_replay_each_step_spans_count_the_step_each_execution_journaled(
+    durable_app: Celery,
+) -> None:
+    @durable_app.task(base=DurableTask, bind=True, shared=False)
+    def three(self: DurableTask) -> int:
+        return sum(self.ctx.run(f"s{i}", lambda i=i: i) for i in range(3))
+
+    with tracing_to_memory() as exporter, isolated(durable_app, replay_each_step=True):
+        assert three.delay().get() == 3
+    executions = spans_named(exporter.get_finished_spans(), "durable.execution")
+    # One execution per entry, each journaling one, and a last one that replays them all.
+    assert [attribute(s, "durable.steps.new") for s in executions] == [1, 1, 1, 0]
+    assert [attribute(s, "durable.steps.replayed") for s in executions] == [0, 1, 2, 3]
+    steps = spans_named(exporter.get_finished_spans(), "durable.step")
+    assert [s.name for s in steps] == ["durable.step s0", "durable.step s1", "durable.step s2"]
+    assert all(s.status.status_code is StatusCode.UNSET for s in steps)
