@@ -219,6 +219,7 @@ class DurableTask(CeleryFlow):
             return started.replay(codec)
 
         ex = started
+        ex.task_name = self.name
         ex.passthrough = CONTROL_FLOW
         ex.max_value_bytes = settings.max_value_bytes
         ex.fingerprint = start.fingerprint

@@ -54,7 +54,7 @@ class Execution:
         "_active", "_async", "_committed", "_pool", "_thread", "call", "codec", "combinators",
         "completions", "ended", "entries", "fence", "fingerprint", "host", "id", "in_step",
         "max_value_bytes", "observer", "passthrough", "paused_by", "policy", "position", "rand",
-        "resume", "resume_at", "store",
+        "resume", "resume_at", "store", "task_name",
     )  # fmt: skip
 
     def __init__(
@@ -67,6 +67,8 @@ class Execution:
     ) -> None:
         self.store = store
         self.id = invocation_id
+        self.task_name = ""
+        """The task's name, for log lines; set by the task layer."""
         self.fence = started.fence
         """The fencing token this execution took with the lease; every write carries it."""
         self.ended = False

@@ -180,7 +180,7 @@ def _retry_or_give_up(
     verdict = judge(policy, attempts, exc, now, random.random)
     if verdict.give_up:
         if verdict.exhausted and policy.on_exhausted == "pause":
-            pause_exhausted(ex, index, name, attempts, verdict.reason, ex.call())
+            pause_exhausted(ex, index, name, attempts, verdict.reason, ex.call(), exc)
         record = record_of(exc, attempts.failures)
         if attempts.failures > 1:
             record["metadata"] = {"gave_up": verdict.reason}
