@@ -32,7 +32,7 @@ def get_invocation(app: Any, task_id: str) -> Invocation | None:
     for store in _journal_stores(app):
         found = store.read(task_id)
         if found is not None:
-            return parse_invocation(task_id, *found)
+            return _parsed(task_id, *found)
     return None
 
 
@@ -89,8 +89,23 @@ def _listed(
             if record is None or (status is not None and record[0].get("status") != status):
                 continue
             if task_name is None or record[0].get("task") == task_name:
-                found.append(parse_invocation(task_id, *record))
+                found.append(_parsed(task_id, *record))
     return found[:limit]
+
+
+def _parsed(
+    task_id: str, meta: dict[str, str], entries: list[str], completions: dict[str, str]
+) -> Invocation:
+    """The ``Invocation`` stored, each awaited awakeable with the id that completes it."""
+    inv = parse_invocation(task_id, meta, entries, completions)
+    for item in inv.awaiting:
+        index = item.get("index")
+        if item.get("kind") == "awakeable" and isinstance(index, int) and index < len(entries):
+            value = parse(entries[index]).get("v")
+            token = value.get("id") if isinstance(value, dict) else None
+            if isinstance(token, str):
+                item["awakeable_id"] = str(AwakeableId(task_id, index, token))
+    return inv
 
 
 def forget_invocation(app: Any, task_id: str) -> bool:

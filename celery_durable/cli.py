@@ -12,7 +12,8 @@ shape that stays stable (``tests/operator/test_cli.py`` pins it):
   ``status``, ``steps`` (a list of ``Step`` objects: ``index``, ``name``, ``kind``,
   ``status``, ``attempts``, ``value``, ``error``, ``started_at``, ``finished_at``),
   ``result``, ``error``, ``created_at``, ``updated_at``, ``seed``, ``paused_reason``,
-  ``awaiting``; times are ISO 8601 text in UTC, or null.
+  ``awaiting`` (``kind``, ``name``, ``index``, a timer's ``until``, an awakeable's
+  ``awakeable_id``); times are ISO 8601 text in UTC, or null.
 - ``ls``: a list of those, newest first.
 - ``forget``: ``{"id", "forgotten"}``.
 - ``purge``: ``{"status", "older_than" (seconds), "purged" (ids)}``.
@@ -38,10 +39,8 @@ import click
 from celery_durable import admin, display
 from celery_durable.engine.awakeables import AwakeableId
 from celery_durable.errors import DurableError, JournalUnavailableError
-from celery_durable.journal.entries import parse
 from celery_durable.journal.records import Invocation
 from celery_durable.keys import FINISHED_STATUSES
-from celery_durable.runtime import runtime_for
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -185,7 +184,7 @@ def show(ctx: click.Context, invocation_id: str, as_json: bool) -> None:
     if inv.paused_reason:
         reason = _runnable(ctx, inv.paused_reason)
         click.echo(f"{label('paused')}      {display.wrapped(reason)}")
-    for line in _awaiting_lines(app, inv):
+    for line in _awaiting_lines(inv):
         click.echo(f"{label('awaiting')}    {_runnable(ctx, shown(line))}")
     click.echo("")
     if inv.steps:
@@ -407,19 +406,15 @@ def _echo_lines(lines: list[str]) -> None:
         click.echo(line)
 
 
-def _awaiting_lines(app: Any, inv: Invocation) -> list[str]:
+def _awaiting_lines(inv: Invocation) -> list[str]:
     """What a suspended invocation waits for, a line each; for a waiting awakeable, the
     command that resolves it (its id holds the secret token, read from the journal)."""
     if inv.status != "suspended":
         return []
-    found = runtime_for(app).store.read(inv.id)
-    entries = found[1] if found is not None else []
     lines = []
     for item in inv.awaiting:
         line = display.awaited(item)
-        index = int(item.get("index", -1))
-        if item.get("kind") == "awakeable" and 0 <= index < len(entries):
-            token = parse(entries[index])["v"]["id"]
-            line += f": celery durable resolve {AwakeableId(inv.id, index, token)} JSON"
+        if item.get("awakeable_id"):
+            line += f": celery durable resolve {item['awakeable_id']} JSON"
         lines.append(line)
     return lines

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -337,3 +338,35 @@ def test_ls_and_show_escape_what_a_terminal_would_obey(app: Celery, cli: Invoke)
     assert "inv\\x1b[2J\\x1b]0;owned\\x07\\nfake-row" in listed.stdout
     rows = [line for line in shown.stdout.splitlines() if line.startswith("0 ")]
     assert len(rows) == 1 and "\\u202e" in rows[0]
+
+
+def test_json_awaiting_gives_iso_times_and_the_awakeable_id(app: Celery, cli: Invoke) -> None:
+    store = runtime_for(app).store
+    started = store.start("inv-1", StartRequest(APPROVAL, "fp", 1, 30.0, "test:1"))
+    awakeable = '{"k":"awakeable","n":"approval","t":0,"d":0,"s":"ok","v":{"id":"tok"}}'
+    until = time.time() + 3600
+    timer = json.dumps(
+        {"k": "sleep", "n": "timeout", "t": 0, "d": 0, "s": "ok", "v": {"until": int(until * 1000)}}
+    )
+    store.append("inv-1", started.fence, 0, awakeable, False)
+    store.append("inv-1", started.fence, 1, timer, False)
+    awaiting = [
+        {"kind": "awakeable", "name": "approval", "index": 0},
+        {"kind": "sleep", "name": "timeout", "index": 1, "until": until},
+    ]
+    assert store.suspend("inv-1", started.fence, json.dumps(awaiting), [0], until, "{}") == (
+        "suspended"
+    )
+    for document in (
+        loads(cli("show", "inv-1", "--json").stdout),
+        loads(cli("ls", "--json").stdout)[0],
+    ):
+        first, second = document["awaiting"]
+        assert first == {
+            "kind": "awakeable", "name": "approval", "index": 0,
+            "awakeable_id": str(AwakeableId("inv-1", 0, "tok")),
+        }  # fmt: skip
+        assert ISO.match(second["until"]), second
+        assert abs(datetime.fromisoformat(second["until"]).timestamp() - until) < 0.001
+    shown = cli("show", "inv-1").stdout
+    assert f"durable resolve {AwakeableId('inv-1', 0, 'tok')} JSON" in shown
