@@ -93,8 +93,9 @@ def _break_lease(task: Any, task_id: str, holder: str) -> None:
 
 
 class StartupChecks(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Worker start-up step: refuse (or warn about) a Redis that could evict journals,
-    and warn about a lease that outlasts the broker's visibility timeout."""
+    """Worker start-up step: refuse (or warn about) a Redis that could evict journals or
+    lacks the replicas ``durable_wait_replicas`` waits for, and warn about a lease that
+    outlasts the broker's visibility timeout."""
 
     label = "durable start-up checks"
 
@@ -105,6 +106,7 @@ class StartupChecks(bootsteps.StartStopStep):  # type: ignore[misc]
         runtime = runtime_for(app)
         for warning in (
             runtime.store.check_eviction_policy(runtime.settings.eviction_check),
+            runtime.store.check_replicas(runtime.settings.wait_replicas),
             lease_outlasts_visibility(app.conf, runtime.settings.lease_ttl),
         ):
             if warning:

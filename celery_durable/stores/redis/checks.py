@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from redis.exceptions import RedisError, ResponseError
 
@@ -71,3 +73,48 @@ def check_eviction_policy(client: redis.Redis, where: str, mode: str) -> str | N
     if mode == "refuse":
         raise ConfigurationError(message)
     return message
+
+
+def check_replicas(client: Any, where: str, wanted: int, cluster: bool) -> str | None:
+    """Refuse ``durable_wait_replicas`` that the journal's Redis cannot meet now.
+
+    Every journal write would wait for that many replicas, time out, and be retried
+    as an outage: a worker would take tasks only to retry each for ever. On a cluster
+    every primary needs them.
+
+    Returns:
+        A warning to log when the replicas cannot be counted (Redis down at worker
+        start, or ``INFO`` denied), or None.
+
+    Raises:
+        ConfigurationError: a primary has fewer connected replicas than ``wanted``.
+    """
+    if not wanted:
+        return None
+    try:
+        if cluster:
+            found = client.info("replication", target_nodes=client.PRIMARIES)
+            # One primary's reply comes as it is; several come by node name.
+            infos = {where: found} if "connected_slaves" in found else found
+        else:
+            infos = {where: client.info("replication")}
+    except RedisError as exc:
+        return (
+            f"could not count the replicas of {where} at worker start "
+            f"({type(exc).__name__}: {exc}); durable_wait_replicas={wanted} makes every "
+            "journal write wait for them, and retries the task until they have it"
+        )
+    short = {
+        node: int(info.get("connected_slaves", 0))
+        for node, info in infos.items()
+        if int(info.get("connected_slaves", 0)) < wanted
+    }
+    if short:
+        counts = ", ".join(f"{node} has {count}" for node, count in sorted(short.items()))
+        raise ConfigurationError(
+            f"durable_wait_replicas={wanted}, but not enough replicas are connected "
+            f"({counts}): every journal write would wait for them, time out, and retry its "
+            "task for ever. Start the replicas (or check that they reach their primary), "
+            "or lower durable_wait_replicas."
+        )
+    return None
