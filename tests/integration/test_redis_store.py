@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -26,8 +29,9 @@ from celery_durable.keys import KeySpace
 from celery_durable.runtime import release_runtime, runtime_for
 from celery_durable.stores.redis import RedisJournalStore
 from celery_durable.testing import isolated
+from celery_durable.worker import WakeUps
 from tests.conftest import REDIS_URL
-from tests.processes import RedisServer, free_port
+from tests.processes import RedisServer, free_port, wait_for
 
 
 def journal_app(app: Celery, url: str) -> Celery:
@@ -339,3 +343,30 @@ def test_the_eviction_check_refuses_when_redis_will_not_tell_its_policy(
     finally:
         store.close()
         admin.close()
+
+
+def test_the_wake_up_component_says_once_that_redis_is_down_and_when_it_is_back(
+    app: Celery, spare_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal_app(app, spare_redis.url)
+
+    @app.task(base=DurableTask, bind=True, shared=False)
+    def idle(self: DurableTask) -> None:
+        pass
+
+    spare_redis.kill()
+    step = WakeUps(SimpleNamespace())
+    with caplog.at_level(logging.WARNING, logger="celery_durable"):
+        step.start(SimpleNamespace(app=app))
+        try:
+            time.sleep(3.5)  # some tries, which used to warn four times a second
+            spare_redis.start()
+            back = "claiming wake-ups again"
+            wait_for(lambda: any(back in r.getMessage() for r in caplog.records), "recovery")
+        finally:
+            step.stop(SimpleNamespace(app=app))
+    said = [r.getMessage() for r in caplog.records if "wake-ups" in r.getMessage()]
+    assert len(said) == 2, said
+    assert said[0].startswith("celery-durable: could not claim wake-ups (1 tries so far")
+    tries = re.match(r"celery-durable: claiming wake-ups again, after (\d+) failed tries", said[1])
+    assert tries is not None and 2 <= int(tries[1]) <= 8, said[1]  # about one a second
