@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery_durable.codec import PLAIN_JSON
@@ -24,17 +24,56 @@ from celery_durable.wakeups import publish as publish_call
 
 
 def get_invocation(app: Any, task_id: str) -> Invocation | None:
-    """Return the invocation with Celery task id ``task_id``, or None if none is kept."""
-    found = runtime_for(app).store.read(task_id)
-    return None if found is None else parse_invocation(task_id, *found)
+    """Return the invocation with Celery task id ``task_id``, or None if none is kept.
+
+    An eager execution's journal (``apply()``, ``task_always_eager``, kept in this
+    process by default) is found as a worker's is.
+    """
+    for store in _journal_stores(app):
+        found = store.read(task_id)
+        if found is not None:
+            return _parsed(task_id, *found)
+    return None
 
 
 def list_invocations(
     app: Any, status: str | None = None, limit: int = 100, task_name: str | None = None
 ) -> list[Invocation]:
     """Return up to ``limit`` kept invocations, newest first, optionally of one status
-    and of one task."""
-    store = runtime_for(app).store
+    and of one task; eager executions' journals in this process among them."""
+    stores = _journal_stores(app)
+    found = [inv for store in stores for inv in _listed(store, status, limit, task_name)]
+    if len(stores) > 1:
+        found.sort(key=lambda inv: inv.created_at or _EPOCH, reverse=True)
+    return found[:limit]
+
+
+def _journal_stores(app: Any) -> list[JournalStore]:
+    """Where ``app``'s journals are: the eager ones of this process, if any, and Redis,
+    unless the app runs every task eagerly in memory and names no Redis (a test's app
+    with a ``memory://`` broker: it must not reach for a Redis nobody named)."""
+    runtime = runtime_for(app)
+    eager_only = (
+        bool(app.conf.task_always_eager)
+        and runtime.settings.eager_journal == "memory"
+        and not runtime.settings.redis_url
+    )
+    if eager_only:
+        return [runtime.eager_store]
+    stores: list[JournalStore] = []
+    if runtime.eager_store.list_ids(None, 1):
+        stores.append(runtime.eager_store)
+    stores.append(runtime.store)
+    return stores
+
+
+_EPOCH = datetime.fromtimestamp(0, UTC)
+
+
+def _listed(
+    store: JournalStore, status: str | None, limit: int, task_name: str | None
+) -> list[Invocation]:
+    """``list_invocations`` in one store."""
     found: list[Invocation] = []
     offset = 0
     while len(found) < limit:
@@ -50,8 +89,23 @@ def list_invocations(
             if record is None or (status is not None and record[0].get("status") != status):
                 continue
             if task_name is None or record[0].get("task") == task_name:
-                found.append(parse_invocation(task_id, *record))
+                found.append(_parsed(task_id, *record))
     return found[:limit]
+
+
+def _parsed(
+    task_id: str, meta: dict[str, str], entries: list[str], completions: dict[str, str]
+) -> Invocation:
+    """The ``Invocation`` stored, each awaited awakeable with the id that completes it."""
+    inv = parse_invocation(task_id, meta, entries, completions)
+    for item in inv.awaiting:
+        index = item.get("index")
+        if item.get("kind") == "awakeable" and isinstance(index, int) and index < len(entries):
+            value = parse(entries[index]).get("v")
+            token = value.get("id") if isinstance(value, dict) else None
+            if isinstance(token, str):
+                item["awakeable_id"] = str(AwakeableId(task_id, index, token))
+    return inv
 
 
 def forget_invocation(app: Any, task_id: str) -> bool:
@@ -72,8 +126,16 @@ def resolve_awakeable(app: Any, awakeable_id: str, value: Any) -> bool:
 
     Raises:
         AwakeableError: ``awakeable_id`` is not an awakeable id.
-        CodecError: ``value`` cannot be stored as JSON, or is too large.
+        CodecError: ``value`` cannot be stored as JSON, is too large, or nests lists and
+            dicts more than ``MAX_NESTING`` deep.
     """
+    depth = nesting(value, MAX_NESTING)
+    if depth > MAX_NESTING:
+        raise CodecError(
+            f"cannot resolve awakeable {awakeable_id!r}: the value nests lists and dicts more "
+            f"than {MAX_NESTING} deep; the worker that reads it back could not. Send a "
+            "flatter value."
+        )
     try:
         payload = PLAIN_JSON.encode(value)
     except CodecError as exc:
@@ -81,6 +143,25 @@ def resolve_awakeable(app: Any, awakeable_id: str, value: Any) -> bool:
     runtime = runtime_for(app)
     check_size(payload, runtime.settings.max_value_bytes, f"the value for {awakeable_id!r}")
     return _complete(app, awakeable_id, encode_completion(payload, None, time.time()))
+
+
+#: How deep an awakeable's value may nest lists and dicts: reading it back recurses, in a
+#: worker whose stack is already deep, so it must stay well under Python's limit.
+MAX_NESTING = 100
+
+
+def nesting(value: Any, limit: int) -> int:
+    """How deep ``value`` nests lists, tuples and dicts, counted up to ``limit + 1``."""
+    deepest, todo = 0, [(value, 1)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, list | tuple | dict):
+            deepest = max(deepest, depth)
+            if depth > limit:
+                return depth
+            children = item.values() if isinstance(item, dict) else item
+            todo.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def reject_awakeable(app: Any, awakeable_id: str, message: str) -> bool:
@@ -95,8 +176,9 @@ def reject_awakeable(app: Any, awakeable_id: str, message: str) -> bool:
 def _complete(app: Any, awakeable_id: str, outcome: str) -> bool:
     parsed = AwakeableId.parse(awakeable_id)
     if parsed is None:
+        shown = str(awakeable_id)[:200] + ("..." if len(str(awakeable_id)) > 200 else "")
         raise AwakeableError(
-            f"{awakeable_id!r} is not an awakeable id; pass the id ctx.awakeable() returned "
+            f"{shown!r} is not an awakeable id; pass the id ctx.awakeable() returned "
             "(it looks like awk1.<...>.<index>.<token>)."
         )
     runtime = runtime_for(app)
@@ -169,7 +251,7 @@ def resume_invocation(app: Any, task_id: str, publish: bool = True) -> Resumed:
     if done.state == "gone":
         raise InvocationStateError(
             f"no invocation {task_id} is kept (it expired, was forgotten, or never started); "
-            "there is nothing to resume. Check the id with `celery durable ls`."
+            "there is nothing to resume. Check the id with `celery -A <your app> durable ls`."
         )
     if done.state == "refused":
         raise InvocationStateError(
@@ -180,8 +262,9 @@ def resume_invocation(app: Any, task_id: str, publish: bool = True) -> Resumed:
         raise InvocationStateError(
             f"invocation {task_id} is {done.status} but has no recorded call to publish (it "
             "ended before one was kept, e.g. at a hard time limit). Nothing was changed. Run "
-            "`celery durable resume --no-publish` (resume_invocation(app, id, publish=False)) "
-            "and send the task again with the same task id and arguments."
+            f"`celery -A <your app> durable resume --no-publish {task_id}` "
+            "(resume_invocation(app, id, publish=False)) and send the task again with the same "
+            "task id and arguments."
         )
     if publish:
         publish_call(app, _reopened(done.call))
@@ -218,7 +301,7 @@ def restart_invocation(
     if found is None:
         raise InvocationStateError(
             f"no invocation {task_id} is kept (it expired, was forgotten, or never started); "
-            "there is nothing to restart. Check the id with `celery durable ls`."
+            "there is nothing to restart. Check the id with `celery -A <your app> durable ls`."
         )
     meta, entries, completions = found
     if isinstance(from_step, bool) or not isinstance(from_step, int):
@@ -307,10 +390,10 @@ def purge_invocations(
 _HINTS = {
     "running": "It is running (or waits for a worker to take its message): it goes on by itself.",
     "suspended": "It waits for a timer, a child or an awakeable, and goes on when that comes.",
-    "completed": "To run it again from a step, restart it: `celery durable restart ID "
-    "--from-step N`.",
-    "cancelled": "It was revoked; to run it again from a step, restart it: `celery durable "
+    "completed": "To run it again from a step, restart it: `celery -A <your app> durable "
     "restart ID --from-step N`.",
+    "cancelled": "It was revoked; to run it again from a step, restart it: `celery -A <your "
+    "app> durable restart ID --from-step N`.",
     "replaced": "It handed its task id to its replacement (Task.replace).",
 }
 

@@ -12,7 +12,8 @@ shape that stays stable (``tests/operator/test_cli.py`` pins it):
   ``status``, ``steps`` (a list of ``Step`` objects: ``index``, ``name``, ``kind``,
   ``status``, ``attempts``, ``value``, ``error``, ``started_at``, ``finished_at``),
   ``result``, ``error``, ``created_at``, ``updated_at``, ``seed``, ``paused_reason``,
-  ``awaiting``; times are ISO 8601 text in UTC, or null.
+  ``awaiting`` (``kind``, ``name``, ``index``, a timer's ``until``, an awakeable's
+  ``awakeable_id``); times are ISO 8601 text in UTC, or null.
 - ``ls``: a list of those, newest first.
 - ``forget``: ``{"id", "forgotten"}``.
 - ``purge``: ``{"status", "older_than" (seconds), "purged" (ids)}``.
@@ -27,6 +28,8 @@ from __future__ import annotations
 
 import functools
 import json
+import re
+import shlex
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -36,9 +39,8 @@ import click
 from celery_durable import admin, display
 from celery_durable.engine.awakeables import AwakeableId
 from celery_durable.errors import DurableError, JournalUnavailableError
-from celery_durable.journal.entries import parse
 from celery_durable.journal.records import Invocation
-from celery_durable.runtime import runtime_for
+from celery_durable.keys import FINISHED_STATUSES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,24 +59,57 @@ def _operation(fn: F) -> F:
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
         try:
             return fn(*args, **kwargs)
         except JournalUnavailableError as exc:
             raise click.ClickException(
-                f"{exc} Check that Redis is running and that durable_redis_url (or the broker "
-                "URL) of the app given with -A points at it."
+                f"{_runnable(ctx, str(exc))} Check that Redis is running and that "
+                "durable_redis_url (or the broker URL) of the app given with -A points at it."
             ) from exc
         except (DurableError, ValueError) as exc:
-            raise click.ClickException(str(exc)) from exc
+            raise click.ClickException(_runnable(ctx, str(exc))) from exc
+        except click.UsageError:
+            raise
+        except click.ClickException as exc:
+            raise click.ClickException(_runnable(ctx, exc.message)) from exc
 
     return wrapper  # type: ignore[return-value]
 
 
 def _app(ctx: click.Context) -> Any:
+    """The app given with ``-A``; a usage error without one.
+
+    Without ``-A`` Celery hands over its default app, whose settings are nobody's: it
+    would look for journals under the default prefix on the default Redis, warn, and
+    report what it did not find there as if it were so.
+    """
+    root = ctx.find_root()
     app = getattr(ctx.obj, "app", None)
-    if app is None:
-        raise click.UsageError("run it through Celery, with your app: celery -A proj durable ...")
+    if app is None or ("app" in root.params and not root.params["app"]):
+        raise click.UsageError(
+            "name your app with -A, as for the worker: celery -A proj durable "
+            f"{ctx.info_name} ... (or set CELERY_APP). Without it there is no journal to read."
+        )
     return app
+
+
+def _app_option(ctx: click.Context) -> str:
+    """What to pass as ``-A`` in a command to paste: as given, else the app's name."""
+    given = ctx.find_root().params.get("app")
+    if isinstance(given, str) and given:
+        return given
+    return str(getattr(getattr(ctx.obj, "app", None), "main", None) or "proj")
+
+
+#: A command in a message: ``celery durable ...``, or ``celery -A <your app> durable ...``
+#: as the library writes it where it does not know the app.
+_COMMAND = re.compile(r"\bcelery (?:-A <your app> )?durable ")
+
+
+def _runnable(ctx: click.Context, text: str) -> str:
+    """``text`` with every command in it runnable as it stands: with this app's ``-A``."""
+    return _COMMAND.sub(f"celery -A {shlex.quote(_app_option(ctx))} durable ", text)
 
 
 def _style(ctx: click.Context, text: str, **styles: Any) -> str:
@@ -139,16 +174,18 @@ def show(ctx: click.Context, invocation_id: str, as_json: bool) -> None:
     now = time.time()
     label = functools.partial(_style, ctx, bold=True)
     colour = display.COLOURS.get(inv.status)
-    click.echo(f"{label('invocation')}  {inv.id}")
-    click.echo(f"{label('task')}        {inv.task_name}")
-    click.echo(f"{label('status')}      {_style(ctx, inv.status, fg=colour, bold=True)}")
+    shown = display.printable
+    click.echo(f"{label('invocation')}  {shown(inv.id)}")
+    click.echo(f"{label('task')}        {shown(inv.task_name)}")
+    click.echo(f"{label('status')}      {_style(ctx, shown(inv.status), fg=colour, bold=True)}")
     click.echo(f"{label('created')}     {display.when(inv.created_at, now)}")
     click.echo(f"{label('updated')}     {display.when(inv.updated_at, now)}")
     click.echo(f"{label('seed')}        {inv.seed}")
     if inv.paused_reason:
-        click.echo(f"{label('paused')}      {display.wrapped(inv.paused_reason)}")
-    for line in _awaiting_lines(app, inv):
-        click.echo(f"{label('awaiting')}    {line}")
+        reason = _runnable(ctx, inv.paused_reason)
+        click.echo(f"{label('paused')}      {display.wrapped(reason)}")
+    for line in _awaiting_lines(inv):
+        click.echo(f"{label('awaiting')}    {_runnable(ctx, shown(line))}")
     click.echo("")
     if inv.steps:
         rows = [
@@ -172,9 +209,10 @@ def show(ctx: click.Context, invocation_id: str, as_json: bool) -> None:
     if inv.error is not None:
         click.echo(f"{label('error')}       {display.wrapped(display.error_text(inv.error))}")
     elif inv.status == "completed":
-        click.echo(f"{label('result')}      {display.short(display.as_json(inv.result), 400)}")
+        result = display.short(display.as_json(inv.result), 400)
+        click.echo(f"{label('result')}      {shown(result)}")
     else:
-        click.echo(f"{label('outcome')}     (none yet: {inv.status})")
+        click.echo(f"{label('outcome')}     (none yet: {shown(inv.status)})")
 
 
 # -- Changing ---------------------------------------------------------------------------
@@ -316,8 +354,14 @@ def resolve(ctx: click.Context, awakeable_id: str, value: str, as_json: bool) ->
         raise click.BadParameter(
             f"{value!r} is not JSON ({exc}); quote text as JSON: '\"yes\"'.", param_hint="JSON"
         ) from exc
+    except RecursionError:
+        raise click.BadParameter(
+            f"the value nests lists and dicts more than {admin.MAX_NESTING} deep; send a "
+            "flatter value.",
+            param_hint="JSON",
+        ) from None
     completed = admin.resolve_awakeable(_app(ctx), awakeable_id, decoded)
-    _completion(as_json, awakeable_id, completed, "Resolved")
+    _completion(ctx, as_json, awakeable_id, completed, "Resolved")
 
 
 @durable.command("reject")
@@ -329,19 +373,34 @@ def resolve(ctx: click.Context, awakeable_id: str, value: str, as_json: bool) ->
 def reject(ctx: click.Context, awakeable_id: str, message: str, as_json: bool) -> None:
     """Fail an awakeable: the invocation's future raises a TerminalError with MESSAGE."""
     completed = admin.reject_awakeable(_app(ctx), awakeable_id, message)
-    _completion(as_json, awakeable_id, completed, "Rejected")
+    _completion(ctx, as_json, awakeable_id, completed, "Rejected")
 
 
-def _completion(as_json: bool, awakeable_id: str, completed: bool, done: str) -> None:
+def _completion(
+    ctx: click.Context, as_json: bool, awakeable_id: str, completed: bool, done: str
+) -> None:
     if as_json:
         _emit_json({"awakeable_id": awakeable_id, "completed": completed})
-    if not completed:
-        raise click.ClickException(
-            f"nothing was written: awakeable {awakeable_id} was completed before, or its "
-            "invocation finished or is gone. Check it with `celery durable show`."
+    if completed:
+        if not as_json:
+            click.echo(f"{done} awakeable {awakeable_id}.")
+        return
+    parsed = AwakeableId.parse(awakeable_id)
+    task_id = parsed.task_id if parsed is not None else ""
+    inv = admin.get_invocation(_app(ctx), task_id)
+    if inv is None:
+        why = (
+            f"its invocation {task_id} is not kept in this app's journals (it expired, was "
+            "forgotten, or the app given with -A keeps its journals elsewhere)"
         )
-    if not as_json:
-        click.echo(f"{done} awakeable {awakeable_id}.")
+    elif inv.status in FINISHED_STATUSES:
+        why = f"its invocation {task_id} is {inv.status}"
+    else:
+        why = "it was completed before, or its id does not match what the journal holds"
+    raise click.ClickException(
+        f"nothing was written: awakeable {awakeable_id} was not completed: {why}. Check it "
+        f"with `celery durable show {task_id}`."
+    )
 
 
 def _echo_lines(lines: list[str]) -> None:
@@ -349,19 +408,15 @@ def _echo_lines(lines: list[str]) -> None:
         click.echo(line)
 
 
-def _awaiting_lines(app: Any, inv: Invocation) -> list[str]:
+def _awaiting_lines(inv: Invocation) -> list[str]:
     """What a suspended invocation waits for, a line each; for a waiting awakeable, the
     command that resolves it (its id holds the secret token, read from the journal)."""
     if inv.status != "suspended":
         return []
-    found = runtime_for(app).store.read(inv.id)
-    entries = found[1] if found is not None else []
     lines = []
     for item in inv.awaiting:
         line = display.awaited(item)
-        index = int(item.get("index", -1))
-        if item.get("kind") == "awakeable" and 0 <= index < len(entries):
-            token = parse(entries[index])["v"]["id"]
-            line += f": celery durable resolve {AwakeableId(inv.id, index, token)} JSON"
+        if item.get("awakeable_id"):
+            line += f": celery durable resolve {item['awakeable_id']} JSON"
         lines.append(line)
     return lines

@@ -50,6 +50,31 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+def printable(text: str) -> str:
+    """``text`` safe for a terminal: what is not printable shown escaped.
+
+    Ids, task and step names, errors and values come from users and journals. Control
+    characters (escape sequences, newlines, carriage returns), bidirectional overrides
+    and other invisible format characters would reach the terminal raw, change what it
+    shows or break a table's lines; they read ``\\x1b``, ``\\n``, ``\\u202e`` instead.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escaped(c) for c in text)
+
+
+def _escaped(char: str) -> str:
+    code = ord(char)
+    if char in _NAMED:
+        return _NAMED[char]
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def table(
     headers: list[str],
     rows: list[list[str]],
@@ -57,7 +82,9 @@ def table(
     status_column: int,
     right: Sequence[int] = (),
 ) -> list[str]:
-    """The lines of a table with aligned columns; headers bold, statuses coloured."""
+    """The lines of a table with aligned columns; headers bold, statuses coloured; every
+    cell ``printable``."""
+    rows = [[printable(cell) for cell in row] for row in rows]
     widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
     last = len(headers) - 1
 
@@ -145,8 +172,10 @@ def error_text(error: dict[str, Any], tries: bool = True) -> str:
 
 
 def wrapped(text: str) -> str:
-    """Long text under its label: lines of at most 100 characters, indented to the value."""
+    """Long text under its label: lines of at most 100 characters, indented to the value,
+    ``printable``."""
     indent = " " * INDENT
+    text = printable(" ".join(text.split()))
     return textwrap.fill(text, 100, initial_indent=indent, subsequent_indent=indent).lstrip()
 
 

@@ -79,17 +79,18 @@ class CeleryFlow(Task):  # type: ignore[misc]
         outside = [a["index"] for a in awaiting if a["kind"] != "sleep"]
         wake_at = min((a["until"] for a in awaiting if a["kind"] == "sleep"), default=0.0)
         eager = self.request.is_eager or self.request.called_directly
-        if eager and outside:
+        ex.ended = True
+        state = store.suspend(
+            ex.id, ex.fence, json.dumps(awaiting), outside, wake_at, ex.call()
+        )  # fmt: skip
+        if eager and outside and state != "ready":
+            # Completed while the body ran (ready), it goes on below; else nothing would.
             names = ", ".join(f"{a['kind']} {a['name']!r}" for a in awaiting)
             return ContextError(
                 f"invocation {ex.id} waits for {names}, and an eager execution (apply(), "
                 "task_always_eager, a direct call) has no worker to wake it. Complete "
                 "awakeables before waiting for them, or run the task on a worker."
             )
-        ex.ended = True
-        state = store.suspend(
-            ex.id, ex.fence, json.dumps(awaiting), outside, wake_at, ex.call()
-        )  # fmt: skip
         if state == "suspended" and ex.observer is not None:
             ex.observer.invocation_suspended(ex, awaiting)
         if eager:

@@ -2,6 +2,11 @@
 
 An invocation's keys share the hash tag ``{<task_id>}`` so that they land in one
 Redis Cluster slot and the Lua scripts that touch them together stay legal there.
+Redis takes the text between a key's first ``{`` and the first ``}`` after it as the
+tag, so any task id gives its keys one tag, braces and all, except an empty one or one
+that starts with ``}``: their tag would be empty, and Redis would hash each whole key
+to a slot of its own. On a cluster those ids get keys of another shape (see
+``KeySpace.invocation``).
 The listing indexes span invocations; on a single Redis they are one sorted set per
 status.
 """
@@ -108,7 +113,20 @@ class KeySpace:
     cluster: bool = False
 
     def invocation(self, task_id: str) -> InvocationKeys:
-        base = f"{self.prefix}:{{{task_id}}}:"
+        """The keys of the invocation ``task_id``, any text: all in one hash slot.
+
+        They are ``<prefix>:{<task_id>}:<part>``. On a cluster, a task id that is empty
+        or starts with ``}`` (whose tag would be empty) has
+        ``<prefix>:#{<crc32 of the id, hex>}:<task_id>:<part>`` instead. No key of the
+        first shape starts with ``<prefix>:#``, so the two never meet, and every other
+        id keeps the keys it had before this second shape existed. On one Redis the tag
+        does not matter, and every id keeps the first shape.
+        """
+        if self.cluster and task_id[:1] in ("", "}"):
+            tag = f"{binascii.crc32(task_id.encode()):08x}"
+            base = f"{self.prefix}:#{{{tag}}}:{task_id}:"
+        else:
+            base = f"{self.prefix}:{{{task_id}}}:"
         return InvocationKeys(
             meta=base + "meta", journal=base + "journal", done=base + "done",
             tombstone=base + "tombstone",

@@ -8,6 +8,8 @@ ignored is worse than none.
 from __future__ import annotations
 
 import logging
+import re
+import ssl
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -109,8 +111,10 @@ class DurableSettings:
             raise ConfigurationError(
                 f"unknown setting {unknown[0]!r}; the durable_* settings are {sorted(KNOWN)}."
             )
+        options = _redis_options(conf)
+        url = _tls_url(_redis_url(conf), options)
         return cls(
-            redis_url=_redis_url(conf),
+            redis_url=url,
             key_prefix=_key_prefix(conf.get("durable_key_prefix", "durable")),
             retention=_seconds(
                 "durable_retention", conf.get("durable_retention", conf.get("result_expires"))
@@ -135,7 +139,7 @@ class DurableSettings:
                 "durable_replay_each_step", conf.get("durable_replay_each_step", False)
             ),
             redis_cluster=_flag("durable_redis_cluster", conf.get("durable_redis_cluster", False)),
-            redis_options=_redis_options(conf),
+            redis_options=options,
             wait_replicas=_count("durable_wait_replicas", conf.get("durable_wait_replicas", 0)),
             wait_aof=_flag("durable_wait_aof", conf.get("durable_wait_aof", False)),
             wait_timeout=_seconds("durable_wait_timeout", conf.get("durable_wait_timeout", 1.0))
@@ -143,12 +147,42 @@ class DurableSettings:
         )
 
 
+def redacted(url: str) -> str:
+    """``url`` without its passwords, for messages and logs.
+
+    Every form is covered: ``user:password@`` and ``:password@`` before the host (the
+    last ``@`` counts, so a password may hold ``@``, ``?`` or ``/`` unencoded), a
+    ``password=`` query parameter (and ``ssl_password=``, ``sentinel_password=``), in
+    every ``;``-joined part of a Sentinel URL, whatever the scheme. A lone name before
+    the ``@`` is masked too: it may be a password written in the user's place.
+    """
+    return ";".join(_redacted_part(part) for part in _PARTS.split(url))
+
+
+#: Where a ``;``-joined URL (Sentinel's, as kombu spells it) starts its next part.
+_PARTS = re.compile(r";(?=\s*[A-Za-z][A-Za-z0-9+.-]*://)")
+_QUERY_SECRET = re.compile(r"([?&][^=&#]*password=)[^&#]*", re.IGNORECASE)
+
+
+def _redacted_part(part: str) -> str:
+    scheme, sep, rest = part.partition("://")
+    if not sep:
+        scheme, rest = "", part
+    rest = _QUERY_SECRET.sub(r"\1***", rest)
+    if "@" in rest:
+        creds, _, host = rest.rpartition("@")
+        user, colon, _ = creds.partition(":")
+        rest = f"{user}:***@{host}" if user and colon else f"***@{host}"
+    return f"{scheme}{sep}{rest}"
+
+
 def _redis_url(conf: Mapping[str, Any]) -> str:
     url = conf.get("durable_redis_url")
     if url is not None:
         if not isinstance(url, str) or not url.startswith(REDIS_SCHEMES):
+            shown = redacted(url) if isinstance(url, str) else f"a {type(url).__name__}"
             raise ConfigurationError(
-                f"durable_redis_url={url!r} is not a Redis URL; write it as "
+                f"durable_redis_url={shown!r} is not a Redis URL; write it as "
                 "redis://host:port/db (or rediss://, unix://, or sentinel://host:port;"
                 "sentinel://host2:port with durable_redis_options={'master_name': ...})."
             )
@@ -164,12 +198,23 @@ def _redis_options(conf: Mapping[str, Any]) -> dict[str, Any]:
     if value is None:
         value = {}
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        # Not the value itself: it may hold a password.
         raise ConfigurationError(
-            f"durable_redis_options={value!r} must be a dict of client options with str "
-            "keys, e.g. {'master_name': 'mymaster'} for a sentinel:// URL."
+            f"durable_redis_options must be a dict of client options with str keys, e.g. "
+            f"{{'master_name': 'mymaster'}} for a sentinel:// URL, not a {type(value).__name__}"
+            + ("" if not isinstance(value, Mapping) else " with keys " + repr(list(value)))
+            + "."
         )
     options = dict(value)
     url = _redis_url(conf)
+    tls = conf.get("broker_use_ssl")
+    if url and url == conf.get("broker_url") and isinstance(tls, Mapping):
+        # The journal is the broker's Redis: it takes the broker's TLS options, as kombu
+        # spells them (ssl_cert_reqs, ssl_ca_certs, ssl_certfile, ssl_keyfile), under
+        # durable_redis_options' own.
+        options = {**tls, **options, _BROKER_TLS: True}
+    if "ssl_cert_reqs" in options:
+        options["ssl_cert_reqs"] = _cert_reqs("durable_redis_options", options["ssl_cert_reqs"])
     if url.startswith("sentinel://") and "master_name" not in options:
         # As kombu's Sentinel transport spells it, when the journal is the broker's Redis.
         broker_options = conf.get("broker_transport_options") or {}
@@ -182,6 +227,45 @@ def _redis_options(conf: Mapping[str, Any]) -> dict[str, Any]:
                 "durable_redis_options={'master_name': 'mymaster'}."
             )
     return options
+
+
+#: Celery's spellings of ``ssl_cert_reqs`` (its ``rediss://`` URLs, ``broker_use_ssl``),
+#: and redis-py's own, as redis-py spells them.
+_CERT_REQS = {
+    "CERT_REQUIRED": "required", "CERT_OPTIONAL": "optional", "CERT_NONE": "none",
+    "required": "required", "optional": "optional", "none": "none",
+}  # fmt: skip
+_CERT_REQS_IN_URL = re.compile(r"(?<=[?&])ssl_cert_reqs=([^&#]*)")
+#: An option only the settings set: the TLS options came from ``broker_use_ssl``, so the
+#: journal uses TLS even on a ``redis://`` or ``sentinel://`` URL, as kombu does.
+_BROKER_TLS = "_broker_tls"
+
+
+def _cert_reqs(name: str, value: Any) -> Any:
+    if isinstance(value, ssl.VerifyMode):
+        return value
+    if isinstance(value, str) and value in _CERT_REQS:
+        return _CERT_REQS[value]
+    raise ConfigurationError(
+        f"{name}: ssl_cert_reqs={value!r} must be CERT_REQUIRED, CERT_OPTIONAL or CERT_NONE "
+        "(as Celery spells them; or required, optional, none, or an ssl.VerifyMode)."
+    )
+
+
+def _tls_url(url: str, options: dict[str, Any]) -> str:
+    """``url`` with Celery's spelling of ``ssl_cert_reqs`` turned into redis-py's; on TLS
+    when the broker's TLS options say so."""
+
+    def spelt(found: re.Match[str]) -> str:
+        return f"ssl_cert_reqs={_cert_reqs('durable_redis_url', found[1])}"
+
+    url = _CERT_REQS_IN_URL.sub(spelt, url)
+    if options.pop(_BROKER_TLS, False):
+        if url.startswith("redis://"):
+            url = "rediss://" + url.removeprefix("redis://")
+        elif url.startswith("sentinel://"):
+            options.setdefault("ssl", True)  # the primary's connections, as kombu's
+    return url
 
 
 def _count(name: str, value: Any) -> int:

@@ -26,9 +26,10 @@ Step signals carry ``invocation_id`` (the task id), ``index`` (the journal posit
   JSON (``{"until": ms}`` for a timer, ``{"id": ..., "task": ...}`` for a child call)
   and ``duration`` 0.
 - ``step_failed(attempts, error, retry_in)``: an attempt failed. ``retry_in`` is the
-  delay before the next attempt, or None when the failure was journaled (``error`` is
-  then what ``ctx.run`` raises: an instance of the original type and a
-  ``TerminalError``).
+  delay before the next attempt, or None when none follows: the failure was journaled
+  (``error`` is then what ``ctx.run`` raises: an instance of the original type and a
+  ``TerminalError``), or the policy paused the invocation (``on_exhausted="pause"``;
+  ``invocation_paused`` follows).
 - ``step_replayed(attempts, value, error)``: a journaled entry was handed back without
   running anything (``value`` or ``error`` as recorded; for kinds other than ``run``,
   the entry's JSON).

@@ -14,6 +14,8 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from celery.exceptions import Ignore
@@ -37,6 +39,7 @@ from celery_durable.errors import (
     RetryableError,
     StepRetry,
     Suspended,
+    ValueTooLargeError,
 )
 from celery_durable.fingerprint import fingerprint
 from celery_durable.flow import (
@@ -56,6 +59,7 @@ from celery_durable.policy import RetryPolicy
 from celery_durable.runtime import Runtime, runtime_for
 from celery_durable.signals import observer_for
 from celery_durable.stores.memory import MemoryJournalStore
+from celery_durable.wakeups import check_call_size, encode_call
 
 logger = logging.getLogger("celery_durable")
 
@@ -103,9 +107,33 @@ class DurableTask(CeleryFlow):
         # a running execution fingerprinted its arguments as its message was built.
         if retrying.get() is None:
             fingerprint(args or (), kwargs or {})
+            self._check_call_size(args, kwargs)
         return super().apply_async(args, kwargs, **options)
 
+    def _check_call_size(self, args: Any, kwargs: Any) -> None:
+        """Refuse arguments over ``durable_max_value_bytes`` before anything is sent."""
+        try:
+            call = encode_call(self.name, args, kwargs, {})
+        except (TypeError, ValueError):
+            return  # not JSON: what stores the call says so, as it always did
+        limit = runtime_for(self.app).settings.max_value_bytes
+        check_call_size(call, limit, self.name, "nothing was sent")
+
     # -- One execution ------------------------------------------------------------------
+
+    def apply(
+        self, args: Any = None, kwargs: Any = None, link: Any = None, link_error: Any = None,
+        task_id: Any = None, retries: Any = None, throw: Any = None, **options: Any,
+    ) -> Any:  # fmt: skip
+        """Celery's ``Task.apply``, noting whether it raises the task's errors (``throw``,
+        ``task_eager_propagates``): then a step's retry runs here (``__call__``)."""
+        if throw is None:
+            throw = self.app.conf.task_eager_propagates
+        token = _eager_throws.set(bool(throw))
+        try:
+            return super().apply(args, kwargs, link, link_error, task_id, retries, throw, **options)
+        finally:
+            _eager_throws.reset(token)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         try:
@@ -141,6 +169,16 @@ class DurableTask(CeleryFlow):
                     raise self.retry(
                         countdown=0, max_retries=sys.maxsize, headers=headers
                     ) from None
+            except StepRetry:
+                if not (self.request.is_eager and _eager_throws.get()):
+                    raise
+                # Celery would raise its Retry to apply()'s caller, and nothing would run
+                # it. Run it here and now, as Celery runs eager retries (recursively, so a
+                # policy that never gives up ends in a RecursionError, not a hang), and
+                # the steps before it replay as on a worker. The attempt is recorded and
+                # the lease released already.
+                self.request.retries = int(self.request.retries or 0) + 1
+                return self._execute(args, kwargs)
 
     def _execute_once(
         self,
@@ -190,10 +228,11 @@ class DurableTask(CeleryFlow):
 
         ex = started
         _take_over(ex, own_from)
+        ex.task_name = self.name
         ex.passthrough = CONTROL_FLOW
         ex.max_value_bytes = settings.max_value_bytes
         ex.fingerprint = start.fingerprint
-        ex.call = call
+        ex.call = self._checked_call(ex, store, settings.retention) if shared else call
         ex.host = CeleryHost(self.app, task_id, store, eager=not shared)
         # Only a journal other processes share needs its lease kept alive.
         lease = KEEPER.hold(store, task_id, ex.fence, settings.lease_ttl) if shared else None
@@ -277,6 +316,32 @@ class DurableTask(CeleryFlow):
                 ex.observer.invocation_completed(ex, "failed", None, exc)
             raise
 
+    def _checked_call(
+        self, ex: Execution, store: JournalStore, retention: float
+    ) -> Callable[[], str]:
+        """What stores this invocation's call: it, encoded once for the execution.
+
+        Raises:
+            ValueTooLargeError: the call is over ``durable_max_value_bytes`` (sent
+                without ``apply_async``'s check, or before the setting was lowered); the
+                invocation failed with it, its body not run, and keeps no call.
+        """
+        try:
+            call = self._call()
+        except (TypeError, ValueError):
+            return self._call  # not JSON: what stores the call says so, as it always did
+        try:
+            check_call_size(call, ex.max_value_bytes, self.name, "the invocation failed "
+                            "without running its body")  # fmt: skip
+        except ValueTooLargeError as exc:
+            ex.call = str
+            try:
+                invocation.fail(store, ex, exc, retention)
+            except JournalUnavailableError as outage:
+                raise Outage(outage, ex) from exc
+            raise
+        return lambda: call
+
     def _run_body(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
             return super().__call__(*args, **kwargs)
@@ -342,3 +407,7 @@ def holder_id() -> str:
 
 
 _holder: list[Any] = [0, ""]
+
+
+#: Whether the eager ``apply()`` running now raises the task's errors to its caller.
+_eager_throws: ContextVar[bool] = ContextVar("celery_durable_eager_throws", default=False)

@@ -210,7 +210,7 @@ class SpanObserver(Observer):
     ) -> None:
         from opentelemetry.trace import StatusCode
 
-        if retry_in is None:
+        if retry_in is None and index < len(ex.entries):  # journaled, not paused
             with self._lock:
                 self._new += 1
         span = self._close(index)

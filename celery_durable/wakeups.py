@@ -17,6 +17,8 @@ from typing import Any
 
 from kombu.utils import json as kombu_json
 
+from celery_durable.errors import ValueTooLargeError
+
 logger = logging.getLogger("celery_durable")
 
 # Typed once here: kombu leaves them untyped.
@@ -43,6 +45,27 @@ def encode_call(task_name: str, args: Any, kwargs: Any, options: Mapping[str, An
     call = {"task": task_name, "args": list(args or ()), "kwargs": dict(kwargs or {}),
             "options": kept}  # fmt: skip
     return _dumps(call)
+
+
+def check_call_size(call: str, limit: int, task_name: str, refused: str) -> None:
+    """Refuse a call larger than ``limit`` bytes, saying what was ``refused``.
+
+    An invocation keeps its call (to wake it, resume it, restart it) and every start and
+    finish moves it: arguments count against ``durable_max_value_bytes`` as values do.
+
+    Raises:
+        ValueTooLargeError: it is larger.
+    """
+    # A str of n characters is n to 4n bytes in UTF-8: count the bytes only near the limit.
+    if len(call) * 4 <= limit or len(call.encode()) <= limit:
+        return
+    raise ValueTooLargeError(
+        f"the arguments of {task_name} are {len(call.encode())} bytes once stored (with the "
+        f"task name and options), more than durable_max_value_bytes={limit}: {refused}. An "
+        "invocation keeps its call to wake, resume or restart it, and Redis moves it at "
+        "every start and finish: pass a reference to large data (a file store, a database "
+        "key) instead of the data, or raise the setting."
+    )
 
 
 def decode_call(call: str) -> dict[str, Any]:

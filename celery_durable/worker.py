@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from billiard.exceptions import WorkerLostError
@@ -30,6 +31,10 @@ logger = logging.getLogger("celery_durable")
 
 #: Longest pause between two looks for due wake-ups, seconds.
 WAKEUP_POLL = 0.25
+#: Seconds between two tries to claim wake-ups while the journal's Redis fails them.
+OUTAGE_POLL = 1.0
+#: Seconds at least between two log lines that say they fail.
+OUTAGE_LOG_EVERY = 60.0
 
 
 class DurableRequest(Request):  # type: ignore[misc]
@@ -93,8 +98,9 @@ def _break_lease(task: Any, task_id: str, holder: str) -> None:
 
 
 class StartupChecks(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Worker start-up step: refuse (or warn about) a Redis that could evict journals,
-    and warn about a lease that outlasts the broker's visibility timeout."""
+    """Worker start-up step: refuse (or warn about) a Redis that could evict journals or
+    lacks the replicas ``durable_wait_replicas`` waits for, and warn about a lease that
+    outlasts the broker's visibility timeout."""
 
     label = "durable start-up checks"
 
@@ -105,6 +111,7 @@ class StartupChecks(bootsteps.StartStopStep):  # type: ignore[misc]
         runtime = runtime_for(app)
         for warning in (
             runtime.store.check_eviction_policy(runtime.settings.eviction_check),
+            runtime.store.check_replicas(runtime.settings.wait_replicas),
             lease_outlasts_visibility(app.conf, runtime.settings.lease_ttl),
         ):
             if warning:
@@ -165,13 +172,26 @@ class WakeUps(bootsteps.StartStopStep):  # type: ignore[misc]
 
     def _run(self, app: Any) -> None:
         store = runtime_for(app).store
-        pause = 0.0
+        pause, failures, logged_at = 0.0, 0, -OUTAGE_LOG_EVERY
         while not self._stop.wait(pause):
             try:
                 until_next = publish_due(app, store)
             except JournalError as exc:
-                logger.warning("celery-durable: could not claim wake-ups: %s", exc)
-                until_next = 1.0
+                # Redis is down or refuses: try every second, and say so once a minute,
+                # not at every try.
+                failures += 1
+                if time.monotonic() - logged_at >= OUTAGE_LOG_EVERY:
+                    logged_at = time.monotonic()
+                    logger.warning(
+                        "celery-durable: could not claim wake-ups (%d tries so far; said at "
+                        "most once a minute): %s", failures, exc,
+                    )  # fmt: skip
+                pause = OUTAGE_POLL
+                continue
+            if failures:
+                logger.warning("celery-durable: claiming wake-ups again, after %d failed tries",
+                               failures)  # fmt: skip
+                failures, logged_at = 0, -OUTAGE_LOG_EVERY
             pause = WAKEUP_POLL if until_next < 0 else min(until_next, WAKEUP_POLL)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -20,6 +21,8 @@ from celery_durable.engine.execution import Execution, checked_name
 from celery_durable.engine.futures import FromOutside
 
 _PREFIX = "awk1"
+#: A journal position: ASCII digits, and far fewer than a journal could ever hold.
+_INDEX = re.compile(r"[0-9]{1,12}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +41,7 @@ class AwakeableId:
     def parse(cls, text: str) -> AwakeableId | None:
         """Read an id; None when ``text`` is not one."""
         parts = text.split(".") if isinstance(text, str) else []
-        if len(parts) != 4 or parts[0] != _PREFIX or not parts[2].isdigit():
+        if len(parts) != 4 or parts[0] != _PREFIX or not _INDEX.fullmatch(parts[2]):
             return None
         try:
             padded = parts[1] + "=" * (-len(parts[1]) % 4)

@@ -57,7 +57,7 @@ class Execution:
         "_active", "_async", "_committed", "_pool", "_thread", "call", "codec", "combinators",
         "completions", "ended", "entries", "fence", "fingerprint", "host", "id", "in_step",
         "max_value_bytes", "observer", "own_from", "owned", "passthrough", "paused_by", "policy",
-        "position", "rand", "resume", "resume_at", "store",
+        "position", "rand", "resume", "resume_at", "store", "task_name",
     )  # fmt: skip
 
     def __init__(
@@ -70,6 +70,8 @@ class Execution:
     ) -> None:
         self.store = store
         self.id = invocation_id
+        self.task_name = ""
+        """The task's name, for log lines; set by the task layer."""
         self.fence = started.fence
         """The fencing token this execution took with the lease; every write carries it."""
         self.ended = False
@@ -181,7 +183,12 @@ class Execution:
         elif self.observer is not None:
             self.observer.step_succeeded(self, index, kind, name, 1, json.loads(value), 0.0)
         self.advance(index)
+        self.reported(index)
         return index
+
+    def reported(self, index: int) -> None:
+        """The operation that journaled entry ``index`` told its observer, and hands
+        control back to the body: where a test mode ends the execution."""
 
     def adopt(self, index: int, kind: str, name: str, existing: str, codec: Codec[Any]) -> Any:
         """Replay the entry another execution journaled first: its outcome is the one."""

@@ -248,8 +248,8 @@ def log_retry(
 ) -> None:
     """Log a failed attempt of a step that will be retried after ``delay`` seconds."""
     STEPS_LOGGER.info(
-        "invocation %s: step %r (#%d) failed on attempt %d, retrying in %.3g s: %s: %s",
-        ex.id, name, index, attempt, delay, type(error).__name__, error,
+        "%s step %r (#%d) failed on attempt %d, retrying in %.3g s: %s: %s",
+        named(ex), name, index, attempt, delay, type(error).__name__, error,
     )  # fmt: skip
 
 
@@ -258,11 +258,16 @@ def log_failure(ex: Execution, index: int, name: str, attempts: int, error: Base
     kind = getattr(error, "error_type", type(error).__name__)
     message = getattr(error, "message", str(error))
     STEPS_LOGGER.warning(
-        "invocation %s: step %r (#%d) failed for good after %d attempt(s): %s: %s",
-        ex.id, name, index, attempts, kind, message,
+        "%s step %r (#%d) failed for good after %d attempt(s): %s: %s",
+        named(ex), name, index, attempts, kind, message,
     )  # fmt: skip
 
 
 def log_pause(ex: Execution, reason: str) -> None:
     """Log that the invocation was paused for an operator (the reason says what to do)."""
-    logging.getLogger("celery_durable").warning("invocation %s paused: %s", ex.id, reason)
+    logging.getLogger("celery_durable").warning("%s paused: %s", named(ex), reason)
+
+
+def named(ex: Execution) -> str:
+    """How a log line names an execution's invocation: ``<task>[<id>]``, as Celery does."""
+    return f"{ex.task_name}[{ex.id}]" if ex.task_name else f"invocation {ex.id}:"

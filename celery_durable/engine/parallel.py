@@ -108,7 +108,7 @@ def _run(
             verdict = judge(policy, attempts, exc, now, random.random)
             if verdict.give_up:
                 if verdict.exhausted and call is not None:  # on_exhausted="pause"
-                    pause_exhausted(ex, index, name, attempts, verdict.reason, call)
+                    pause_exhausted(ex, index, name, attempts, verdict.reason, call, exc)
                 record = record_of(exc, attempts.failures)
                 if attempts.failures > 1:
                     record["metadata"] = {"gave_up": verdict.reason}

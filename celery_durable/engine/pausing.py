@@ -13,10 +13,17 @@ from typing import NoReturn
 
 from celery_durable.engine.attempts import Attempts
 from celery_durable.engine.execution import Execution
+from celery_durable.journal.failures import rebuild
 
 
 def pause_exhausted(
-    ex: Execution, index: int, name: str, attempts: Attempts, why: str, call: str
+    ex: Execution,
+    index: int,
+    name: str,
+    attempts: Attempts,
+    why: str,
+    call: str,
+    failure: BaseException | None = None,
 ) -> NoReturn:
     """Pause the invocation because step ``name`` used up its policy, and end the execution.
 
@@ -27,11 +34,15 @@ def pause_exhausted(
         attempts: Its failed attempts, the last one included; recorded with the pause.
         why: Why the policy gave up (``Verdict.reason``).
         call: What re-publishes the invocation, so that it can be resumed.
+        failure: What the last attempt raised; None when the worker died in it.
 
     Raises:
         Paused: always.
     """
     error = attempts.error
+    if ex.observer is not None:  # the last attempt failed too: no retry follows
+        failed = failure if failure is not None else rebuild(error)
+        ex.observer.step_failed(ex, index, "run", name, attempts.failures, failed, None)
     reason = (
         f"step {name!r} (index {index}) gave up: {why}; the last attempt raised "
         f"{error.get('type')}: {error.get('message')}. "

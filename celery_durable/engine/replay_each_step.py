@@ -58,10 +58,14 @@ class AbandonExecution(BaseException):
 class ReplayEachStep(Execution):
     """An execution that ends after each entry the body journals (see the module)."""
 
-    __slots__ = ("unreplayed",)
+    __slots__ = ("journaled", "unreplayed")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.journaled = -1
+        """Index of the entry the body journaled, until the execution ends for it."""
+        self.journaled = -1
+        """Index of the entry the body journaled, until the execution ends for it."""
         self.unreplayed = -1
         """Index of an entry an async step journaled and no execution replayed yet."""
 
@@ -71,15 +75,31 @@ class ReplayEachStep(Execution):
         written = super().commit(index, entry, ends_attempts, owned)
         if written:
             if threading.get_ident() == self._thread:
-                raise AbandonExecution.of(self, index)
-            self.unreplayed = max(self.unreplayed, index)
+                # Ended once the operation told its observer (spans, signals, log lines
+                # hear of the entry), before the body gets control back: ``reported``.
+                self.journaled = index
+            else:
+                self.unreplayed = max(self.unreplayed, index)
         return written
+
+    def reported(self, index: int) -> None:
+        self._end_if_journaled()
+
+    def ensure_usable(self, what: str) -> None:
+        super().ensure_usable(what)
+        self._end_if_journaled()  # in case an operation journaled and did not report
+
+    def _end_if_journaled(self) -> None:
+        if self.journaled >= 0:
+            index, self.journaled = self.journaled, -1
+            raise AbandonExecution.of(self, index)
 
     def must_replay(self) -> bool:
         """True when the execution must end once more before it finishes the invocation."""
-        return self.unreplayed >= 0
+        return self.journaled >= 0 or self.unreplayed >= 0
 
 
 def must_replay(ex: Execution) -> bool:
-    """True when ``ex`` runs in the mode and an async step journaled an entry."""
+    """True when ``ex`` runs in the mode and journaled an entry that no execution has
+    replayed yet (an async step's, or the body's last one)."""
     return isinstance(ex, ReplayEachStep) and ex.must_replay()

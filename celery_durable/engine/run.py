@@ -108,6 +108,7 @@ def run_step(
     if observer is not None:
         took = time.time() - started_at
         observer.step_succeeded(ex, index, "run", name, failures + 1, result, took)
+    ex.reported(index)
     return result
 
 
@@ -188,7 +189,7 @@ def _retry_or_give_up(
     verdict = judge(policy, attempts, exc, now, random.random)
     if verdict.give_up:
         if verdict.exhausted and policy.on_exhausted == "pause":
-            pause_exhausted(ex, index, name, attempts, verdict.reason, ex.call())
+            pause_exhausted(ex, index, name, attempts, verdict.reason, ex.call(), exc)
         record = record_of(exc, attempts.failures)
         if attempts.failures > 1:
             record["metadata"] = {"gave_up": verdict.reason}
@@ -228,6 +229,7 @@ def _journal_error(
     log_failure(ex, index, name, attempts, failure)
     if ex.observer is not None:
         ex.observer.step_failed(ex, index, "run", name, attempts, failure, None)
+    ex.reported(index)
     raise failure from cause
 
 

@@ -58,7 +58,9 @@ class Invocation:
     seed: int | None = None
     paused_reason: str | None = None
     awaiting: list[dict[str, Any]] = field(default_factory=list)
-    """What a suspended invocation waits for: kind, name, index, and when a timer is due."""
+    """What a suspended invocation waits for: ``kind``, ``name``, ``index``; for a timer
+    ``until``, when it is due (seconds since the epoch); for an awakeable read through
+    ``get_invocation`` or ``list_invocations``, ``awakeable_id``, which completes it."""
 
     def as_dict(self) -> dict[str, Any]:
         """The invocation as JSON types, its steps as ``Step.as_dict``, times as ISO 8601
@@ -74,7 +76,7 @@ class Invocation:
             "updated_at": _iso(self.updated_at),
             "seed": self.seed,
             "paused_reason": self.paused_reason,
-            "awaiting": self.awaiting,
+            "awaiting": [_awaited(item) for item in self.awaiting],
         }
 
 
@@ -155,6 +157,14 @@ def parse_invocation(
         paused_reason=meta.get("paused_reason"),
         awaiting=json.loads(meta["awaiting"]) if meta.get("awaiting") else [],
     )
+
+
+def _awaited(item: dict[str, Any]) -> dict[str, Any]:
+    """An ``awaiting`` item as JSON types, ``until`` as ISO 8601 text."""
+    until = item.get("until")
+    if not isinstance(until, int | float) or isinstance(until, bool):
+        return item
+    return {**item, "until": _iso(_when(until))}
 
 
 def _latest(*stamps: datetime | None) -> datetime | None:

@@ -64,6 +64,12 @@ def _delete_keys(app: Any, prefix: str) -> None:
     store = getattr(runtime_for(app), "_store", None)
     if store is None:
         return
-    keys = list(store.client.scan_iter(f"{prefix}:*", count=1000))
+    keys = list(store.client.scan_iter(f"{glob_escaped(prefix)}:*", count=1000))
     if keys:
         store.client.delete(*keys)
+
+
+def glob_escaped(text: str) -> str:
+    """``text`` as a Redis ``MATCH`` pattern that matches only itself: a prefix such as
+    ``t[12]`` must not also match ``t1``'s keys."""
+    return "".join("\\" + c if c in "\\*?[]" else c for c in text)

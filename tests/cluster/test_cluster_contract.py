@@ -19,8 +19,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from celery_durable.errors import JournalError
 from celery_durable.journal.store import StartRequest
-from celery_durable.keys import KeySpace
+from celery_durable.keys import InvocationKeys, KeySpace
 from celery_durable.stores.redis import RedisJournalStore
 from tests.cluster.cluster import LocalCluster
 from tests.contract.test_operator_contract import *  # noqa: F403
@@ -114,3 +115,45 @@ def test_a_timer_of_any_slot_is_claimed_from_the_one_wakeups_set(
     for task_id, claim in claimed:
         store.ack_wakeup(task_id, claim)
     assert store.claim_wakeups(10, 30) == ([], -1.0)
+
+
+#: Task ids whose braces would give their keys no hash tag, or an unexpected one.
+BRACED_IDS = ("}", "}x{y}", "", "{}", "a}b", "{", "}{}")
+
+
+def test_an_id_of_any_braces_keeps_its_keys_in_one_slot(
+    store: RedisJournalStore, redis_cluster: LocalCluster, cluster_prefix: str
+) -> None:
+    keys = KeySpace(cluster_prefix, cluster=True)
+    entry = '{"k":"run","n":"s","t":0,"d":0,"s":"ok","v":1}'
+    for task_id in BRACED_IDS:
+        invocation = keys.invocation(task_id)
+        every = [invocation.meta, invocation.journal, invocation.done, *keys.indexes(task_id)]
+        # Redis agrees: one slot, the one the library computes.
+        assert {redis_cluster.key_slot(key) for key in every} == {keys.slot(task_id)}, task_id
+        fence = _start(store, task_id)
+        store.append(task_id, fence, 0, entry, False)
+        store.finish(task_id, fence, "completed", '{"s":"ok","v":2}', 60.0, call="{}")
+        found = store.read(task_id)
+        assert found is not None, task_id
+        assert found[0]["status"] == "completed" and found[1] == [entry]
+        assert store.forget(task_id)
+        assert store.read(task_id) is None
+
+
+def test_keys_in_several_slots_are_a_journal_error_not_a_raw_one(
+    redis_cluster: LocalCluster, cluster_prefix: str
+) -> None:
+    class SpreadKeys(KeySpace):
+        """The shape every id had before: ``}x`` gives each key a slot of its own."""
+
+        def invocation(self, task_id: str) -> InvocationKeys:
+            base = f"{self.prefix}:{{{task_id}}}:"
+            return InvocationKeys(base + "meta", base + "journal", base + "done")
+
+    spread = RedisJournalStore.from_url(redis_cluster.url, SpreadKeys(cluster_prefix, cluster=True))
+    try:
+        with pytest.raises(JournalError, match="}x"):
+            spread.start("}x", StartRequest("shop.checkout", "fp", 11, 30.0, "host:1"))
+    finally:
+        spread.close()

@@ -18,7 +18,7 @@ import pytest
 import redis
 import redis.connection
 
-from celery_durable import JournalUnavailableError
+from celery_durable import ConfigurationError, JournalUnavailableError
 from celery_durable.journal.store import StartRequest
 from celery_durable.keys import KeySpace
 from celery_durable.stores.redis import RedisJournalStore
@@ -93,4 +93,16 @@ def test_a_step_its_masters_replica_did_not_acknowledge_is_not_durable(
         assert stored is not None and len(stored[1]) == 1
     finally:
         os.kill(replica_pid, signal.SIGCONT)
+        store.close()
+
+
+def test_every_primary_needs_the_replicas_at_worker_start(
+    redis_cluster: LocalCluster, keys: KeySpace
+) -> None:
+    store = store_on(redis_cluster, keys, replicas=1)
+    try:
+        assert store.check_replicas(1) is None  # each of the three has its replica
+        with pytest.raises(ConfigurationError, match=r"durable_wait_replicas=2, .* has 1"):
+            store.check_replicas(2)
+    finally:
         store.close()

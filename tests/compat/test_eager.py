@@ -196,13 +196,6 @@ EAGER_CASES = [
         lambda e: stored(e.task("retry_with_kwargs").apply((), {"x": 1, **e.tag()})),
         ["SUCCESS", "value", typed("x=2 final=True")],
     ),
-    # When errors propagate, Celery raises the Retry itself to the caller.
-    EagerCase(
-        "propagating-autoretry-raises-retry",
-        True,
-        lambda e: outcome(lambda: e.task("flaky").apply((2,), e.tag())),
-        ["error", raised("Retry", "Retry in 0s: ConnectionError('attempt 1 refused')")],
-    ),
     # Celery's retry idioms around a step: the step runs again.
     EagerCase(
         "retry-on-error-runs-the-step-again",
@@ -293,3 +286,19 @@ def test_eager_a_set_returned_from_the_body_is_refused_only_by_a_durable_task(
     assert durable.state == "FAILURE"
     assert describe_exc(durable.result)["is"] == ["EncodeError"]  # type: ignore[index]
     assert "returned a set that its codec cannot store" in str(durable.result)
+
+
+def test_a_steps_retry_runs_in_apply_even_when_errors_propagate(
+    apps: dict[bool, Celery],
+) -> None:
+    """A difference on purpose: when errors propagate, Celery raises an eager retry's
+    ``Retry`` to the caller and nothing runs it; a durable step's retry (its policy, here
+    Celery's autoretry) runs inside ``apply()``, at once, replaying what came before."""
+    app = apps[True]
+    plain, durable = Eager(app, "plain"), Eager(app, "durable")
+    assert outcome(lambda: plain.task("flaky").apply((2,), plain.tag())) == [
+        "error", raised("Retry", "Retry in 0s: ConnectionError('attempt 1 refused')"),
+    ]  # fmt: skip
+    assert outcome(lambda: durable.task("flaky").apply((2,), durable.tag()).get()) == [
+        "value", typed("connected on attempt 3"),
+    ]  # fmt: skip

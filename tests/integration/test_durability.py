@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,8 +19,9 @@ from celery_durable.keys import KeySpace
 from celery_durable.runtime import release_runtime
 from celery_durable.stores.redis import RedisJournalStore
 from celery_durable.stores.redis.durability import Durability
-from tests.integration.test_redis_store import commands_sent
-from tests.processes import RedisServer
+from tests.conftest import REDIS_URL
+from tests.integration.test_redis_store import WORKER_APP, commands_sent
+from tests.processes import RedisServer, free_port
 
 REQUEST = StartRequest("t", "fp", 1, 30.0, "host:1")
 ENTRY = '{"k":"run","n":"s","t":0,"d":0,"s":"ok","v":1}'
@@ -105,19 +109,72 @@ def test_a_task_whose_step_is_not_durable_is_retried_until_it_is(
     def careful(self: DurableTask) -> int:
         return int(self.ctx.run("count", lambda: runs.append(1) or len(runs)))
 
+    # The worker starts with its replica (it refuses to without), which then goes away.
     follower = RedisServer()
-    with worker():
-        result = careful.delay()
-        deadline = time.monotonic() + 20
-        while result.state != "RETRY":  # no replica: the step's write is not durable
-            assert time.monotonic() < deadline, f"no retry; state {result.state}"
-            time.sleep(0.05)
-        follower.start("--replicaof", "127.0.0.1", str(spare_redis.port))
-        try:
-            assert result.get(timeout=60) == 1
-        finally:
+    follower.start("--replicaof", "127.0.0.1", str(spare_redis.port))
+    primary = redis.Redis(port=spare_redis.port, decode_responses=True)
+    deadline = time.monotonic() + 20
+    while not primary.info("replication")["connected_slaves"]:
+        assert time.monotonic() < deadline, "the replica did not connect"
+        time.sleep(0.05)
+    try:
+        with worker():
             follower.kill()
+            deadline = time.monotonic() + 20
+            while primary.info("replication")["connected_slaves"]:
+                assert time.monotonic() < deadline, "the primary still counts its replica"
+                time.sleep(0.05)
+            result = careful.delay()
+            while result.state != "RETRY":  # no replica: the step's write is not durable
+                assert time.monotonic() < deadline, f"no retry; state {result.state}"
+                time.sleep(0.05)
+            follower.start("--replicaof", "127.0.0.1", str(spare_redis.port))
+            assert result.get(timeout=60) == 1
+    finally:
+        follower.kill()
+        primary.close()
     assert runs == [1]  # the write survived on the primary: the step ran once
+
+
+def test_the_replicas_durable_wait_replicas_waits_for_are_checked_at_worker_start(
+    spare_redis: RedisServer,
+) -> None:
+    store = store_on(spare_redis, Durability(replicas=1))
+    try:
+        with pytest.raises(ConfigurationError, match=r"durable_wait_replicas=1, .* has 0"):
+            store.check_replicas(1)
+        assert store.check_replicas(0) is None
+    finally:
+        store.close()
+    down = RedisJournalStore.from_url(f"redis://127.0.0.1:{free_port()}/0", KeySpace("dur"))
+    warning = down.check_replicas(1)  # Redis down at start: waited for, as the broker
+    assert warning is not None and "could not count the replicas" in warning
+    down.close()
+
+
+def test_enough_replicas_pass_the_check(spare_redis: RedisServer, replica: RedisServer) -> None:
+    store = store_on(spare_redis, Durability(replicas=1))
+    try:
+        assert store.check_replicas(1) is None
+        with pytest.raises(ConfigurationError, match="has 1"):
+            store.check_replicas(2)
+    finally:
+        store.close()
+
+
+def test_a_worker_refuses_to_start_without_the_replicas_it_must_wait_for(
+    spare_redis: RedisServer, tmp_path: Path, key_prefix: str
+) -> None:
+    (tmp_path / "replicated_app.py").write_text(
+        WORKER_APP.format(broker=REDIS_URL, journal=spare_redis.url, queue=key_prefix)
+        + "app.conf.durable_wait_replicas = 1\n"
+    )
+    worker = subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "replicated_app", "worker", "--pool=solo"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert worker.returncode != 0
+    assert "durable_wait_replicas=1, but not enough replicas" in worker.stderr + worker.stdout
 
 
 def test_waiting_for_the_aof_needs_a_redis_that_has_waitaof(spare_redis: RedisServer) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -23,10 +26,12 @@ from celery_durable import (
 from celery_durable.errors import LeaseLost
 from celery_durable.journal.store import StartRequest
 from celery_durable.keys import KeySpace
-from celery_durable.runtime import release_runtime
+from celery_durable.runtime import release_runtime, runtime_for
 from celery_durable.stores.redis import RedisJournalStore
+from celery_durable.testing import isolated
+from celery_durable.worker import WakeUps
 from tests.conftest import REDIS_URL
-from tests.processes import RedisServer, free_port
+from tests.processes import RedisServer, free_port, wait_for
 
 
 def journal_app(app: Celery, url: str) -> Celery:
@@ -271,3 +276,97 @@ def test_a_fence_older_than_the_writers_is_lost_writes_and_a_newer_one_a_lost_le
         store.append("inv", started.fence, 0, '{"k":"run"}', False)
     assert store.read("inv")[1] == []  # type: ignore[index]  # nothing was written
     store.close()
+
+
+SECRET = "s3cr3t-pw"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "redis://127.0.0.1:{port}/0?password={secret}",
+        "redis://user:{secret}@127.0.0.1:{port}/0",
+        "redis://127.0.0.1:{port}/0?db=0&password={secret}",
+    ],
+)
+def test_an_unreachable_redis_is_named_without_its_password(template: str) -> None:
+    url = template.format(port=free_port(), secret=SECRET)
+    store = RedisJournalStore.from_url(url, KeySpace("t-redact"))
+    try:
+        with pytest.raises(JournalUnavailableError) as raised:
+            store.read("inv-1")
+    finally:
+        store.close()
+    assert SECRET not in str(raised.value)
+    assert "127.0.0.1:" in str(raised.value)
+
+
+def test_a_wrong_sentinel_part_is_named_without_its_password() -> None:
+    url = f"sentinel://:{SECRET}@127.0.0.1:26379;redis://:{SECRET}@127.0.0.1:6379"
+    with pytest.raises(ConfigurationError, match="is not sentinel://host:port") as raised:
+        RedisJournalStore.from_url(url, KeySpace("t-redact"), {"master_name": "m"})
+    assert SECRET not in str(raised.value)
+
+
+def test_isolated_deletes_only_its_own_keys_whatever_its_prefix_holds(
+    app: Celery, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    # A prefix with glob characters: as a MATCH pattern, t[12] would match t1's keys.
+    others = [f"{key_prefix}1:{{a}}:meta", f"{key_prefix}x:{{a}}:meta", f"{key_prefix}[12]x:k"]
+    for key in others:
+        redis_client.set(key, "another app's")
+    for prefix in (f"{key_prefix}[12]", f"{key_prefix}*", f"{key_prefix}?", f"{key_prefix}\\"):
+        with isolated(app, key_prefix=prefix):
+            runtime_for(app).store.client.set(f"{prefix}:{{b}}:meta", "mine")
+        assert redis_client.exists(f"{prefix}:{{b}}:meta") == 0, prefix
+        assert redis_client.exists(*others) == len(others), prefix
+
+
+def test_the_eviction_check_refuses_when_redis_will_not_tell_its_policy(
+    spare_redis: RedisServer,
+) -> None:
+    admin = redis.Redis(port=spare_redis.port)
+    admin.config_set("maxmemory-policy", "allkeys-lru")  # what the check cannot see
+    admin.acl_setuser(
+        "journal", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-config"]
+    )
+    url = f"redis://journal:pw@127.0.0.1:{spare_redis.port}/0"
+    store = RedisJournalStore.from_url(url, KeySpace())
+    try:
+        with pytest.raises(ConfigurationError, match="could not read maxmemory-policy") as raised:
+            store.check_eviction_policy("refuse")
+        assert "durable_eviction_check = 'warn'" in str(raised.value)
+        assert "pw@" not in str(raised.value)
+        warning = store.check_eviction_policy("warn")
+        assert warning is not None and "could not read maxmemory-policy" in warning
+        assert store.check_eviction_policy("ignore") is None
+    finally:
+        store.close()
+        admin.close()
+
+
+def test_the_wake_up_component_says_once_that_redis_is_down_and_when_it_is_back(
+    app: Celery, spare_redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    journal_app(app, spare_redis.url)
+
+    @app.task(base=DurableTask, bind=True, shared=False)
+    def idle(self: DurableTask) -> None:
+        pass
+
+    spare_redis.kill()
+    step = WakeUps(SimpleNamespace())
+    with caplog.at_level(logging.WARNING, logger="celery_durable"):
+        step.start(SimpleNamespace(app=app))
+        try:
+            time.sleep(3.5)  # some tries, which used to warn four times a second
+            spare_redis.start()
+            back = "claiming wake-ups again"
+            wait_for(lambda: any(back in r.getMessage() for r in caplog.records), "recovery")
+        finally:
+            step.stop(SimpleNamespace(app=app))
+    said = [r.getMessage() for r in caplog.records if "wake-ups" in r.getMessage()]
+    assert len(said) == 2, said
+    assert said[0].startswith("celery-durable: could not claim wake-ups (1 tries so far")
+    tries = re.match(r"celery-durable: claiming wake-ups again, after (\d+) failed tries", said[1])
+    assert tries is not None and 2 <= int(tries[1]) <= 8, said[1]  # about one a second

@@ -18,6 +18,7 @@ from celery_durable import (
     JsonCodec,
     NonDeterminismError,
     TerminalError,
+    ValueTooLargeError,
     get_invocation,
     list_invocations,
 )
@@ -290,3 +291,47 @@ def test_autoretry_for_does_not_retry_a_non_determinism_error(app: Celery) -> No
     inv = get_invocation(app, "renamed-1")
     assert inv is not None
     assert inv.status == "paused"
+
+
+def test_arguments_over_durable_max_value_bytes_are_refused_where_the_caller_sees_it(
+    app: Celery, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    app.conf.durable_max_value_bytes = 64 * 1024
+    runs: list[int] = []
+
+    @app.task(base=DurableTask, bind=True, shared=False)
+    def upload(self: DurableTask, blob: str) -> int:
+        runs.append(len(blob))
+        return len(blob)
+
+    with pytest.raises(ValueTooLargeError, match="durable_max_value_bytes=65536") as raised:
+        upload.apply_async(args=("x" * 70_000,))
+    assert "nothing was sent" in str(raised.value)
+    assert "a reference to large data" in str(raised.value)
+    assert redis_client.llen(key_prefix) == 0
+    assert upload.apply_async(args=("x" * 1000,), task_id="small").id == "small"
+
+
+def test_a_worker_never_stores_a_call_over_durable_max_value_bytes(
+    app: Celery, worker: Any, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    app.conf.durable_max_value_bytes = 64 * 1024
+    runs: list[int] = []
+
+    @app.task(base=DurableTask, bind=True, shared=False)
+    def upload(self: DurableTask, blob: str) -> int:
+        runs.append(self.ctx.run("size", len, blob))
+        return len(blob)
+
+    with worker():
+        # send_task does not pass through apply_async's check: the worker's catches it.
+        sent = app.send_task(upload.name, args=("x" * 100_000,), task_id="big")
+        with pytest.raises(ValueTooLargeError, match="durable_max_value_bytes=65536"):
+            sent.get(timeout=TIMEOUT)
+    assert runs == []
+    inv = get_invocation(app, "big")
+    assert inv is not None and inv.status == "failed" and inv.steps == []
+    assert inv.error is not None and inv.error["type"] == "ValueTooLargeError"
+    meta = f"{key_prefix}:{{big}}:meta"
+    assert not redis_client.hexists(meta, "call")
+    assert redis_client.ttl(meta) > 0

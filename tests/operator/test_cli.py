@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import re
 import time
+from datetime import datetime
 from typing import Any
 
 import pytest
 import redis
 from celery import Celery
 
-from celery_durable import get_invocation
+from celery_durable import AwakeableError, CodecError, get_invocation, resolve_awakeable
 from celery_durable.engine.awakeables import AwakeableId
 from celery_durable.journal.store import StartRequest
 from celery_durable.runtime import release_runtime, runtime_for
@@ -147,7 +148,7 @@ def test_forget_deletes_and_says_so(app: Celery, cli: Invoke) -> None:
     again = cli("forget", "inv-1")
     assert again.exit_code == 1
     assert "no invocation inv-1 is kept" in again.stderr
-    assert "celery durable ls" in again.stderr
+    assert f"celery -A {app.main} durable ls" in again.stderr  # runnable as it stands
 
 
 def test_purge_asks_first_and_deletes_only_that_status_older_than_asked(
@@ -213,7 +214,7 @@ def test_resume_refuses_what_it_cannot_resume_and_says_what_to_do(app: Celery, c
     result = cli("resume", "inv-1")
     assert result.exit_code == 1
     assert "invocation inv-1 is completed; only a paused or failed invocation" in result.stderr
-    assert "celery durable restart ID --from-step N" in result.stderr
+    assert f"celery -A {app.main} durable restart ID --from-step N" in result.stderr
     missing = cli("resume", "nope")
     assert missing.exit_code == 1
     assert "no invocation nope is kept" in missing.stderr
@@ -260,6 +261,11 @@ def test_resolve_and_reject_complete_an_awakeable_once(app: Celery, cli: Invoke)
     late = cli("reject", awakeable, "too late")
     assert late.exit_code == 1
     assert "was completed before" in late.stderr
+    # Not "completed before" when the journal is not there: what a wrong -A finds.
+    elsewhere = cli("resolve", str(AwakeableId("inv-2", 0, "tok")), "1")
+    assert elsewhere.exit_code == 1
+    assert "its invocation inv-2 is not kept in this app's journals" in elsewhere.stderr
+    assert "completed before" not in elsewhere.stderr
     assert cli("resolve", awakeable, "not json").exit_code == 2
     wrong = cli("resolve", "awk1.nope", "1")
     assert wrong.exit_code == 1
@@ -274,3 +280,93 @@ def test_redis_that_cannot_be_reached_is_an_error_that_says_what_to_check(
     result = cli("ls")
     assert result.exit_code == 1
     assert "Check that Redis is running" in result.stderr
+
+
+def test_resolve_refuses_a_deeply_nested_value_and_a_huge_index_clearly(
+    app: Celery, cli: Invoke
+) -> None:
+    awakeable = str(AwakeableId("inv-1", 0, "tok"))
+    deep = cli("resolve", awakeable, "[" * 100_000 + "]" * 100_000)
+    assert deep.exit_code == 2, deep.output
+    assert "nests lists and dicts more than 100 deep" in deep.stderr
+    assert deep.exception is None or isinstance(deep.exception, SystemExit)
+    nested = cli("resolve", awakeable, "[" * 150 + "]" * 150)
+    assert nested.exit_code == 1, nested.output
+    assert "more than 100 deep" in nested.stderr
+    for index in ("9" * 5000, "99999999999999999999", "²"):
+        huge = cli("resolve", f"awk1.aW52LTE.{index}.tok", "1")
+        assert huge.exit_code == 1, huge.output
+        assert "is not an awakeable id" in huge.stderr
+        assert huge.exception is None or isinstance(huge.exception, SystemExit)
+
+
+def test_resolve_awakeable_refuses_a_deeply_nested_value_and_a_huge_index_clearly(
+    app: Celery,
+) -> None:
+    awakeable = str(AwakeableId("inv-1", 0, "tok"))
+    for depth in (101, 100_000):
+        value: Any = []
+        for _ in range(depth - 1):
+            value = [value]
+        with pytest.raises(CodecError, match="more than 100 deep"):
+            resolve_awakeable(app, awakeable, {"v": value})
+    with pytest.raises(AwakeableError, match="is not an awakeable id"):
+        resolve_awakeable(app, f"awk1.aW52LTE.{'9' * 5000}.tok", 1)
+
+
+def test_ls_and_show_escape_what_a_terminal_would_obey(app: Celery, cli: Invoke) -> None:
+    evil = "\x1b[2J\x1b]0;owned\x07"  # clear the screen, retitle the terminal
+    task_id = f"inv{evil}\nfake-row"
+    store = runtime_for(app).store
+    started = store.start(task_id, StartRequest(f"proj.task{evil}", "fp", 1, 30.0, "test:1"))
+    entry = json.dumps(
+        {"k": "run", "n": f"step{evil}\r\n", "t": 0, "d": 0, "s": "error",
+         "e": {"type": f"Boom{evil}", "message": f"bad\u202e{evil}\x9b31m\nline two"}}
+    )  # fmt: skip
+    store.append(task_id, started.fence, 0, entry, False)
+    error = {"type": "ValueError", "message": f"failed{evil}\nagain"}
+    store.finish(task_id, started.fence, "failed", json.dumps({"s": "error", "e": error}), 60.0)
+
+    listed = cli("ls")
+    shown = cli("show", task_id)
+    for result in (listed, shown):
+        assert result.exit_code == 0, result.output
+        for raw in ("\x1b", "\x07", "\x9b", "\u202e", "\r"):
+            assert raw not in result.stdout
+        assert "\\x1b[2J\\x1b]0;owned\\x07" in result.stdout
+    assert len(listed.stdout.splitlines()) == 2  # the header and one row
+    assert "inv\\x1b[2J\\x1b]0;owned\\x07\\nfake-row" in listed.stdout
+    rows = [line for line in shown.stdout.splitlines() if line.startswith("0 ")]
+    assert len(rows) == 1 and "\\u202e" in rows[0]
+
+
+def test_json_awaiting_gives_iso_times_and_the_awakeable_id(app: Celery, cli: Invoke) -> None:
+    store = runtime_for(app).store
+    started = store.start("inv-1", StartRequest(APPROVAL, "fp", 1, 30.0, "test:1"))
+    awakeable = '{"k":"awakeable","n":"approval","t":0,"d":0,"s":"ok","v":{"id":"tok"}}'
+    until = time.time() + 3600
+    timer = json.dumps(
+        {"k": "sleep", "n": "timeout", "t": 0, "d": 0, "s": "ok", "v": {"until": int(until * 1000)}}
+    )
+    store.append("inv-1", started.fence, 0, awakeable, False)
+    store.append("inv-1", started.fence, 1, timer, False)
+    awaiting = [
+        {"kind": "awakeable", "name": "approval", "index": 0},
+        {"kind": "sleep", "name": "timeout", "index": 1, "until": until},
+    ]
+    assert store.suspend("inv-1", started.fence, json.dumps(awaiting), [0], until, "{}") == (
+        "suspended"
+    )
+    for document in (
+        loads(cli("show", "inv-1", "--json").stdout),
+        loads(cli("ls", "--json").stdout)[0],
+    ):
+        first, second = document["awaiting"]
+        assert first == {
+            "kind": "awakeable", "name": "approval", "index": 0,
+            "awakeable_id": str(AwakeableId("inv-1", 0, "tok")),
+        }  # fmt: skip
+        assert ISO.match(second["until"]), second
+        assert abs(datetime.fromisoformat(second["until"]).timestamp() - until) < 0.001
+    shown = cli("show", "inv-1").stdout
+    assert f"durable resolve {AwakeableId('inv-1', 0, 'tok')} JSON" in shown

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -70,10 +71,16 @@ class World:
 
     def celery(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``celery -A tests.operator.proj ARGS...`` as its own process."""
+        return self.paste(shlex.join(["celery", "-A", "tests.operator.proj", *args]))
+
+    def paste(self, line: str) -> subprocess.CompletedProcess[str]:
+        """Run a ``celery ...`` command line as an operator pastes it into a shell."""
+        program, *args = shlex.split(line)
+        assert program == "celery", line
         script = shutil.which("celery", path=str(Path(sys.executable).parent))
         command = [script] if script else [sys.executable, "-m", "celery"]
         return subprocess.run(
-            [*command, "-A", "tests.operator.proj", *args],
+            [*command, *args],
             cwd=ROOT, env=self.environ, capture_output=True, text=True, timeout=TIMEOUT,
         )  # fmt: skip
 
@@ -251,12 +258,18 @@ def test_show_names_the_awaited_awakeable_and_resolve_wakes_the_invocation(
     listed = world.cli("ls", "--status", "suspended")
     assert re.search(rf"{task_id}\s+{APPROVAL}\s+suspended\s+2\s+\d+s\s+awakeable 'approval'",
                      listed.stdout), listed.stdout  # fmt: skip
-    shown = world.cli("show", task_id)
-    match = re.search(r"celery durable resolve (awk1\.\S+) JSON", shown.stdout)
+    shown = world.celery("durable", "show", task_id)
+    assert shown.returncode == 0, shown.stderr
+    # The hint names the app as it was given, so it runs as it stands.
+    match = re.search(
+        r"(celery -A tests\.operator\.proj durable resolve awk1\.\S+) JSON", shown.stdout
+    )
     assert match, shown.stdout
 
-    resolved = world.cli("resolve", match.group(1), '{"approved_by": "ada"}')
-    assert resolved.exit_code == 0, resolved.output
+    resolved = world.paste(f'{match.group(1)} \'{{"approved_by": "ada"}}\'')
+    assert resolved.returncode == 0, resolved.stderr
+    assert resolved.stdout.startswith("Resolved awakeable awk1."), resolved.stdout
+    assert resolved.stderr == ""  # no warning of a default Redis: the app was named
     done = world.wait_status(task_id, "completed")
     assert done.result == {"order": "o-approval", "answer": {"approved_by": "ada"}}
 
@@ -269,6 +282,12 @@ def test_the_celery_command_line_has_the_durable_commands(world: World) -> None:
     found = {inv["id"]: inv for inv in json.loads(listed.stdout)}
     assert found[task_id]["status"] == "completed"
     assert [s["name"] for s in found[task_id]["steps"]] == list(STEPS)
+
+    without_app = world.paste("celery durable ls")
+    assert without_app.returncode == 2
+    assert "name your app with -A" in without_app.stderr
+    assert "celery -A proj durable ls" in without_app.stderr
+    assert without_app.stdout == ""
 
     missing = world.celery("durable", "show", "no-such-id")
     assert missing.returncode == 1

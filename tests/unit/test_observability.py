@@ -157,7 +157,7 @@ def test_steps_log_the_invocation_and_step_replays_at_debug(
     ]
     assert (
         "INFO",
-        f"invocation {result.id}: step 'charge' (#1) failed on attempt 1, retrying in 0 s: "
+        f"{name}[{result.id}] step 'charge' (#1) failed on attempt 1, retrying in 0 s: "
         "ConnectionError: card processor hung up",
     ) in lines
     assert ("DEBUG", f"{name}[{result.id}] run 'reserve' (#0) replayed") in lines
@@ -240,3 +240,77 @@ def test_tracing_off_makes_no_span(durable_app: Celery) -> None:
         pass
     assert order.apply(throw=False).get() == "ok"
     assert exporter.get_finished_spans() == ()
+
+
+def test_replay_each_step_spans_count_the_step_each_execution_journaled(
+    durable_app: Celery,
+) -> None:
+    @durable_app.task(base=DurableTask, bind=True, shared=False)
+    def three(self: DurableTask) -> int:
+        return sum(self.ctx.run(f"s{i}", lambda i=i: i) for i in range(3))
+
+    with tracing_to_memory() as exporter, isolated(durable_app, replay_each_step=True):
+        assert three.delay().get() == 3
+    executions = spans_named(exporter.get_finished_spans(), "durable.execution")
+    # One execution per entry, each journaling one, and a last one that replays them all.
+    assert [attribute(s, "durable.steps.new") for s in executions] == [1, 1, 1, 0]
+    assert [attribute(s, "durable.steps.replayed") for s in executions] == [0, 1, 2, 3]
+    steps = spans_named(exporter.get_finished_spans(), "durable.step")
+    assert [s.name for s in steps] == ["durable.step s0", "durable.step s1", "durable.step s2"]
+    assert all(s.status.status_code is StatusCode.UNSET for s in steps)
+
+
+def test_the_attempt_that_exhausts_a_pausing_policy_is_signalled(durable_app: Celery) -> None:
+    pausing = RetryPolicy(max_attempts=2, initial_interval=0.0, on_exhausted="pause")
+
+    def down() -> None:
+        raise ConnectionError("the bank is down")
+
+    @durable_app.task(base=DurableTask, bind=True, shared=False)
+    def charge(self: DurableTask) -> None:
+        self.ctx.run("charge", down, retry=pausing)
+
+    with recording() as recorder, tracing_to_memory() as exporter:
+        result = charge.apply(throw=False)
+    trail = [(s, kw) for s, kw in recorder.of(result.id) if s.startswith(("step_f", "inv"))]
+    assert [(s, kw.get("attempts"), kw.get("retry_in")) for s, kw in trail] == [
+        ("step_failed", 1, 0.0),
+        ("step_failed", 2, None),
+        ("invocation_paused", None, None),
+    ]
+    assert isinstance(trail[1][1]["error"], ConnectionError)
+    executions = spans_named(exporter.get_finished_spans(), "durable.execution")
+    assert [attribute(s, "durable.steps.new") for s in executions] == [0, 0]  # nothing journaled
+    steps = spans_named(exporter.get_finished_spans(), "durable.step")
+    assert [s.status.status_code for s in steps] == [StatusCode.ERROR, StatusCode.ERROR]
+
+
+def test_a_journaled_failure_and_a_pause_are_logged_with_the_task_name(
+    durable_app: Celery, caplog: pytest.LogCaptureFixture
+) -> None:
+    tasks = define(durable_app)
+    with caplog.at_level(logging.INFO, logger="celery_durable"):
+        failed = tasks["doomed"].apply(throw=False)
+    name = tasks["doomed"].name
+    assert (
+        "WARNING",
+        f"{name}[{failed.id}] step 'charge' (#1) failed for good after 1 attempt(s): "
+        "TerminalError: card declined",
+    ) in [(r.levelname, r.getMessage()) for r in caplog.records]
+
+    pausing = RetryPolicy(max_attempts=1, on_exhausted="pause")
+
+    @durable_app.task(base=DurableTask, bind=True, shared=False)
+    def stuck(self: DurableTask) -> None:
+        self.ctx.run("charge", _hang_up, retry=pausing)
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="celery_durable"):
+        paused = stuck.apply(throw=False)
+    messages = [r.getMessage() for r in caplog.records if r.name == "celery_durable"]
+    assert any(m.startswith(f"{stuck.name}[{paused.id}] paused: step 'charge'") for m in messages)
+    assert not any(m.startswith("invocation ") for m in messages)
+
+
+def _hang_up() -> None:
+    raise ConnectionError("card processor hung up")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from datetime import timedelta
 from typing import Any
 
@@ -56,3 +57,60 @@ def test_a_non_redis_broker_falls_back_with_a_warning_when_the_journal_is_used()
 def test_a_wrong_setting_is_named(name: str, value: Any, message: str) -> None:
     with pytest.raises(ConfigurationError, match=message.replace("{", r"\{").replace("}", r"\}")):
         read(**{name: value})
+
+
+# -- TLS, as Celery spells it --------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spelt", "meant"),
+    [("CERT_REQUIRED", "required"), ("CERT_OPTIONAL", "optional"), ("CERT_NONE", "none"),
+     ("required", "required")],
+)  # fmt: skip
+def test_celerys_ssl_cert_reqs_in_the_url_is_carried_over(spelt: str, meant: str) -> None:
+    url = f"rediss://:pw@h:6380/0?ssl_cert_reqs={spelt}&db=1"
+    assert read(broker_url=url).redis_url == f"rediss://:pw@h:6380/0?ssl_cert_reqs={meant}&db=1"
+    assert read(durable_redis_url=url).redis_url.endswith(f"ssl_cert_reqs={meant}&db=1")
+
+
+def test_the_brokers_tls_options_carry_over_when_the_journal_is_the_brokers_redis() -> None:
+    tls = {"ssl_cert_reqs": ssl.CERT_REQUIRED, "ssl_ca_certs": "/etc/ca.pem"}
+    settings = read(broker_url="rediss://h:6380/0", broker_use_ssl=tls)
+    assert settings.redis_url == "rediss://h:6380/0"
+    assert dict(settings.redis_options) == tls
+    # kombu makes a redis:// broker with broker_use_ssl a TLS one: so is the journal.
+    plain = read(broker_url="redis://h:6380/0", broker_use_ssl=tls)
+    assert plain.redis_url == "rediss://h:6380/0" and dict(plain.redis_options) == tls
+    sentinel = read(
+        broker_url="sentinel://s1:26379",
+        broker_transport_options={"master_name": "m"},
+        broker_use_ssl={"ssl_cert_reqs": "CERT_NONE"},
+    )
+    assert dict(sentinel.redis_options) == {
+        "ssl_cert_reqs": "none",
+        "master_name": "m",
+        "ssl": True,
+    }
+    # durable_redis_options wins over the broker's; another Redis takes none of them.
+    own = read(
+        broker_url="rediss://h:6380/0",
+        broker_use_ssl={"ssl_cert_reqs": ssl.CERT_NONE},
+        durable_redis_options={"ssl_cert_reqs": "CERT_REQUIRED"},
+    )
+    assert dict(own.redis_options) == {"ssl_cert_reqs": "required"}
+    other = read(broker_use_ssl=tls, durable_redis_url="rediss://elsewhere:6380/0")
+    assert dict(other.redis_options) == {}
+
+
+@pytest.mark.parametrize(
+    "conf",
+    [
+        {"broker_url": "rediss://h:6380/0?ssl_cert_reqs=maybe"},
+        {"durable_redis_url": "rediss://h:6380/0?ssl_cert_reqs=CERT_MAYBE"},
+        {"durable_redis_options": {"ssl_cert_reqs": "CERT_MAYBE"}},
+        {"broker_url": "rediss://h:6380/0", "broker_use_ssl": {"ssl_cert_reqs": 7}},
+    ],
+)
+def test_a_wrong_ssl_cert_reqs_is_named_at_once(conf: dict[str, Any]) -> None:
+    with pytest.raises(ConfigurationError, match=r"ssl_cert_reqs=.* must be CERT_REQUIRED"):
+        read(**conf)

@@ -18,6 +18,7 @@ from redis.exceptions import MovedError, NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from celery_durable.keys import KeySpace
+from celery_durable.settings import redacted
 from celery_durable.stores.redis import scripts
 from celery_durable.stores.redis.durability import Durability
 from celery_durable.stores.redis.errors import (
@@ -210,10 +211,5 @@ def ms(seconds: float) -> int:
 
 
 def redact(url: str) -> str:
-    """Return ``url`` without its password, for messages and logs."""
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        creds, _, host = rest.rpartition("@")
-        user = creds.split(":", 1)[0]
-        rest = f"{user}:***@{host}" if user else f"***@{host}"
-    return f"Redis at {scheme}{sep}{rest}"
+    """How messages and logs name the Redis at ``url``: without its passwords."""
+    return f"Redis at {redacted(url)}"

@@ -16,6 +16,7 @@ from redis.cluster import RedisCluster
 from redis.sentinel import Sentinel
 
 from celery_durable.errors import ConfigurationError
+from celery_durable.settings import redacted
 
 #: Client options every journal client gets: text replies, and timeouts so that a
 #: Redis that stops answering is an outage, not a hang.
@@ -57,7 +58,7 @@ def _sentinel_primary(url: str, settings: dict[str, Any]) -> redis.Redis:
         parsed = urlparse(part.strip())
         if parsed.scheme != "sentinel" or not parsed.hostname:
             raise ConfigurationError(
-                f"durable_redis_url: {part!r} is not sentinel://host:port (several are "
+                f"durable_redis_url: {redacted(part)!r} is not sentinel://host:port (several are "
                 "joined with ';', as kombu spells them)."
             )
         hosts.append((parsed.hostname, parsed.port or 26379))

@@ -10,6 +10,7 @@ from redis.exceptions import (
     ClusterError,
     OutOfMemoryError,
     ReadOnlyError,
+    RedisClusterException,
     RedisError,
     ResponseError,
     SlotNotCoveredError,
@@ -21,10 +22,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from celery_durable.errors import JournalError, JournalUnavailableError, LeaseLost
 from celery_durable.journal.store import not_running
 
-#: What a failed command raises: redis-py's errors, and the one a cluster client raises
-#: outside them when no node it knows serves the key's slot.
-REDIS_ERRORS = (RedisError, SlotNotCoveredError)
-CommandError: TypeAlias = RedisError | SlotNotCoveredError
+#: What a failed command raises: redis-py's errors, and those a cluster client raises
+#: outside them (no node it knows serves the key's slot; keys of one command in several
+#: slots, which the key space never builds, but which must not escape as they are).
+REDIS_ERRORS = (RedisError, RedisClusterException)
+CommandError: TypeAlias = RedisError | RedisClusterException
 
 #: Errors that mean "not now" rather than "never": the connection, and replies such as
 #: out of memory under noeviction, a replica after failover, a cluster mid-change (a

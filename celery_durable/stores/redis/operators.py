@@ -13,7 +13,7 @@ from celery_durable.journal.store import TOMBSTONE_TTL, Fork, Resumption, Stored
 from celery_durable.keys import IndexKeys
 from celery_durable.stores.redis import scripts
 from celery_durable.stores.redis.base import RedisBase, ms
-from celery_durable.stores.redis.checks import check_eviction_policy
+from celery_durable.stores.redis.checks import check_eviction_policy, check_replicas
 
 
 class Operators(RedisBase):
@@ -97,6 +97,10 @@ class Operators(RedisBase):
     def check_eviction_policy(self, mode: str) -> str | None:
         """Refuse or describe a ``maxmemory-policy`` that could evict journals."""
         return check_eviction_policy(self._client, self._where, mode)
+
+    def check_replicas(self, wanted: int) -> str | None:
+        """Refuse ``durable_wait_replicas`` that too few connected replicas could meet."""
+        return check_replicas(self._client, self._where, wanted, self._keys.cluster)
 
     # -- Resume, fork, purge ------------------------------------------------------------
 
