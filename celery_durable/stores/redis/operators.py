@@ -9,8 +9,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from celery_durable.journal.store import Fork, Resumption, Stored, now
-from celery_durable.keys import IndexKeys
+from celery_durable.journal.store import (
+    SUMMARY_FIELDS,
+    Fork,
+    Position,
+    Resumption,
+    Stored,
+    Summary,
+    now,
+)
+from celery_durable.keys import LIVE_STATUSES, IndexKeys
 from celery_durable.stores.redis import scripts
 from celery_durable.stores.redis.base import RedisBase
 from celery_durable.stores.redis.checks import check_eviction_policy
@@ -66,6 +74,69 @@ class Operators(RedisBase):
         # An invocation is in `all` and in its live status's set; newest first, once each.
         newest = sorted({m: s for reply in replies for m, s in reply}.items(), key=_by_score)
         return self._existing([member for member, _ in newest[offset : offset + limit]])
+
+    def list_page(
+        self,
+        status: str | None,
+        limit: int,
+        after: Position | None = None,
+        created_from: float | None = None,
+        created_before: float | None = None,
+    ) -> list[Position]:
+        # A finished status has no index of its own: it is among all invocations.
+        sets = self._index_sets(status if status in LIVE_STATUSES or status is None else "all")
+        low = "-inf" if created_from is None else repr(float(created_from))
+        high = "+inf" if created_before is None else f"({float(created_before)!r}"
+        ties: str | None = None
+        if after is not None and (created_before is None or after[1] < created_before):
+            high, ties = f"({after[1]!r}", repr(after[1])
+            if created_from is not None and after[1] < created_from:
+                return []
+        with self._errors("*", "list"):
+            pipe = self._client.pipeline(transaction=False)
+            for key in sets:
+                pipe.zrevrangebyscore(key, high, low, start=0, num=limit, withscores=True)
+                if ties is not None:  # those created at the same time, listed after it
+                    pipe.zrangebyscore(key, ties, ties, withscores=True)
+            replies = pipe.execute()
+        found: dict[str, float] = {}
+        for reply in replies:
+            found.update(reply)
+        if after is not None:
+            found = {m: s for m, s in found.items() if (s, m) < (after[1], after[0])}
+        # Newest first, ties by id descending: as ZREVRANGEBYSCORE orders them.
+        newest = sorted(found.items(), key=_by_time_and_id, reverse=True)[:limit]
+        kept = set(self._existing([member for member, _ in newest]))
+        return [(member, score) for member, score in newest if member in kept]
+
+    def summaries(self, task_ids: Sequence[str]) -> list[Summary | None]:
+        if not task_ids:
+            return []
+        pipe = self._client.pipeline(transaction=False)
+        for task_id in task_ids:
+            k = self._keys.invocation(task_id)
+            pipe.hmget(k.meta, SUMMARY_FIELDS)
+            pipe.llen(k.journal)
+        with self._errors(",".join(task_ids[:3]), "read"):
+            replies = pipe.execute()
+        found: list[Summary | None] = []
+        for fields, length in zip(replies[::2], replies[1::2], strict=True):
+            meta = {f: v for f, v in zip(SUMMARY_FIELDS, fields, strict=True) if v is not None}
+            found.append((meta, int(length)) if meta else None)
+        return found
+
+    def count_live(self) -> dict[str, int]:
+        counts = dict.fromkeys(LIVE_STATUSES, 0)
+        with self._errors("*", "count"):
+            keys = {status: self._index_sets(status) for status in LIVE_STATUSES}
+            pipe = self._client.pipeline(transaction=False)
+            for status in LIVE_STATUSES:
+                for key in keys[status]:
+                    pipe.zcard(key)
+            replies = iter(pipe.execute())
+        for status in LIVE_STATUSES:
+            counts[status] = sum(int(next(replies)) for _ in keys[status])
+        return counts
 
     def _existing(self, task_ids: list[str]) -> list[str]:
         """``task_ids`` without those that expired, which leave the index (cluster only).
@@ -153,6 +224,10 @@ class Operators(RedisBase):
 
 def _by_score(item: tuple[str, float]) -> tuple[float, str]:
     return (-item[1], item[0])
+
+
+def _by_time_and_id(item: tuple[str, float]) -> tuple[float, str]:
+    return (item[1], item[0])
 
 
 def _by_age(item: tuple[str, float]) -> tuple[float, str]:
