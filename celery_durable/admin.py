@@ -12,6 +12,7 @@ from typing import Any
 
 from celery_durable.codec import PLAIN_JSON
 from celery_durable.engine.awakeables import AwakeableId
+from celery_durable.engine.calls import child_id as child_id
 from celery_durable.errors import AwakeableError, CodecError, InvocationStateError, TerminalError
 from celery_durable.flow import ENDED_FENCE_HEADER
 from celery_durable.journal.entries import check_size, encode_completion, parse
@@ -25,6 +26,7 @@ from celery_durable.listing import SummaryPage as SummaryPage
 from celery_durable.listing import count_invocations as count_invocations
 from celery_durable.listing import list_summaries as list_summaries
 from celery_durable.listing import select_ids as select_ids
+from celery_durable.listing import summaries_of as summaries_of
 from celery_durable.runtime import runtime_for
 from celery_durable.wakeups import decode_call, encode_call, publish_due
 from celery_durable.wakeups import publish as publish_call

@@ -112,6 +112,17 @@ def _matches(
     return not search or search in task_id
 
 
+def summaries_of(app: Any, task_ids: list[str]) -> list[InvocationSummary | None]:
+    """Return the summary of each of ``task_ids`` (None for one not kept), in one round trip."""
+    if not task_ids:
+        return []
+    found = runtime_for(app).store.summaries(task_ids)
+    return [
+        None if summary is None else parse_summary(task_id, *summary)
+        for task_id, summary in zip(task_ids, found, strict=True)
+    ]
+
+
 def count_invocations(app: Any) -> dict[str, int]:
     """Return how many invocations are ``running``, ``suspended`` and ``paused`` (one
     round trip; finished ones have no count of their own)."""
