@@ -27,12 +27,18 @@ Handler = Callable[[Console, Request, dict[str, str]], Response]
 
 
 def routes(console: Console) -> list[BaseRoute]:
-    def route(path: str, handler: Handler) -> Route:
+    def route(path: str, handler: Handler, asks: bool = True) -> Route:
+        """``handler`` on POST; with ``asks``, also on GET, where it only ever asks (its
+        question page changes nothing, whatever the address says)."""
+
         async def endpoint(request: Request) -> Response:
-            form = await form_of(request)
+            if request.method == "GET":  # only ever the question: a link changes nothing
+                form = {k: v for k, v in request.query_params.items() if k != "confirmed"}
+            else:
+                form = await form_of(request)
             return await run_in_threadpool(handler, console, request, form)
 
-        return Route(path, endpoint, methods=["POST"])
+        return Route(path, endpoint, methods=["GET", "POST"] if asks else ["POST"])
 
     return [
         route("/actions/resume", resume),
@@ -41,7 +47,7 @@ def routes(console: Console) -> list[BaseRoute]:
         route("/actions/resolve", resolve),
         route("/actions/reject", reject),
         # /actions/cancel goes here, calling admin.cancel_invocation, once it exists.
-        route("/bulk/start", start_bulk),
+        route("/bulk/start", start_bulk, asks=False),
     ]
 
 
@@ -128,7 +134,11 @@ def resume(console: Console, request: Request, form: dict[str, str]) -> Response
 def restart(console: Console, request: Request, form: dict[str, str]) -> Response:
     task_id = form.get("id", "")
     raw = form.get("from_step", "")
-    step = f"step {raw} ({form['step_name']!r})" if form.get("step_name") else f"step {raw}"
+    step = f"step {raw}"
+    if not _confirmed(form) and raw.isdigit():
+        inv = admin.get_invocation(console.celery_app, task_id)
+        if inv is not None and int(raw) < len(inv.steps):
+            step += f" ({inv.steps[int(raw)].name!r})"
 
     def ask(problem: str | None = None) -> Response:
         return _ask(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -27,12 +28,34 @@ MIN_BAR = 0.4
 SHAPE_ITEMS = 20
 
 
+#: Values whose JSON is at most this long are shown on one line; longer ones are indented.
+ONE_LINE = 72
+_compact = json.JSONEncoder(ensure_ascii=False, default=str, separators=(", ", ": ")).encode
+#: A str as JSON text, in C (json's own, without ensure_ascii).
+_string: Callable[[str], str] = json.encoder.encode_basestring
+
+
 def pretty(value: Any, limit: int = PRETTY_CHARS) -> str:
-    """``value`` as indented JSON, cut to ``limit`` characters."""
-    text = json.dumps(value, indent=2, ensure_ascii=False, default=str)
+    """``value`` as indented JSON (short parts on one line), cut to ``limit`` characters."""
+    text = _indented(value, 0)
     if len(text) > limit:
         return f"{text[:limit]}\n… ({len(text) - limit:,} more characters: see the JSON API)"
     return text
+
+
+def _indented(value: Any, depth: int) -> str:
+    # json's C encoder, which it uses only without indent, writes each part in one go;
+    # a 1,000-step page indents a value per step.
+    if isinstance(value, str):
+        return _string(value)
+    text = _compact(value)
+    if len(text) <= ONE_LINE or not isinstance(value, dict | list) or not value:
+        return text
+    pad, end = "  " * (depth + 1), "  " * depth
+    if isinstance(value, dict):
+        items = [f"{pad}{_string(str(k))}: {_indented(v, depth + 1)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + "\n" + end + "}"
+    return "[\n" + ",\n".join(pad + _indented(v, depth + 1) for v in value) + "\n" + end + "]"
 
 
 def shape(value: Any, depth: int = 0) -> Any:
@@ -338,7 +361,7 @@ def seconds_text(seconds: float) -> str:
 def _clock(stamp: datetime | None) -> str:
     if stamp is None:
         return "-"
-    return stamp.strftime("%Y-%m-%d %H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z"
+    return stamp.isoformat(" ", "milliseconds")[:23] + "Z"  # UTC: drop "+00:00"
 
 
 def _stamp(stamp: datetime | None, default: float) -> float:

@@ -393,3 +393,17 @@ def test_the_console_works_mounted_under_a_path_prefix(
         assert (
             web.get("/ops/durable/api/counts").json()["paused"] == 1
         )  # resumed: paused, published
+
+
+def test_a_link_to_an_action_only_asks(
+    app: Celery, web: httpx.Client, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    paused(app, redis_client, key_prefix, "inv-p")
+    asked = web.get("/actions/forget", params={"id": "inv-p", "confirmed": "yes"})
+    assert asked.status_code == 200 and "Forget invocation inv-p?" in asked.text
+    restart = web.get("/actions/restart", params={"id": "inv-p", "from_step": "1"})
+    assert "Restart invocation inv-p from step 1 (&#39;charge&#39;)?" in restart.text
+    assert get_invocation(app, "inv-p") is not None
+    started = web.get("/bulk/start", params={"kind": "resume", "task": PAUSING, "count": "1"})
+    assert started.status_code == 405
+    assert get_invocation(app, "inv-p").paused_reason.startswith("step")  # type: ignore[union-attr]

@@ -22,6 +22,7 @@ from celery_durable.keys import LIVE_STATUSES, IndexKeys
 from celery_durable.stores.redis import scripts
 from celery_durable.stores.redis.base import RedisBase
 from celery_durable.stores.redis.checks import check_eviction_policy
+from celery_durable.stores.redis.lean import bulk
 
 
 class Operators(RedisBase):
@@ -112,13 +113,23 @@ class Operators(RedisBase):
     def summaries(self, task_ids: Sequence[str]) -> list[Summary | None]:
         if not task_ids:
             return []
-        pipe = self._client.pipeline(transaction=False)
-        for task_id in task_ids:
-            k = self._keys.invocation(task_id)
-            pipe.hmget(k.meta, SUMMARY_FIELDS)
-            pipe.llen(k.journal)
         with self._errors(",".join(task_ids[:3]), "read"):
-            replies = pipe.execute()
+            if self._lean is not None:
+                # Packed by hand: a listing reads hundreds of these at once, and redis-py
+                # would spend more time encoding the same field names than Redis answering.
+                keys = [self._keys.invocation(task_id) for task_id in task_ids]
+                packed = b"".join(_summary_commands(k.meta, k.journal) for k in keys)
+                replies = self._lean.call_many(packed, 2 * len(task_ids))
+                for reply in replies:
+                    if isinstance(reply, BaseException):
+                        raise reply
+            else:
+                pipe = self._client.pipeline(transaction=False)
+                for task_id in task_ids:
+                    k = self._keys.invocation(task_id)
+                    pipe.hmget(k.meta, SUMMARY_FIELDS)
+                    pipe.llen(k.journal)
+                replies = pipe.execute()
         found: list[Summary | None] = []
         for fields, length in zip(replies[::2], replies[1::2], strict=True):
             meta = {f: v for f, v in zip(SUMMARY_FIELDS, fields, strict=True) if v is not None}
@@ -224,6 +235,18 @@ class Operators(RedisBase):
 
 def _by_score(item: tuple[str, float]) -> tuple[float, str]:
     return (-item[1], item[0])
+
+
+_HMGET_SUMMARY = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(SUMMARY_FIELDS))
+_SUMMARY_FIELDS = b"".join(bulk(field.encode()) for field in SUMMARY_FIELDS)
+_LLEN = b"*2\r\n$4\r\nLLEN\r\n"
+
+
+def _summary_commands(meta: str, journal: str) -> bytes:
+    """``HMGET <meta> <SUMMARY_FIELDS>`` and ``LLEN <journal>``, packed."""
+    return b"".join(
+        (_HMGET_SUMMARY, bulk(meta.encode()), _SUMMARY_FIELDS, _LLEN, bulk(journal.encode()))
+    )
 
 
 def _by_time_and_id(item: tuple[str, float]) -> tuple[float, str]:
