@@ -168,6 +168,7 @@ def main() -> None:
                 ("list, first page, task filter", f"/?task={TASK}"),
                 ("list, live refresh fragment", "/?partial=1"),
                 (f"invocation page, {args.steps:,} steps", f"/invocation?id={big}"),
+                ("one of its steps, opened", f"/invocation/step?id={big}&index=500&partial=1"),
                 (f"JSON API, {args.steps:,} steps", f"/api/invocation?id={big}"),
             ]
             results = []

@@ -37,6 +37,9 @@ def routes(console: Console) -> list[BaseRoute]:
     def invocation(request: Request) -> Response:
         return invocation_page(console, request)
 
+    def step(request: Request) -> Response:
+        return step_page(console, request)
+
     def bulk(request: Request) -> Response:
         return bulk_page(console, request)
 
@@ -52,6 +55,7 @@ def routes(console: Console) -> list[BaseRoute]:
     return [
         Route("/", listing, name="list"),
         Route("/invocation", invocation, name="invocation"),
+        Route("/invocation/step", step, name="step"),
         Route("/bulk", bulk, name="bulk"),
         Route("/bulk/preview", preview, name="bulk-preview"),
         Route("/bulk/job", job, name="bulk-job"),
@@ -133,10 +137,7 @@ def invocation_page(console: Console, request: Request) -> Response:
             f"No invocation {task_id} is kept: it expired after durable_retention, was "
             "forgotten, or never started.",
         )
-    children = present.children_of(details.invocation)
-    kept = admin.summaries_of(console.celery_app, children)
-    statuses = {c.id: c.status for c in kept if c is not None}
-    view = present.invocation_view(details, console.hide_values, statuses)
+    view = present.invocation_view(details, console.hide_values)
     context: dict[str, Any] = {
         "v": view,
         "flash": console.take_flash(request.query_params.get("flash")),
@@ -144,6 +145,26 @@ def invocation_page(console: Console, request: Request) -> Response:
     if request.query_params.get("partial"):
         return console.render(request, "_invocation_live.html", **context)
     return console.render(request, "invocation.html", **context)
+
+
+def step_page(console: Console, request: Request) -> Response:
+    """What a timeline row shows when opened: the fragment its page fetches, or a page."""
+    task_id = request.query_params.get("id", "")
+    raw = request.query_params.get("index", "")
+    details = admin.describe_invocation(console.celery_app, task_id) if task_id else None
+    detail = None
+    if details is not None and raw.isdigit():
+        index, status = int(raw), None
+        if any(s.index == index and s.kind == "call" for s in details.invocation.steps):
+            child = admin.summaries_of(console.celery_app, [admin.child_id(task_id, index)])[0]
+            status = None if child is None else child.status
+        detail = present.step_detail(details, index, console.hide_values, status)
+    if details is None or detail is None:
+        raise HTTPException(404, f"No step {raw} of invocation {task_id} is kept.")
+    template = "_step_body.html" if request.query_params.get("partial") else "step.html"
+    return console.render(
+        request, template, s=detail, inv=details.invocation, restartable=details.call is not None
+    )
 
 
 def bulk_page(console: Console, request: Request) -> Response:

@@ -156,6 +156,20 @@ class StepView:
     open_ended: bool
     """The bar runs to the timeline's end: an outcome still to come."""
     took: str
+    retry_marks: list[float] = field(default_factory=list)
+    """Where the marks of earlier attempts go, in percent, left of the bar."""
+
+
+@dataclass(frozen=True, slots=True)
+class StepDetail:
+    """What a timeline row shows when it is opened (fetched then: a 1,000-step page
+    would otherwise format a thousand values nobody opens)."""
+
+    index: int
+    name: str
+    kind: str
+    status: str
+    attempts: int
     started: str
     finished: str
     value: str | None
@@ -165,8 +179,6 @@ class StepView:
     """The child's status when it keeps a journal (a ``DurableTask``); None for a plain
     Celery task, whose outcome is the step's value."""
     awakeable_id: str | None
-    retry_marks: list[float] = field(default_factory=list)
-    """Where the marks of earlier attempts go, in percent, left of the bar."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,21 +209,16 @@ class InvocationView:
 
 
 def invocation_view(
-    details: InvocationDetails,
-    hide: bool,
-    children: dict[str, str] | None = None,
-    now: float | None = None,
+    details: InvocationDetails, hide: bool, now: float | None = None
 ) -> InvocationView:
-    """Everything the invocation page shows; ``children`` are the statuses of the child
-    invocations that are kept, by id."""
+    """Everything the invocation page shows but what its rows show when opened."""
     inv = details.invocation
     now = time.time() if now is None else now
     finished = inv.status in FINISHED
     start = _start_of(inv)
     end = _end_of(inv, finished, now, start)
     span = max(end - start, 1e-3)
-    kept = children or {}
-    steps = [_step_view(step, details, kept, start, end, span, hide, now) for step in inv.steps]
+    steps = [_step_view(step, start, end, span, now) for step in inv.steps]
     call = details.call
     arguments = queue = None
     if call is not None:
@@ -239,11 +246,6 @@ def invocation_view(
         awakeables=details.awakeable_ids,
         restartable=call is not None,
     )
-
-
-def children_of(inv: Invocation) -> list[str]:
-    """The task ids of the children ``inv`` started."""
-    return [child_id(inv.id, step.index) for step in inv.steps if step.kind == "call"]
 
 
 def _value(value: Any, hide: bool) -> str:
@@ -276,26 +278,13 @@ def _end_of(inv: Invocation, finished: bool, now: float, start: float) -> float:
     return max(stamps)
 
 
-def _step_view(
-    step: Step,
-    details: InvocationDetails,
-    children: dict[str, str],
-    start: float,
-    end: float,
-    span: float,
-    hide: bool,
-    now: float,
-) -> StepView:
+def _step_view(step: Step, start: float, end: float, span: float, now: float) -> StepView:
     began = step.started_at.timestamp() if step.started_at is not None else start
     open_ended = step.finished_at is None or step.finished_at.timestamp() > now
     ended = end if open_ended else _stamp(step.finished_at, end)
     left = min(max((began - start) / span * 100, 0.0), 100.0 - MIN_BAR)
     width = max(min((ended - began) / span * 100, 100.0 - left), MIN_BAR)
-    marks = [max(left - 0.7 * n, 0.0) for n in range(1, min(step.attempts, 6))]
-    value = None
-    if step.error is None and step.status != "waiting" and step.status != "retrying":
-        value = _value(step.value, hide)
-    child = child_id(details.invocation.id, step.index) if step.kind == "call" else None
+    marks = [round(max(left - 0.7 * n, 0.0), 3) for n in range(1, min(step.attempts, 6))]
     return StepView(
         index=step.index,
         name=step.name,
@@ -306,14 +295,36 @@ def _step_view(
         width=round(width, 3),
         open_ended=open_ended,
         took=_took(step, now),
+        retry_marks=marks,
+    )
+
+
+def step_detail(
+    details: InvocationDetails, index: int, hide: bool, child_status: str | None
+) -> StepDetail | None:
+    """What the timeline row of step ``index`` shows when opened; None if it has none.
+
+    ``child_status`` is the status of the child it started, when that keeps a journal.
+    """
+    step = next((s for s in details.invocation.steps if s.index == index), None)
+    if step is None:
+        return None
+    value = None
+    if step.error is None and step.status not in ("waiting", "retrying"):
+        value = _value(step.value, hide)
+    return StepDetail(
+        index=step.index,
+        name=step.name,
+        kind=step.kind,
+        status=step.status,
+        attempts=step.attempts,
         started=_clock(step.started_at),
         finished=_clock(step.finished_at),
         value=value,
         error=error_view(step.error, hide),
-        child_id=child,
-        child_status=children.get(child) if child else None,
-        awakeable_id=details.awakeable_ids.get(step.index),
-        retry_marks=[round(m, 3) for m in marks],
+        child_id=child_id(details.invocation.id, index) if step.kind == "call" else None,
+        child_status=child_status,
+        awakeable_id=details.awakeable_ids.get(index),
     )
 
 

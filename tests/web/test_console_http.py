@@ -28,8 +28,8 @@ from starlette.routing import Mount
 from celery_durable import admin, get_invocation
 from celery_durable.cli import durable
 from celery_durable.web import create_app
-from tests.processes import ROOT
-from tests.web.proj import APPROVAL, HOSTILE, IMG_VALUE, PAUSING, broken_key
+from tests.processes import ROOT, environment, free_port, wait_for
+from tests.web.proj import APPROVAL, ENV_PREFIX, HOSTILE, IMG_VALUE, PAUSING, broken_key
 
 BASE = "http://127.0.0.1"
 CSRF = re.compile(r'name="csrf" value="([0-9a-f]{64})"')
@@ -131,17 +131,24 @@ def test_the_invocation_page_has_the_timeline_values_and_tracebacks(
     app.tasks[HOSTILE].apply(args=("o-1",), task_id="inv-h")
     html = web.get("/invocation", params={"id": "inv-h"}).text
     assert "&lt;script&gt;window.__xss" in html  # the step's name, escaped
-    assert "&lt;img src=x onerror=" in html  # its value, escaped
-    assert "<img" not in html and "<script>window" not in html
-    assert "Traceback (most recent call last)" in html  # the failed step's traceback
     assert html.count('class="step"') == 2
+    value = web.get("/invocation/step", params={"id": "inv-h", "index": "0", "partial": "1"})
+    assert "&lt;img src=x onerror=" in value.text  # its value, escaped
+    error = web.get("/invocation/step", params={"id": "inv-h", "index": "1"}).text  # a page
+    assert "Traceback (most recent call last)" in error  # the failed step's traceback
+    assert "&lt;b&gt;bold&lt;/b&gt;" in error
+    for text in (html, value.text, error):
+        assert "<img" not in text and "<script>window" not in text and "<b>" not in text
     assert web.get("/invocation", params={"id": "nope"}).status_code == 404
+    assert web.get("/invocation/step", params={"id": "inv-h", "index": "9"}).status_code == 404
 
 
 def test_hidden_values_show_shapes_on_pages_and_in_the_api(app: Celery) -> None:
     app.tasks[HOSTILE].apply(args=("o-secret",), task_id="inv-h")
     with client(create_app(app, hide_values=True)) as web:
         html = web.get("/invocation", params={"id": "inv-h"}).text
+        for index in ("0", "1"):
+            html += web.get("/invocation/step", params={"id": "inv-h", "index": index}).text
         record = web.get("/api/invocation", params={"id": "inv-h"}).json()
         listed = web.get("/api/invocations").text
     for text in (html, json.dumps(record), listed):
@@ -407,3 +414,32 @@ def test_a_link_to_an_action_only_asks(
     started = web.get("/bulk/start", params={"kind": "resume", "task": PAUSING, "count": "1"})
     assert started.status_code == 405
     assert get_invocation(app, "inv-p").paused_reason.startswith("step")  # type: ignore[union-attr]
+
+
+def test_the_ui_command_serves_the_console(key_prefix: str) -> None:
+    """``celery -A proj durable ui`` as an operator runs it: it says where, and serves."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "tests.web.proj", "durable", "ui",
+         "--port", str(port), "--read-only"],
+        cwd=ROOT, env=environment({ENV_PREFIX: key_prefix, "CELERY_DURABLE_UI_TOKEN": ""}),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        answer = wait_for(lambda: _get(f"http://127.0.0.1:{port}/api/counts"), "the console")
+        assert answer.json() == {"running": 0, "suspended": 0, "paused": 0}
+        page = httpx.get(f"http://127.0.0.1:{port}/")
+        assert "read-only" in page.text
+        rebound = httpx.get(f"http://127.0.0.1:{port}/", headers={"host": "evil.example"})
+        assert rebound.status_code == 421  # no token: only this machine's names
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=30)
+    assert f"celery-durable console on http://127.0.0.1:{port}/ (read-only)" in output
+
+
+def _get(url: str) -> httpx.Response | None:
+    try:
+        return httpx.get(url, timeout=2)
+    except httpx.TransportError:
+        return None

@@ -71,6 +71,21 @@
 
   // -- Forms ------------------------------------------------------------------------------
   function wire(root) {
+    // A timeline row fetches what it shows when it is first opened.
+    root.querySelectorAll("details[data-step-url]").forEach(function (row) {
+      row.addEventListener("toggle", function () {
+        if (!row.open || row.hasAttribute("data-loaded")) return;
+        row.setAttribute("data-loaded", "");
+        var body = row.querySelector("[data-step-body]");
+        fetch(row.getAttribute("data-step-url"), { credentials: "same-origin" })
+          .then(function (response) {
+            if (!response.ok) throw new Error("HTTP " + response.status);
+            return response.text();
+          })
+          .then(function (html) { body.innerHTML = html; wire(body); })
+          .catch(function () { row.removeAttribute("data-loaded"); });
+      });
+    });
     // A JSON value is checked as it is typed; the server checks it again.
     root.querySelectorAll("textarea[data-json]").forEach(function (area) {
       var note = area.form && area.form.querySelector("[data-json-state]");
