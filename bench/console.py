@@ -59,8 +59,9 @@ def fill(url: str, prefix: str, count: int, steps: int) -> str:
     def start(pipe: Any, task_id: str, created: float) -> Any:
         k, ix = keys.invocation(task_id), keys.indexes(task_id)
         call = f'{{"task":"{TASK}","args":["{task_id}"],"kwargs":{{}},"options":{{}}}}'
+        at = f"{created:.6f}"
         pipe.evalsha(scripts.START.sha, 8, k.meta, k.journal, k.done, *ix, keys.wakeups,
-                     task_id, TASK, "fp", "7", f"{created:.6f}", 30000, "bench:1", 0, call, 0)  # fmt: skip
+                     task_id, TASK, "fp", "7", at, 30000, "bench:1", 0, call, 0)  # fmt: skip
         return k, ix
 
     def append(pipe: Any, k: Any, index: int, name: str, at: float, value: str) -> None:
@@ -80,14 +81,17 @@ def fill(url: str, prefix: str, count: int, steps: int) -> str:
             kind = rand.random()
             if kind < 0.005:
                 continue  # running
+            ended = f"{created + 1:.6f}"
             if kind < 0.01:
-                pipe.evalsha(scripts.PAUSE.sha, 3, k.meta, ix.running, ix.paused, task_id, 1,
-                             "step 'charge' (index 1) gave up", f"{created + 1:.6f}", "", "")  # fmt: skip
+                why = "step 'charge' (index 1) gave up"
+                pipe.evalsha(scripts.PAUSE.sha, 3, k.meta, ix.running, ix.paused,
+                             task_id, 1, why, ended, "", "")  # fmt: skip
                 continue
-            status, outcome = ("failed", '{"s":"error","e":{"type":"ValueError","message":"no"}}'
-                               ) if kind < 0.03 else ("completed", '{"s":"ok","v":{"ok":true}}')  # fmt: skip
+            status, outcome = "completed", '{"s":"ok","v":{"ok":true}}'
+            if kind < 0.03:
+                status, outcome = "failed", '{"s":"error","e":{"type":"ValueError","message":"no"}}'
             pipe.evalsha(scripts.FINISH.sha, 8, k.meta, k.journal, k.done, *ix, keys.wakeups,
-                         task_id, 1, status, outcome, f"{created + 1:.6f}", RETENTION_MS, 0, "")  # fmt: skip
+                         task_id, 1, status, outcome, ended, RETENTION_MS, 0, "")  # fmt: skip
         pipe.execute()
 
     big = "journal-of-many-steps"

@@ -131,6 +131,7 @@ def photograph(base: str, order: str, out: Path) -> None:
         page.set_viewport_size({"width": 1360, "height": 1100})
         page.goto(f"{base}/invocation?id={order}")
         page.click("#step-2 > summary")  # the approval: the value it was resolved with
+        page.wait_for_selector("#step-2 pre.json")  # fetched when the row opens
         page.screenshot(path=str(out / "console-invocation.png"), full_page=True)
         browser.close()
     print(f"wrote {out / 'console-list.png'} and {out / 'console-invocation.png'}")
