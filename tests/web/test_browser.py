@@ -87,6 +87,30 @@ def test_the_list_shows_invocations_and_filters_them(
     world.client.delete(broken_key(world.prefix, "charge"))
 
 
+def test_the_list_refreshes_itself_until_that_is_paused(
+    world: World, console: Served, page: Page
+) -> None:
+    fetches: list[str] = []
+    page.on("request", lambda request: fetches.append(request.url) if "partial=1" in request.url
+            else None)  # fmt: skip
+    page.goto(f"{console.url}/?q=o-live")
+    first = world.send(RETRIED, "o-live-1")
+    world.wait_status(first, "completed")
+    expect(listed(page, first)).to_have_count(1, timeout=TIMEOUT_MS)  # without a reload
+
+    page.click("button[data-live-toggle]")
+    expect(page.locator("[data-live-state]")).to_have_text("live refresh paused")
+    second = world.send(RETRIED, "o-live-2")
+    world.wait_status(second, "completed")
+    before = len(fetches)
+    page.wait_for_timeout(7_000)  # two refresh periods and more: none may come
+    assert len(fetches) == before
+    expect(listed(page, second)).to_have_count(0)
+
+    page.click("button[data-live-toggle]")
+    expect(listed(page, second)).to_have_count(1, timeout=TIMEOUT_MS)
+
+
 def test_the_timeline_shows_the_retried_step_and_links_the_child_and_back(
     world: World, console: Served, page: Page
 ) -> None:

@@ -323,6 +323,19 @@ def test_an_awakeable_is_resolved_with_json_checked_in_the_form(
     late = post(web, "/actions/resolve", value="1", confirmed="yes", **fields)
     assert late.status_code == 409 and "Nothing was written" in late.text
 
+    started = store.start("inv-b", StartRequest(APPROVAL, "fp", 1, 30.0, "h:1"))
+    store.append("inv-b", started.fence, 0,
+                 '{"k":"awakeable","n":"approval","t":0,"d":0,"s":"ok","v":{"id":"tok"}}',
+                 False)  # fmt: skip
+    other = admin.describe_invocation(app, "inv-b")
+    assert other is not None
+    fields = {"id": "inv-b", "awakeable_id": other.awakeable_ids[0], "name": "approval"}
+    assert "Say why" in post(web, "/actions/reject", message=" ", **fields).text
+    rejected = post(web, "/actions/reject", message="over budget", confirmed="yes", **fields)
+    assert rejected.status_code == 303
+    inv = get_invocation(app, "inv-b")
+    assert inv is not None and inv.steps[0].error["message"] == "over budget"  # type: ignore[index]
+
 
 # -- Bulk actions -----------------------------------------------------------------------------
 
