@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import click
 
 from celery_durable import admin, display
+from celery_durable.cli_ui import ui
 from celery_durable.engine.awakeables import AwakeableId
 from celery_durable.errors import DurableError, JournalUnavailableError
 from celery_durable.journal.entries import parse
@@ -349,48 +350,7 @@ def _completion(as_json: bool, awakeable_id: str, completed: bool, done: str) ->
         click.echo(f"{done} awakeable {awakeable_id}.")
 
 
-# -- The web console ------------------------------------------------------------------
-
-
-@durable.command("ui")
-@click.option("--host", default="127.0.0.1", show_default=True,
-              help="Address to listen on; any but a loopback one needs a token.")  # fmt: skip
-@click.option("--port", type=click.IntRange(0, 65535), default=8765, show_default=True)
-@click.option("--token", envvar="CELERY_DURABLE_UI_TOKEN", metavar="TOKEN",
-              help="Required of every caller (or set CELERY_DURABLE_UI_TOKEN).")  # fmt: skip
-@click.option("--read-only", is_flag=True, help="Show no action and accept none.")
-@click.option("--hide-values", is_flag=True,
-              help="Show the shapes of values, not their contents.")  # fmt: skip
-@click.pass_context
-@_operation
-def ui(
-    ctx: click.Context, host: str, port: int, token: str | None, read_only: bool,
-    hide_values: bool,
-) -> None:  # fmt: skip
-    """Serve the web console: invocations, their timelines, and actions on them.
-
-    Needs the ui extra: pip install 'celery-durable[ui]'.
-    """
-    try:
-        from celery_durable.web.server import check_address, serve
-    except ImportError as exc:
-        raise click.ClickException(
-            f"the console needs the ui extra: pip install 'celery-durable[ui]' ({exc})."
-        ) from None
-    app = _app(ctx)
-    try:
-        check_address(host, token)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    admin.count_invocations(app)  # a Redis that cannot be reached is said now, not per page
-    modes = [m for m, on in (("read-only", read_only), ("values hidden", hide_values)) if on]
-    shown = f"[{host}]" if ":" in host else host
-    click.echo(f"celery-durable console on http://{shown}:{port}/"
-               + (f" ({', '.join(modes)})" if modes else ""))  # fmt: skip
-    if token:
-        click.echo("It asks for its token: open the address with ?token=TOKEN once, or send "
-                   "'Authorization: Bearer TOKEN'.")  # fmt: skip
-    serve(app, host, port, token, read_only, hide_values)
+durable.add_command(ui)
 
 
 def _echo_lines(lines: list[str]) -> None:
