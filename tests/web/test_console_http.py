@@ -230,11 +230,32 @@ def test_the_ui_command_refuses_another_address_without_a_token(app: Celery) -> 
     assert "refusing to serve the console on 0.0.0.0 without a token" in result.stderr
 
 
+def waiting_awakeable(app: Celery, task_id: str) -> str:
+    """An invocation whose step 0 is an awakeable still to come; its id."""
+    from celery_durable.journal.store import StartRequest
+    from celery_durable.runtime import runtime_for
+
+    store = runtime_for(app).store
+    started = store.start(task_id, StartRequest(APPROVAL, "fp", 1, 30.0, "h:1"))
+    store.append(task_id, started.fence, 0,
+                 '{"k":"awakeable","n":"approval","t":0,"d":0,"s":"ok","v":{"id":"tok"}}',
+                 False)  # fmt: skip
+    details = admin.describe_invocation(app, task_id)
+    assert details is not None
+    return details.awakeable_ids[0]
+
+
 def test_read_only_shows_no_action_and_accepts_none(
     app: Celery, redis_client: redis.Redis, key_prefix: str
 ) -> None:
     paused(app, redis_client, key_prefix, "inv-p")
+    awakeable_id = waiting_awakeable(app, "inv-a")
     with client(create_app(app, read_only=True)) as web:
+        step = {"id": "inv-a", "index": "0"}
+        for page in (web.get("/invocation", params={"id": "inv-a"}),
+                     web.get("/invocation/step", params=step)):  # fmt: skip
+            assert page.status_code == 200
+            assert awakeable_id not in page.text  # it would let the reader complete it
         html = web.get("/invocation", params={"id": "inv-p"}).text
         assert "read-only" in html
         assert "/actions/" not in html and "Bulk actions" not in html
