@@ -1,5 +1,6 @@
 """Operating invocations from outside: read, forget, resume, restart and purge journals,
-complete awakeables. The ``celery durable`` commands (``cli``) call these."""
+complete awakeables. The ``celery durable`` commands (``cli``) and the console (``web``)
+call these; listings are in ``listing``, re-exported here."""
 
 from __future__ import annotations
 
@@ -11,13 +12,21 @@ from typing import Any
 
 from celery_durable.codec import PLAIN_JSON
 from celery_durable.engine.awakeables import AwakeableId
+from celery_durable.engine.calls import child_id as child_id
 from celery_durable.errors import AwakeableError, CodecError, InvocationStateError, TerminalError
 from celery_durable.flow import ENDED_FENCE_HEADER
 from celery_durable.journal.entries import check_size, encode_completion, parse
 from celery_durable.journal.failures import record_of
 from celery_durable.journal.records import Invocation, Step, parse_invocation, parse_step
 from celery_durable.journal.store import Fork, JournalStore
-from celery_durable.keys import FINISHED_STATUSES, LIVE_STATUSES, MetaField
+from celery_durable.keys import MetaField
+from celery_durable.listing import MAX_LIMIT as MAX_LIMIT
+from celery_durable.listing import STATUSES as STATUSES
+from celery_durable.listing import SummaryPage as SummaryPage
+from celery_durable.listing import count_invocations as count_invocations
+from celery_durable.listing import list_summaries as list_summaries
+from celery_durable.listing import select_ids as select_ids
+from celery_durable.listing import summaries_of as summaries_of
 from celery_durable.runtime import runtime_for
 from celery_durable.wakeups import decode_call, encode_call, publish_due
 from celery_durable.wakeups import publish as publish_call
@@ -39,10 +48,28 @@ def get_invocation(app: Any, task_id: str) -> Invocation | None:
 def list_invocations(
     app: Any, status: str | None = None, limit: int = 100, task_name: str | None = None
 ) -> list[Invocation]:
-    """Return up to ``limit`` kept invocations, newest first, optionally of one status
-    and of one task; eager executions' journals in this process among them."""
+    """Return up to ``limit`` (at most ``MAX_LIMIT``) kept invocations, newest first,
+    optionally of one status and of one task, with their journals; eager executions'
+    journals in this process among them.
+
+    Only the journals of the invocations returned are read; ``list_summaries`` reads
+    none.
+    """
+    runtime = runtime_for(app)
     stores = _journal_stores(app)
-    found = [inv for store in stores for inv in _listed(store, status, limit, task_name)]
+    found: list[Invocation] = []
+    for store in stores:
+        if store is not runtime.store:
+            found += _listed(store, status, limit, task_name)
+            continue
+        page = list_summaries(app, status=status, task_name=task_name, limit=limit)
+        ids = [summary.id for summary in page.invocations]
+        records = store.read_many(ids) if ids else []
+        found += [
+            _parsed(task_id, *record)
+            for task_id, record in zip(ids, records, strict=True)
+            if record is not None
+        ]
     if len(stores) > 1:
         found.sort(key=lambda inv: inv.created_at or _EPOCH, reverse=True)
     return found[:limit]
@@ -91,6 +118,35 @@ def _listed(
             if task_name is None or record[0].get("task") == task_name:
                 found.append(_parsed(task_id, *record))
     return found[:limit]
+
+
+@dataclass(frozen=True, slots=True)
+class InvocationDetails:
+    """An invocation with what an operator needs beside its journal (``describe_invocation``)."""
+
+    invocation: Invocation
+    call: dict[str, Any] | None
+    """Its recorded call: ``task``, ``args``, ``kwargs``, ``options``; None until it keeps
+    one (it does once it suspends, pauses, fails or completes)."""
+    awakeable_ids: dict[int, str]
+    """The ids that complete its awakeables still waiting, by journal index."""
+
+
+def describe_invocation(app: Any, task_id: str) -> InvocationDetails | None:
+    """Return ``task_id``'s invocation, its recorded call and the ids of its waiting
+    awakeables (one read), or None if none is kept."""
+    found = runtime_for(app).store.read(task_id)
+    if found is None:
+        return None
+    meta, entries, _ = found
+    invocation = parse_invocation(task_id, *found)
+    awakeables = {
+        step.index: str(AwakeableId(task_id, step.index, parse(entries[step.index])["v"]["id"]))
+        for step in invocation.steps
+        if step.kind == "awakeable" and step.status == "waiting" and step.index < len(entries)
+    }
+    call = decode_call(meta[MetaField.CALL]) if meta.get(MetaField.CALL) else None
+    return InvocationDetails(invocation, call, awakeables)
 
 
 def _parsed(
@@ -193,9 +249,6 @@ def _complete(app: Any, awakeable_id: str, outcome: str) -> bool:
 
 
 # -- Operators: resume, restart, purge ------------------------------------------------------
-
-#: Every status an invocation can have.
-STATUSES = (*LIVE_STATUSES, *FINISHED_STATUSES)
 
 #: Options of the original call that a restart (a new invocation) does not take: it is
 #: not part of the original's canvas, and it has run no retries and no replacements.
@@ -352,7 +405,11 @@ def restart_invocation(
 
 
 def purge_invocations(
-    app: Any, status: str, older_than: float | timedelta, now: float | None = None
+    app: Any,
+    status: str,
+    older_than: float | timedelta,
+    now: float | None = None,
+    limit: int | None = None,
 ) -> list[str]:
     """Delete the invocations of ``status`` created more than ``older_than`` ago.
 
@@ -364,6 +421,8 @@ def purge_invocations(
         status: One of ``STATUSES``.
         older_than: Seconds, or a ``timedelta``.
         now: The time to count from (seconds since the epoch); now if None.
+        limit: Delete at most this many, and return: calls with the same ``now`` go on
+            where the last one stopped (a purge in batches).
 
     Returns:
         The ids of the deleted invocations, oldest first.
@@ -373,12 +432,16 @@ def purge_invocations(
     seconds = older_than.total_seconds() if isinstance(older_than, timedelta) else older_than
     if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
         raise ValueError(f"older_than={older_than!r} must be a number of seconds of at least 0")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit={limit!r} must be a whole number of at least 1, or None")
     before = (time.time() if now is None else now) - seconds
     store = runtime_for(app).store
     purged: list[str] = []
     offset = 0
     while ids := store.list_ids_before(status, before, 500, offset):
         for task_id in ids:
+            if limit is not None and len(purged) >= limit:
+                return purged
             outcome = store.forget_if(task_id, status, before)
             if outcome == 1:
                 purged.append(task_id)

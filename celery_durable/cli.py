@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 import click
 
 from celery_durable import admin, display
+from celery_durable.cli_ui import ui
 from celery_durable.engine.awakeables import AwakeableId
 from celery_durable.errors import DurableError, JournalUnavailableError
 from celery_durable.journal.records import Invocation
@@ -129,26 +130,33 @@ def _emit_json(document: Any) -> None:
     "--status", type=click.Choice(admin.STATUSES), help="Only invocations of this status."
 )
 @click.option("--task", "task_name", metavar="NAME", help="Only invocations of this task.")
-@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option(
+    "--limit", type=click.IntRange(min=1, max=admin.MAX_LIMIT), default=50, show_default=True
+)
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON list of invocations.")
 @click.pass_context
 @_operation
 def ls(
     ctx: click.Context, status: str | None, task_name: str | None, limit: int, as_json: bool
 ) -> None:
-    """List invocations, newest first: id, task, status, steps, age, what it awaits."""
-    found = admin.list_invocations(_app(ctx), status=status, limit=limit, task_name=task_name)
+    """List invocations, newest first: id, task, status, steps, age, what it awaits.
+
+    The table reads summaries, not journals; --json prints whole records, journals too.
+    """
+    app = _app(ctx)
     if as_json:
+        found = admin.list_invocations(app, status=status, limit=limit, task_name=task_name)
         _emit_json([inv.as_dict() for inv in found])
         return
-    if not found:
+    page = admin.list_summaries(app, status=status, task_name=task_name, limit=limit)
+    if not page.invocations:
         click.echo("No invocations" + (f" with status {status}" if status else "") + ".")
         return
     now = time.time()
     rows = [
-        [inv.id, inv.task_name, inv.status, str(len(inv.steps)),
+        [inv.id, inv.task_name, inv.status, str(inv.step_count),
          display.age(inv.created_at, now), display.awaits(inv)]
-        for inv in found
+        for inv in page.invocations
     ]  # fmt: skip
     headers = ["ID", "TASK", "STATUS", "STEPS", "AGE", "AWAITING"]
     _echo_lines(display.table(headers, rows, functools.partial(_style, ctx), status_column=2))
@@ -401,6 +409,9 @@ def _completion(
         f"nothing was written: awakeable {awakeable_id} was not completed: {why}. Check it "
         f"with `celery durable show {task_id}`."
     )
+
+
+durable.add_command(ui)
 
 
 def _echo_lines(lines: list[str]) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from celery_durable.journal.records import Invocation, Step
+from celery_durable.journal.records import Invocation, InvocationSummary, Step
 
 #: Colours of statuses, used only on a terminal.
 COLOURS = {
@@ -104,7 +104,7 @@ def table(
     return [line(headers, True), *(line(row, False) for row in rows)]
 
 
-def awaits(inv: Invocation) -> str:
+def awaits(inv: Invocation | InvocationSummary) -> str:
     """What an invocation waits for, in a few words (``ls``)."""
     if inv.status == "paused":
         return "an operator (resume)"

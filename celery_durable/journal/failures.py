@@ -20,12 +20,15 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+import traceback
 from typing import Any
 
 from celery_durable.errors import StepInterruptedError, TerminalError
 
 #: What a record of an error holds, as stored in a journal entry or outcome.
 ErrorRecord = dict[str, Any]
+#: The most characters of a traceback a record keeps: its end, where the error was raised.
+TRACEBACK_CHARS = 8000
 
 
 class StepFailure(TerminalError):
@@ -49,10 +52,12 @@ class StepFailure(TerminalError):
 
 
 def record_of(exc: BaseException, attempts: int | None = None) -> ErrorRecord:
-    """Return the JSON form of an error: type, message, Celery-style args, attempts."""
+    """Return the JSON form of an error: type, message, Celery-style args, attempts, and
+    the traceback of where it was raised (for people reading the journal; never used to
+    rebuild it)."""
     if isinstance(exc, TerminalError):
         cls = type(exc).__mro__[1] if isinstance(exc, StepFailure) else type(exc)
-        return {
+        record = {
             "type": exc.error_type,
             "module": cls.__module__,
             "qualname": cls.__qualname__,
@@ -61,16 +66,30 @@ def record_of(exc: BaseException, attempts: int | None = None) -> ErrorRecord:
             "metadata": exc.metadata,
             "attempts": exc.attempts if attempts is None else attempts,
         }
-    cls = type(exc)
-    return {
-        "type": cls.__name__,
-        "module": cls.__module__,
-        "qualname": cls.__qualname__,
-        "message": str(exc),
-        "args": _storable_args(exc.args),
-        "metadata": {},
-        "attempts": attempts or 1,
-    }
+    else:
+        cls = type(exc)
+        record = {
+            "type": cls.__name__,
+            "module": cls.__module__,
+            "qualname": cls.__qualname__,
+            "message": str(exc),
+            "args": _storable_args(exc.args),
+            "metadata": {},
+            "attempts": attempts or 1,
+        }
+    if exc.__traceback__ is not None:
+        record["traceback"] = _traceback_text(exc)
+    return record
+
+
+def _traceback_text(exc: BaseException) -> str:
+    try:
+        text = "".join(traceback.format_exception(exc))
+    except Exception:  # a __str__ that raises, or a broken chain: no traceback then
+        return ""
+    if len(text) > TRACEBACK_CHARS:
+        text = "...\n" + text[-TRACEBACK_CHARS:]
+    return text
 
 
 def rebuild(record: ErrorRecord) -> TerminalError:

@@ -80,6 +80,49 @@ class Invocation:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class InvocationSummary:
+    """An invocation as a listing shows it, read without its journal: no values."""
+
+    id: str
+    task_name: str
+    status: str
+    step_count: int
+    """Journal entries, and the step that waits for its next attempt (as ``steps`` counts)."""
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    """When its metadata last changed; a step journaled since is not counted."""
+    paused_reason: str | None = None
+    awaiting: list[dict[str, Any]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as JSON types, times as ISO 8601 text."""
+        return {
+            "id": self.id,
+            "task_name": self.task_name,
+            "status": self.status,
+            "step_count": self.step_count,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+            "paused_reason": self.paused_reason,
+            "awaiting": self.awaiting,
+        }
+
+
+def parse_summary(task_id: str, meta: dict[str, str], length: int) -> InvocationSummary:
+    """Return the ``InvocationSummary`` of stored summary fields and a journal length."""
+    return InvocationSummary(
+        id=task_id,
+        task_name=meta.get("task", ""),
+        status=meta.get("status", "running"),
+        step_count=length + (1 if meta.get("attempt") else 0),
+        created_at=_when(meta.get("created_at")),
+        updated_at=_when(meta.get("updated_at")),
+        paused_reason=meta.get("paused_reason"),
+        awaiting=json.loads(meta["awaiting"]) if meta.get("awaiting") else [],
+    )
+
+
 def parse_step(index: int, text: str, completion: str | None = None) -> Step:
     """Return the ``Step`` that a stored entry describes, with its outside completion."""
     raw = json.loads(text)

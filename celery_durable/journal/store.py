@@ -13,8 +13,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from celery_durable.keys import MetaField
+
 #: An invocation as stored: its metadata, its journal entries, its completions.
 Stored = tuple[dict[str, str], list[str], dict[str, str]]
+#: What a listing reads of an invocation: the metadata fields of ``SUMMARY_FIELDS`` that
+#: it has, and how many journal entries it has. No value, so reading one costs the same
+#: whatever the journal holds.
+Summary = tuple[dict[str, str], int]
+#: The metadata fields a listing reads: none holds a step's value or the outcome.
+SUMMARY_FIELDS = (
+    MetaField.TASK, MetaField.STATUS, MetaField.CREATED_AT, MetaField.UPDATED_AT,
+    MetaField.PAUSED_REASON, MetaField.AWAITING, MetaField.ATTEMPT,
+)  # fmt: skip
+#: A place in a listing: the ``(id, created_at)`` of the last invocation seen.
+Position = tuple[str, float]
 
 Status = Literal["running", "suspended", "paused", "completed", "failed", "cancelled", "replaced"]
 #: Statuses after which nothing runs again; the journal expires after its retention.
@@ -338,6 +351,31 @@ class JournalStore(Protocol):
 
     def forget_index(self, task_ids: Sequence[str]) -> None:
         """Drop ids of invocations that no longer exist from the listing."""
+        ...
+
+    def list_page(
+        self,
+        status: str | None,
+        limit: int,
+        after: Position | None = None,
+        created_from: float | None = None,
+        created_before: float | None = None,
+    ) -> list[Position]:
+        """Return up to ``limit`` ``(id, created_at)`` pairs, newest first, ties by id
+        descending: those listed after ``after`` (a pair returned before), created at or
+        after ``created_from`` and before ``created_before`` (seconds since the epoch).
+
+        Those of one live status, else every listed one, whatever its status (the caller
+        checks a finished status); ids of expired invocations may linger in the listing.
+        """
+        ...
+
+    def summaries(self, task_ids: Sequence[str]) -> list[Summary | None]:
+        """Return each invocation's ``Summary``, or None if it is gone, in one round trip."""
+        ...
+
+    def count_live(self) -> dict[str, int]:
+        """Return how many invocations each live status has (running, suspended, paused)."""
         ...
 
     # -- Operators: resume, fork, purge ---------------------------------------------------

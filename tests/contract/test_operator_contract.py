@@ -205,3 +205,98 @@ def test_listing_before_a_time_is_oldest_first_and_by_live_status(store: Journal
     assert store.list_ids_before(None, created["c"], 10) == ["a", "b"]
     assert store.list_ids_before(None, created["c"] + 1, 2, offset=1) == ["b", "c"]
     assert store.list_ids_before("running", created["a"], 10) == []
+
+
+# -- Listing pages and summaries --------------------------------------------------------------
+
+
+def test_a_page_lists_newest_first_and_goes_on_after_its_last_pair(store: JournalStore) -> None:
+    for task_id in ("a", "b", "c", "d"):
+        started = run(store, task_id)
+        if task_id in "bd":
+            store.pause(task_id, started.fence, "why")
+        time.sleep(0.01)
+    first = store.list_page(None, 3)
+    assert [i for i, _ in first] == ["d", "c", "b"]
+    assert first[0][1] == float(meta(store, "d")["created_at"])
+    assert [i for i, _ in store.list_page(None, 3, after=first[-1])] == ["a"]
+    assert store.list_page(None, 3, after=("", 0.0)) == []
+    assert [i for i, _ in store.list_page("paused", 10)] == ["d", "b"]
+    assert [i for i, _ in store.list_page("paused", 10, after=first[0])] == ["b"]
+    assert store.list_page("suspended", 10) == []
+
+
+def test_a_page_keeps_to_its_creation_times(store: JournalStore) -> None:
+    for task_id in ("a", "b", "c"):
+        run(store, task_id)
+        time.sleep(0.01)
+    created = {i: float(meta(store, i)["created_at"]) for i in "abc"}
+    assert [i for i, _ in store.list_page(None, 10, created_from=created["b"])] == ["c", "b"]
+    assert [i for i, _ in store.list_page(None, 10, created_before=created["c"])] == ["b", "a"]
+    window = store.list_page(None, 10, created_from=created["b"], created_before=created["c"])
+    assert [i for i, _ in window] == ["b"]
+    assert store.list_page(None, 10, after=("b", created["b"]), created_from=created["b"]) == []
+
+
+def test_invocations_created_at_the_same_time_are_listed_once_each_across_pages(
+    store: JournalStore,
+) -> None:
+    for task_id in ("x1", "x2", "x3", "x4"):
+        run(store, task_id)
+    same = float(meta(store, "x1")["created_at"])
+    for task_id in ("x2", "x3", "x4"):  # one creation time for all: ties go by id
+        _set_created(store, task_id, same)
+    seen: list[str] = []
+    after = None
+    while page := store.list_page(None, 1, after=after):
+        seen += [i for i, _ in page]
+        after = page[-1]
+    assert seen == ["x4", "x3", "x2", "x1"]
+
+
+def test_a_summary_has_the_listed_fields_and_the_journal_length_and_no_value(
+    store: JournalStore,
+) -> None:
+    started = run(store)
+    store.append("inv", started.fence, 0, ok(0), False)
+    store.append("inv", started.fence, 1, ok(1), False)
+    store.pause("inv", started.fence, "why", attempt=ATTEMPT)
+    found = store.summaries(["inv", "missing"])
+    assert found[1] is None
+    assert found[0] is not None
+    fields, length = found[0]
+    assert length == 2
+    assert set(fields) == {"task", "status", "created_at", "updated_at", "paused_reason",
+                           "attempt"}  # fmt: skip
+    assert (fields["task"], fields["status"], fields["paused_reason"]) == (
+        "shop.checkout", "paused", "why",
+    )  # fmt: skip
+    assert store.summaries([]) == []
+
+
+def test_live_statuses_are_counted(store: JournalStore) -> None:
+    assert store.count_live() == {"running": 0, "suspended": 0, "paused": 0}
+    for task_id in ("a", "b", "c"):
+        started = run(store, task_id)
+        if task_id == "a":
+            store.pause(task_id, started.fence, "why")
+        if task_id == "b":
+            store.finish(task_id, started.fence, "completed", '{"s":"ok","v":1}', 60)
+    assert store.count_live() == {"running": 1, "suspended": 0, "paused": 1}
+
+
+def _set_created(store: JournalStore, task_id: str, created: float) -> None:
+    """Give ``task_id`` another creation time, in the metadata and in the listing."""
+    from celery_durable.keys import KeySpace
+    from celery_durable.stores.memory import MemoryJournalStore
+    from celery_durable.stores.redis import RedisJournalStore
+
+    if isinstance(store, MemoryJournalStore):
+        store.meta[task_id]["created_at"] = repr(created)
+        return
+    assert isinstance(store, RedisJournalStore)
+    keys: KeySpace = store._keys
+    store.client.hset(keys.invocation(task_id).meta, "created_at", repr(created))
+    for key in keys.indexes(task_id):
+        if store.client.zscore(key, task_id) is not None:
+            store.client.zadd(key, {task_id: created})

@@ -15,13 +15,17 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
+from celery.bin.base import CLIContext
+from click.testing import CliRunner
 
 from celery_durable import AwakeableError, CodecError, get_invocation, resolve_awakeable
+from celery_durable.cli import durable
 from celery_durable.engine.awakeables import AwakeableId
 from celery_durable.journal.store import StartRequest
 from celery_durable.runtime import release_runtime, runtime_for
 from tests.operator.conftest import Invoke
-from tests.operator.proj import APPROVAL, PAUSING, PIPELINE, broken_key
+from tests.operator.proj import APPROVAL, PAUSING, PIPELINE, broken_key, make_app
+from tests.processes import RedisServer
 
 INVOCATION_KEYS = {
     "id", "task_name", "status", "steps", "result", "error", "created_at", "updated_at",
@@ -73,6 +77,38 @@ def test_ls_lists_newest_first_with_aligned_columns(
     assert loads(cli("ls", "--task", "no.such.task", "--json").stdout) == []
     assert cli("ls", "--limit", "1", "--json").stdout.count('"task_name"') == 1
     assert cli("ls", "--status", "paused").stdout == "No invocations with status paused.\n"
+
+
+def test_ls_reads_summaries_and_only_the_journals_it_prints(spare_redis: RedisServer) -> None:
+    """``ls`` reads no journal; ``ls --json --limit 1`` reads one, not a hundred."""
+    app = make_app("ls-reads", spare_redis.url)
+    try:
+        for n in range(5):
+            completed(app, f"inv-{n}", f"o-{n}")
+        server = redis.Redis.from_url(spare_redis.url)
+
+        def journal_reads(*args: str) -> int:
+            server.config_resetstat()  # our own redis-server: nobody else's statistics
+            result = CliRunner().invoke(
+                durable, list(args), obj=CLIContext(app=app, no_color=True, workdir=None)
+            )
+            assert result.exit_code == 0, result.output
+            stats = server.info("commandstats")
+            return int(stats.get("cmdstat_lrange", {}).get("calls", 0))
+
+        assert journal_reads("ls", "--limit", "2") == 0
+        assert journal_reads("ls", "--status", "completed") == 0
+        assert journal_reads("ls", "--json", "--limit", "1") == 1
+        server.close()
+    finally:
+        release_runtime(app)
+        app.close()
+
+
+def test_ls_caps_its_limit(cli: Invoke) -> None:
+    result = cli("ls", "--limit", "1001")
+    assert result.exit_code == 2
+    assert "1001 is not in the range 1<=x<=1000" in result.stderr
 
 
 def test_show_prints_the_journal_as_a_timeline(

@@ -136,3 +136,25 @@ def test_celerys_json_result_backend_gives_the_client_the_original_type() -> Non
     assert type(client_side) is KeyError
     assert client_side.args == ("sku",)
     app.close()
+
+
+def test_a_raised_error_is_recorded_with_its_traceback_kept_short() -> None:
+    def charge() -> None:
+        raise ValueError("card declined")
+
+    try:
+        charge()
+    except ValueError as exc:
+        record = record_of(exc)
+    assert record["traceback"].startswith("Traceback (most recent call last):")
+    assert 'raise ValueError("card declined")' in record["traceback"]
+    assert record["traceback"].endswith("ValueError: card declined\n")
+    assert "traceback" not in record_of(ValueError("never raised"))
+
+    try:
+        raise ValueError("x" * 20_000)
+    except ValueError as exc:
+        long = record_of(exc)["traceback"]
+    assert len(long) <= 8004 and long.startswith("...\n") and long.endswith("x\n")
+    rebuilt = rebuild(json.loads(json.dumps(record)))
+    assert isinstance(rebuilt, ValueError) and str(rebuilt) == "card declined"

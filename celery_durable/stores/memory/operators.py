@@ -5,7 +5,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 
-from celery_durable.journal.store import Fork, Resumption, Stored, now
+from celery_durable.journal.store import (
+    SUMMARY_FIELDS,
+    Fork,
+    Position,
+    Resumption,
+    Stored,
+    Summary,
+    now,
+)
 from celery_durable.keys import LIVE_STATUSES
 from celery_durable.keys import MetaField as F
 from celery_durable.stores.memory.base import MemoryBase
@@ -50,6 +58,55 @@ class Operators(MemoryBase):
 
     def forget_index(self, task_ids: Sequence[str]) -> None:
         pass  # the memory store lists what it holds; nothing lingers
+
+    def list_page(
+        self,
+        status: str | None,
+        limit: int,
+        after: Position | None = None,
+        created_from: float | None = None,
+        created_before: float | None = None,
+    ) -> list[Position]:
+        with self._lock:
+            self.round_trips += 1
+            found = []
+            for task_id in list(self.meta):
+                meta = self._live(task_id)
+                if meta is None or (status in LIVE_STATUSES and meta[F.STATUS] != status):
+                    continue
+                created = float(meta[F.CREATED_AT])
+                if created_from is not None and created < created_from:
+                    continue
+                if created_before is not None and created >= created_before:
+                    continue
+                if after is not None and (created, task_id) >= (after[1], after[0]):
+                    continue
+                found.append((created, task_id))
+            found.sort(reverse=True)  # newest first, ties by id descending, as in Redis
+            return [(task_id, created) for created, task_id in found[:limit]]
+
+    def summaries(self, task_ids: Sequence[str]) -> list[Summary | None]:
+        with self._lock:
+            self.round_trips += 1
+            found: list[Summary | None] = []
+            for task_id in task_ids:
+                meta = self._live(task_id)
+                if meta is None:
+                    found.append(None)
+                else:
+                    fields = {f: meta[f] for f in SUMMARY_FIELDS if f in meta}
+                    found.append((fields, len(self.journals[task_id])))
+            return found
+
+    def count_live(self) -> dict[str, int]:
+        with self._lock:
+            self.round_trips += 1
+            counts = dict.fromkeys(LIVE_STATUSES, 0)
+            for task_id in list(self.meta):
+                meta = self._live(task_id)
+                if meta is not None and meta[F.STATUS] in counts:
+                    counts[meta[F.STATUS]] += 1
+            return counts
 
     def resume(self, task_id: str, reason: str, require_call: bool = True) -> Resumption:
         with self._lock:

@@ -9,11 +9,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from celery_durable.journal.store import TOMBSTONE_TTL, Fork, Resumption, Stored, now
-from celery_durable.keys import IndexKeys
+from celery_durable.journal.store import (
+    SUMMARY_FIELDS,
+    TOMBSTONE_TTL,
+    Fork,
+    Position,
+    Resumption,
+    Stored,
+    Summary,
+    now,
+)
+from celery_durable.keys import LIVE_STATUSES, IndexKeys
 from celery_durable.stores.redis import scripts
 from celery_durable.stores.redis.base import RedisBase, ms
 from celery_durable.stores.redis.checks import check_eviction_policy, check_replicas
+from celery_durable.stores.redis.lean import bulk
 
 
 class Operators(RedisBase):
@@ -66,6 +76,79 @@ class Operators(RedisBase):
         # An invocation is in `all` and in its live status's set; newest first, once each.
         newest = sorted({m: s for reply in replies for m, s in reply}.items(), key=_by_score)
         return self._existing([member for member, _ in newest[offset : offset + limit]])
+
+    def list_page(
+        self,
+        status: str | None,
+        limit: int,
+        after: Position | None = None,
+        created_from: float | None = None,
+        created_before: float | None = None,
+    ) -> list[Position]:
+        # A finished status has no index of its own: it is among all invocations.
+        sets = self._index_sets(status if status in LIVE_STATUSES or status is None else "all")
+        low = "-inf" if created_from is None else repr(float(created_from))
+        high = "+inf" if created_before is None else f"({float(created_before)!r}"
+        ties: str | None = None
+        if after is not None and (created_before is None or after[1] < created_before):
+            high, ties = f"({after[1]!r}", repr(after[1])
+            if created_from is not None and after[1] < created_from:
+                return []
+        with self._errors("*", "list"):
+            pipe = self._client.pipeline(transaction=False)
+            for key in sets:
+                pipe.zrevrangebyscore(key, high, low, start=0, num=limit, withscores=True)
+                if ties is not None:  # those created at the same time, listed after it
+                    pipe.zrangebyscore(key, ties, ties, withscores=True)
+            replies = pipe.execute()
+        found: dict[str, float] = {}
+        for reply in replies:
+            found.update(reply)
+        if after is not None:
+            found = {m: s for m, s in found.items() if (s, m) < (after[1], after[0])}
+        # Newest first, ties by id descending: as ZREVRANGEBYSCORE orders them.
+        newest = sorted(found.items(), key=_by_time_and_id, reverse=True)[:limit]
+        kept = set(self._existing([member for member, _ in newest]))
+        return [(member, score) for member, score in newest if member in kept]
+
+    def summaries(self, task_ids: Sequence[str]) -> list[Summary | None]:
+        if not task_ids:
+            return []
+        with self._errors(",".join(task_ids[:3]), "read"):
+            if self._lean is not None:
+                # Packed by hand: a listing reads hundreds of these at once, and redis-py
+                # would spend more time encoding the same field names than Redis answering.
+                keys = [self._keys.invocation(task_id) for task_id in task_ids]
+                packed = b"".join(_summary_commands(k.meta, k.journal) for k in keys)
+                replies = self._lean.call_many(packed, 2 * len(task_ids))
+                for reply in replies:
+                    if isinstance(reply, BaseException):
+                        raise reply
+            else:
+                pipe = self._client.pipeline(transaction=False)
+                for task_id in task_ids:
+                    k = self._keys.invocation(task_id)
+                    pipe.hmget(k.meta, SUMMARY_FIELDS)
+                    pipe.llen(k.journal)
+                replies = pipe.execute()
+        found: list[Summary | None] = []
+        for fields, length in zip(replies[::2], replies[1::2], strict=True):
+            meta = {f: v for f, v in zip(SUMMARY_FIELDS, fields, strict=True) if v is not None}
+            found.append((meta, int(length)) if meta else None)
+        return found
+
+    def count_live(self) -> dict[str, int]:
+        counts = dict.fromkeys(LIVE_STATUSES, 0)
+        with self._errors("*", "count"):
+            keys = {status: self._index_sets(status) for status in LIVE_STATUSES}
+            pipe = self._client.pipeline(transaction=False)
+            for status in LIVE_STATUSES:
+                for key in keys[status]:
+                    pipe.zcard(key)
+            replies = iter(pipe.execute())
+        for status in LIVE_STATUSES:
+            counts[status] = sum(int(next(replies)) for _ in keys[status])
+        return counts
 
     def _existing(self, task_ids: list[str]) -> list[str]:
         """``task_ids`` without those that expired, which leave the index (cluster only).
@@ -158,6 +241,22 @@ class Operators(RedisBase):
 
 def _by_score(item: tuple[str, float]) -> tuple[float, str]:
     return (-item[1], item[0])
+
+
+_HMGET_SUMMARY = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(SUMMARY_FIELDS))
+_SUMMARY_FIELDS = b"".join(bulk(field.encode()) for field in SUMMARY_FIELDS)
+_LLEN = b"*2\r\n$4\r\nLLEN\r\n"
+
+
+def _summary_commands(meta: str, journal: str) -> bytes:
+    """``HMGET <meta> <SUMMARY_FIELDS>`` and ``LLEN <journal>``, packed."""
+    return b"".join(
+        (_HMGET_SUMMARY, bulk(meta.encode()), _SUMMARY_FIELDS, _LLEN, bulk(journal.encode()))
+    )
+
+
+def _by_time_and_id(item: tuple[str, float]) -> tuple[float, str]:
+    return (item[1], item[0])
 
 
 def _by_age(item: tuple[str, float]) -> tuple[float, str]:
