@@ -59,7 +59,7 @@ def list_invocations(
     stores = _journal_stores(app)
     found: list[Invocation] = []
     for store in stores:
-        if store is not runtime.store:
+        if store is runtime.eager_store:  # (runtime.store would make a Redis client)
             found += _listed(store, status, limit, task_name)
             continue
         page = list_summaries(app, status=status, task_name=task_name, limit=limit)
