@@ -14,6 +14,7 @@ import logging
 import sys
 import time
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Task
@@ -96,12 +97,18 @@ class CeleryFlow(Task):  # type: ignore[misc]
         sig = super().signature_from_request(self.request)
         return encode_call(self.name, sig.args, sig.kwargs, sig.options)
 
-    def _release(self, ex: Execution, fingerprint: str = "") -> None:
-        """End the execution cleanly: the next delivery starts at once, not as a death."""
+    def _release(
+        self, ex: Execution, fingerprint: str = "", retry_in: float = 0.0, call: str = ""
+    ) -> None:
+        """End the execution cleanly: the next delivery starts at once, not as a death.
+
+        It is due in ``retry_in`` seconds; ``fingerprint`` and ``call`` are those of new
+        arguments, if the retry changed them.
+        """
         if ex.ended:
             return
         try:
-            ex.store.release(ex.id, ex.fence, fingerprint)
+            ex.store.release(ex.id, ex.fence, fingerprint, retry_in, call)
         except JournalUnavailableError as exc:
             # Tried again with the retry's next publish; else the lease runs out by itself
             # and the next start counts a death at worst.
@@ -202,7 +209,13 @@ class CeleryFlow(Task):  # type: ignore[misc]
             # The retry's message is built and about to be published: release the lease
             # now, so that it starts at once; new arguments become the invocation's own.
             new = fingerprint(signature.args or (), signature.kwargs or {})
-            self._release(ex, new if new != ex.fingerprint else "")
+            retry_in = _seconds_until(extra_options.get("eta"), extra_options.get("countdown"))
+            if new == ex.fingerprint:
+                self._release(ex, "", retry_in)
+            else:
+                options = signature.options
+                call = encode_call(self.name, signature.args, signature.kwargs, options)
+                self._release(ex, new, retry_in, call)
         return signature
 
     def on_replace(self, sig: Any) -> Any:
@@ -234,6 +247,19 @@ class CeleryFlow(Task):  # type: ignore[misc]
         logger.warning("%s[%s] paused: %s", self.name, ex.id, signal.reason)
         paused: BaseException = Ignore(f"paused: {signal.reason}")
         return paused
+
+
+def _seconds_until(eta: Any, countdown: Any) -> float:
+    """Seconds until a retry published with ``eta`` or ``countdown`` is due."""
+    if eta is not None:
+        if isinstance(eta, str):
+            eta = datetime.fromisoformat(eta)
+        if isinstance(eta, datetime):
+            now = datetime.now(eta.tzinfo or UTC).replace(tzinfo=eta.tzinfo)
+            return max(0.0, (eta - now).total_seconds())
+    if isinstance(countdown, int | float):
+        return max(0.0, float(countdown))
+    return 0.0
 
 
 class EagerWait(BaseException):

@@ -77,6 +77,13 @@ class MetaField:
     """What a wake-up re-publishes: task name, arguments, options (JSON)."""
     AWAITING = "awaiting"
     """What a suspended invocation waits for (JSON list), for people reading it."""
+    DUE = "due"
+    """When a running invocation that released its lease is due to run again, in
+    milliseconds of Redis's clock: its retry's ETA. The recovery sweep waits for it."""
+    RECOVERED = "recovered"
+    """``<fence>:<count>:<next>``: the recovery sweep published the invocation again
+    ``count`` times while its fence stayed ``fence``, and claims it next no earlier
+    than ``next`` (milliseconds of Redis's clock)."""
 
 
 FINISHED_STATUSES = ("completed", "failed", "cancelled", "replaced")
@@ -121,6 +128,11 @@ class KeySpace:
     def sweep_lock(self) -> str:
         """Who sweeps the slots' wake-ups into ``wakeups`` now (cluster only)."""
         return f"{self.prefix}:sweep-lock"
+
+    @property
+    def recovery_lock(self) -> str:
+        """Who sweeps for lost invocations now: one worker at a time."""
+        return f"{self.prefix}:recovery-lock"
 
     def slot(self, task_id: str) -> int:
         """The hash slot of an invocation's keys."""

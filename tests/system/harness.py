@@ -31,6 +31,8 @@ AT_MOST_ONCE = "system.at_most_once"
 OVERLAP = "system.overlap"
 #: A body that SIGKILLs its own process after its last step (or with no step at all).
 DIE_OUTSIDE_STEPS = "system.die_outside_steps"
+#: A step, then a durable sleep (the invocation suspends), then another step.
+SLEEPER = "system.sleeper"
 
 #: Brokers a system test can run on. Redis is the result backend and journal either way.
 REDIS, AMQP = "redis", "amqp"
@@ -48,6 +50,7 @@ ENV_RENAME = "DURABLE_TEST_RENAME"
 ENV_MAX_RETRIES = "DURABLE_TEST_MAX_RETRIES"
 ENV_RETRY_DELAY = "DURABLE_TEST_RETRY_DELAY"
 ENV_BROKER = "DURABLE_TEST_BROKER"
+ENV_RECOVERY_AFTER = "DURABLE_TEST_RECOVERY_AFTER"
 
 
 def amqp_queue(queue: str) -> Queue:
@@ -66,6 +69,7 @@ def make_app(
     queue: str,
     visibility_timeout: float = 2.0,
     broker: str = REDIS,
+    recovery_after: float | None = 60.0,
 ) -> Celery:
     """Return an app whose broker keys, queue and journals belong to ``prefix`` alone.
 
@@ -100,6 +104,7 @@ def make_app(
         # at most this long, and a killed worker's lease is over before its message is
         # back.
         durable_lease_ttl=1.0,
+        durable_recovery_after=recovery_after,
     )
     return app
 

@@ -22,10 +22,11 @@ from celery_durable.stores.redis.durability import Durability
 from celery_durable.stores.redis.errors import REDIS_ERRORS
 from celery_durable.stores.redis.lean import bulk, transaction, transaction_replies
 from celery_durable.stores.redis.operators import Operators
+from celery_durable.stores.redis.recovery import Recovery
 from celery_durable.stores.redis.waiting import Waiting
 
 
-class RedisJournalStore(Waiting, Operators):
+class RedisJournalStore(Waiting, Operators, Recovery):
     """Keeps journals in Redis (one server, a Sentinel-managed primary, or a cluster)."""
 
     _append_head: tuple[str, int, bytes] = ("", 0, b"")
@@ -152,13 +153,20 @@ class RedisJournalStore(Waiting, Operators):
         return b"*9\r\n" + b"".join(bulk(part) for part in parts)
 
     def record_attempt(
-        self, task_id: str, fence: int, index: int, attempt: str, release: bool = True
+        self,
+        task_id: str,
+        fence: int,
+        index: int,
+        attempt: str,
+        release: bool = True,
+        retry_in: float = 0.0,
     ) -> str | None:
         k = self._keys.invocation(task_id)
         flag = "1" if release else "0"
+        due_in = max(0, int(retry_in * 1000))
         with self._errors(task_id, f"record a failed attempt of step {index} of"):
             reply: str | None = self._write(
-                scripts.ATTEMPT, 2, k.meta, k.journal, fence, index, attempt, now(), flag
+                scripts.ATTEMPT, 2, k.meta, k.journal, fence, index, attempt, now(), flag, due_in
             )
         return reply
 
@@ -168,10 +176,18 @@ class RedisJournalStore(Waiting, Operators):
             reply: str | None = self._write(scripts.GUARD, 2, k.meta, k.journal, fence, index)
         return reply
 
-    def release(self, task_id: str, fence: int, fingerprint: str = "") -> bool:
+    def release(
+        self,
+        task_id: str,
+        fence: int,
+        fingerprint: str = "",
+        retry_in: float = 0.0,
+        call: str = "",
+    ) -> bool:
         k = self._keys.invocation(task_id)
+        due_in = max(0, int(retry_in * 1000))
         with self._errors(task_id, "release"):
-            reply = self._eval(scripts.RELEASE, 1, k.meta, fence, fingerprint, now())
+            reply = self._eval(scripts.RELEASE, 1, k.meta, fence, fingerprint, now(), due_in, call)
         return bool(reply)
 
     def renew(self, leases: Sequence[tuple[str, int]], ttl: float) -> list[bool]:
