@@ -130,8 +130,8 @@ def test_suspended_and_paused_invocations_are_never_recovered(system: System) ->
     a = system.start_worker(recovery_after=RECOVERY_AFTER)
     system.send_named(harness.SLEEPER, sleeping, "order-s", 600)
     system.send_named(harness.FLAKY, paused, "order-p", 0.1, 1, False, "pause")
-    wait_for(lambda: system.invocation(sleeping).status == "suspended", "the sleeper to suspend")
-    wait_for(lambda: system.invocation(paused).status == "paused", "the flaky step to pause")
+    wait_for(lambda: system.meta(sleeping).get("status") == "suspended", "the sleeper to suspend")
+    wait_for(lambda: system.meta(paused).get("status") == "paused", "the flaky step to pause")
     idle_since = time.monotonic()
 
     # A lost invocation created after both: once the sweep recovered it, it has looked at
