@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from celery_durable.errors import JournalError, JournalUnavailableError
+from celery_durable.errors import JournalError
 from celery_durable.journal.store import Started, StartRequest, now
 from celery_durable.keys import KeySpace
 from celery_durable.stores.redis import scripts
@@ -80,14 +80,16 @@ class RedisJournalStore(Waiting, Operators, Recovery):
 
         with self._errors(task_id, "start"):
             (reply, entries, completions), acks = self._loading_scripts(call)
-        if waits:
-            try:
-                self._durability.check(acks, self._where, f"start invocation {task_id}")
-            except JournalUnavailableError:
-                if reply[0] == "run":  # its lease is this start's: the retry must not wait it out
-                    with contextlib.suppress(JournalError):
-                        self.release(task_id, int(reply[1]))
-                raise
+            if waits:
+                try:
+                    self._durability.check(acks, self._where, f"start invocation {task_id}")
+                except BaseException:
+                    # Whatever the wait says (not in time, refused, not configured), the
+                    # lease is this start's: the next delivery must not wait it out.
+                    if reply[0] == "run":
+                        with contextlib.suppress(JournalError):
+                            self.release(task_id, int(reply[1]))
+                    raise
         if isinstance(completions, list):  # RESP2 gives a hash as a flat list
             completions = dict(zip(completions[::2], completions[1::2], strict=True))
         state = reply[0]
