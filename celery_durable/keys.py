@@ -74,7 +74,8 @@ class MetaField:
     """``replaced_task_nesting`` of the request that created or replaced it."""
     PAUSED_REASON = "paused_reason"
     CALL = "call"
-    """What a wake-up re-publishes: task name, arguments, options (JSON)."""
+    """What a wake-up, the recovery sweep or a resume re-publishes: task name, arguments,
+    options (JSON). Stored at creation, and again when a retry changes the arguments."""
     AWAITING = "awaiting"
     """What a suspended invocation waits for (JSON list), for people reading it."""
     DUE = "due"

@@ -41,7 +41,8 @@ class StartRequest:
     nesting: int = 0
     """``replaced_task_nesting`` of the request: a replacement comes with more."""
     call: str = ""
-    """What a wake-up re-publishes (JSON), stored when this start creates the invocation."""
+    """What re-publishes the invocation (JSON: a wake-up, the recovery sweep, a resume),
+    stored when this start creates it."""
     ended_fence: int = 0
     """The fence of an execution that ended in an outage without releasing its lease:
     that lease counts as released, neither live nor a death."""
