@@ -25,6 +25,7 @@ from celery_durable import invocation
 from celery_durable.context import DurableContext
 from celery_durable.engine.execution import Execution
 from celery_durable.errors import (
+    CodecError,
     ContextError,
     JournalUnavailableError,
     Paused,
@@ -93,9 +94,21 @@ class CeleryFlow(Task):  # type: ignore[misc]
         return suspended
 
     def _call(self) -> str:
-        """The JSON that re-publishes this invocation: task, arguments, options."""
+        """The JSON that re-publishes this invocation: task, arguments, options.
+
+        Raises:
+            CodecError: JSON cannot hold the arguments (a message serialized by pickle).
+        """
         sig = super().signature_from_request(self.request)
-        return encode_call(self.name, sig.args, sig.kwargs, sig.options)
+        try:
+            return encode_call(self.name, sig.args, sig.kwargs, sig.options)
+        except TypeError as exc:
+            raise CodecError(
+                f"{self.name}[{self.request.id}] cannot run as a durable invocation: its "
+                f"call must be stored as JSON, to publish it again (wake-ups, recovery of a "
+                f"lost message, resume), and {exc}. Pass arguments that Celery's json "
+                "serializer takes (a list for a set, a dict for an object)."
+            ) from exc
 
     def _release(
         self, ex: Execution, fingerprint: str = "", retry_in: float = 0.0, call: str = ""

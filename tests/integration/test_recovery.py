@@ -11,7 +11,7 @@ import pytest
 import redis
 from celery import Celery
 
-from celery_durable import DurableTask
+from celery_durable import CodecError, DurableTask, get_invocation
 from celery_durable.fingerprint import fingerprint
 from celery_durable.wakeups import decode_call
 
@@ -70,3 +70,18 @@ def test_a_plain_body_retry_keeps_the_call_stored_at_creation(
     call = decode_call(meta["call"])
     assert (call["args"], call["options"]["retries"]) == (["o-2"], 0)
     assert meta["fingerprint"] == fingerprint(("o-2",), {})
+
+
+def test_arguments_that_json_cannot_hold_are_refused_before_anything_runs(app: Celery) -> None:
+    # A message serialized by pickle can carry a set; the stored call cannot.
+    runs: list[int] = []
+
+    @app.task(base=DurableTask, bind=True, shared=False)
+    def tagged(self: DurableTask, tags: set[str]) -> int:
+        return int(self.ctx.run("count", lambda: runs.append(1) or len(tags)))
+
+    result = tagged.apply(({"a", "b"},))
+    with pytest.raises(CodecError, match=r"stored as JSON.*set is not JSON serializable"):
+        result.get()
+    assert runs == []
+    assert get_invocation(app, result.id) is None
