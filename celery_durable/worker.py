@@ -220,6 +220,9 @@ class Recovery(bootsteps.StartStopStep):  # type: ignore[misc]
                     recover_lost(app, store, after)
             except JournalError as exc:
                 logger.warning("celery-durable: could not sweep for lost invocations: %s", exc)
+            except Exception:
+                # A bug must not end the sweep for the worker's lifetime: say so, go on.
+                logger.exception("celery-durable: the sweep for lost invocations failed")
 
 
 @signals.worker_init.connect  # type: ignore[untyped-decorator]
