@@ -261,3 +261,30 @@ def test_the_durability_settings_are_validated() -> None:
         DurableSettings.from_conf({"durable_wait_replicas": -1})
     with pytest.raises(ConfigurationError, match="durable_wait_aof='yes'"):
         DurableSettings.from_conf({"durable_wait_aof": "yes"})
+
+
+@pytest.mark.parametrize("valkey", [NO_AOF], indirect=True, ids=["appendonly-no"])
+def test_a_task_whose_aof_is_off_fails_clearly_before_its_steps_and_holds_no_lease(
+    app: Celery, worker: Any, valkey: RedisServer
+) -> None:
+    app.conf.update(
+        durable_redis_url=valkey.url, durable_wait_aof=True, durable_eviction_check="ignore"
+    )
+    release_runtime(app)
+    runs: list[int] = []
+
+    @app.task(base=DurableTask, bind=True, shared=False)
+    def careful(self: DurableTask) -> int:
+        return int(self.ctx.run("count", lambda: runs.append(1) or len(runs)))
+
+    with worker():
+        result = careful.delay()
+        with pytest.raises(ConfigurationError, match=r"appendonly no.*appendonly yes"):
+            result.get(timeout=30)
+    assert runs == []
+    meta = redis.Redis(port=valkey.port, decode_responses=True).hgetall(
+        KeySpace(app.conf.durable_key_prefix).invocation(result.id).meta
+    )
+    # The start's lease was given back: once the AOF is on, the next delivery (or the
+    # recovery sweep's) runs it at once.
+    assert (meta["status"], meta.get("lease"), meta["deaths"]) == ("running", None, "0")
