@@ -14,6 +14,7 @@ import logging
 import sys
 import time
 from contextvars import ContextVar
+from datetime import UTC, datetime
 from typing import Any
 
 from celery import Task
@@ -26,6 +27,7 @@ from celery_durable.context import DurableContext
 from celery_durable.engine import reopen
 from celery_durable.engine.execution import Execution
 from celery_durable.errors import (
+    CodecError,
     ContextError,
     JournalUnavailableError,
     Paused,
@@ -104,22 +106,40 @@ class CeleryFlow(Task):  # type: ignore[misc]
         return suspended
 
     def _call(self) -> str:
-        """The JSON that re-publishes this invocation: task, arguments, options."""
+        """The JSON that re-publishes this invocation: task, arguments, options.
+
+        Raises:
+            CodecError: JSON cannot hold the arguments (a message serialized by pickle).
+        """
         sig = super().signature_from_request(self.request)
-        return encode_call(self.name, sig.args, sig.kwargs, sig.options)
+        try:
+            return encode_call(self.name, sig.args, sig.kwargs, sig.options)
+        except TypeError as exc:
+            raise CodecError(
+                f"{self.name}[{self.request.id}] cannot run as a durable invocation: its "
+                f"call must be stored as JSON, to publish it again (wake-ups, recovery of a "
+                f"lost message, resume), and {exc}. Pass arguments that Celery's json "
+                "serializer takes (a list for a set, a dict for an object)."
+            ) from exc
 
     def _release(
-        self, ex: Execution, fingerprint: str = "", reopen: Reopening | None = None
+        self,
+        ex: Execution,
+        fingerprint: str = "",
+        retry_in: float = 0.0,
+        call: str = "",
+        reopen: Reopening | None = None,
     ) -> None:
         """End the execution cleanly: the next delivery starts at once, not as a death.
 
-        ``reopen`` drops the journal's last entries in the same write (Celery's retry
-        idiom, ``engine.reopen``).
+        It is due in ``retry_in`` seconds; ``fingerprint`` and ``call`` are those of new
+        arguments, if the retry changed them. ``reopen`` drops the journal's last entries
+        in the same write (Celery's retry idiom, ``engine.reopen``).
         """
         if ex.ended:
             return
         try:
-            ex.store.release(ex.id, ex.fence, fingerprint, reopen)
+            ex.store.release(ex.id, ex.fence, fingerprint, retry_in, call, reopen)
         except JournalUnavailableError as exc:
             # Tried again with the retry's next publish; else the lease runs out by itself
             # and the next start counts a death at worst (and replays what it would
@@ -257,7 +277,13 @@ class CeleryFlow(Task):  # type: ignore[misc]
             # The retry's message is built and about to be published: release the lease
             # now, so that it starts at once; new arguments become the invocation's own.
             new = fingerprint(signature.args or (), signature.kwargs or {})
-            self._release(ex, new if new != ex.fingerprint else "", reopening.get())
+            retry_in = _seconds_until(extra_options.get("eta"), extra_options.get("countdown"))
+            if new == ex.fingerprint:
+                self._release(ex, "", retry_in, reopen=reopening.get())
+            else:
+                options = signature.options
+                call = encode_call(self.name, signature.args, signature.kwargs, options)
+                self._release(ex, new, retry_in, call, reopening.get())
         return signature
 
     def on_replace(self, sig: Any) -> Any:
@@ -304,6 +330,19 @@ class CeleryFlow(Task):  # type: ignore[misc]
         )  # fmt: skip
         paused: BaseException = Ignore(f"invocation {task_id} is paused; resume it with {command}")
         return paused
+
+
+def _seconds_until(eta: Any, countdown: Any) -> float:
+    """Seconds until a retry published with ``eta`` or ``countdown`` is due."""
+    if eta is not None:
+        if isinstance(eta, str):
+            eta = datetime.fromisoformat(eta)
+        if isinstance(eta, datetime):
+            now = datetime.now(eta.tzinfo or UTC).replace(tzinfo=eta.tzinfo)
+            return max(0.0, (eta - now).total_seconds())
+    if isinstance(countdown, int | float):
+        return max(0.0, float(countdown))
+    return 0.0
 
 
 class EagerWait(BaseException):

@@ -149,9 +149,9 @@ def complete(
         ) from exc.__cause__
     check_size(payload, ex.max_value_bytes, f"the result of invocation {ex.id}")
     outcome = encode_outcome(codec.name, payload, None)
-    # The call is kept so that an operator can restart the invocation from a step (it
-    # costs one encoding per invocation, and its bytes for the retention).
-    earlier = store.finish(ex.id, ex.fence, "completed", outcome, retention, call=ex.call())
+    # The call that an operator's restart publishes is stored already: at creation, and
+    # by a retry that changed the arguments.
+    earlier = store.finish(ex.id, ex.fence, "completed", outcome, retention)
     return Finished(*(earlier or ("completed", outcome))).replay(codec)
 
 

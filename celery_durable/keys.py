@@ -89,9 +89,17 @@ class MetaField:
     ``restart``): the next start runs it, and consumes the field. Without it a delivery
     of a paused invocation runs nothing."""
     CALL = "call"
-    """What a wake-up re-publishes: task name, arguments, options (JSON)."""
+    """What a wake-up, the recovery sweep or a resume re-publishes: task name, arguments,
+    options (JSON). Stored at creation, and again when a retry changes the arguments."""
     AWAITING = "awaiting"
     """What a suspended invocation waits for (JSON list), for people reading it."""
+    DUE = "due"
+    """When a running invocation that released its lease is due to run again, in
+    milliseconds of Redis's clock: its retry's ETA. The recovery sweep waits for it."""
+    RECOVERED = "recovered"
+    """``<fence>:<count>:<next>``: the recovery sweep published the invocation again
+    ``count`` times while its fence stayed ``fence``, and claims it next no earlier
+    than ``next`` (milliseconds of Redis's clock)."""
 
 
 FINISHED_STATUSES = ("completed", "failed", "cancelled", "replaced")
@@ -152,6 +160,11 @@ class KeySpace:
     def sweep_lock(self) -> str:
         """Who sweeps the slots' wake-ups into ``wakeups`` now (cluster only)."""
         return f"{self.prefix}:sweep-lock"
+
+    @property
+    def recovery_lock(self) -> str:
+        """Who sweeps for lost invocations now: one worker at a time."""
+        return f"{self.prefix}:recovery-lock"
 
     def slot(self, task_id: str) -> int:
         """The hash slot of an invocation's keys."""

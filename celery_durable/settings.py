@@ -41,11 +41,15 @@ KNOWN = frozenset(
         "durable_wait_replicas",
         "durable_wait_aof",
         "durable_wait_timeout",
+        "durable_recovery_after",
     }
 )
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "sentinel://")
 EAGER_JOURNALS = ("memory", "redis")
 DEFAULT_MAX_VALUE_BYTES = 8 * 1024 * 1024
+#: Shortest ``durable_recovery_after``: a deferred delivery is due a tenth of a second
+#: after the lease it waits for, and must not look lost before it arrives.
+MIN_RECOVERY_AFTER = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +89,9 @@ class DurableSettings:
     """After each journal write, wait until the local AOF has it (``WAITAOF``)."""
     wait_timeout: float = 1.0
     """How long a write waits for its replicas or its AOF before it counts as not durable."""
+    recovery_after: float | None = 60.0
+    """Seconds after which a running invocation whose lease ran out, and that waits for
+    no retry, is published again by the workers' recovery sweep; None turns it off."""
 
     def journal_url(self) -> str:
         """The URL of the journal's Redis; the default one, with a warning, if none is set."""
@@ -144,6 +151,7 @@ class DurableSettings:
             wait_aof=_flag("durable_wait_aof", conf.get("durable_wait_aof", False)),
             wait_timeout=_seconds("durable_wait_timeout", conf.get("durable_wait_timeout", 1.0))
             or 1.0,
+            recovery_after=_recovery_after(conf.get("durable_recovery_after", 60.0)),
         )
 
 
@@ -298,6 +306,21 @@ def _seconds(name: str, value: Any) -> float | None:
             f"{name}={value!r} must be a positive number of seconds or a timedelta."
         )
     return float(value)
+
+
+def _recovery_after(value: Any) -> float | None:
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    number = isinstance(seconds, int | float) and not isinstance(seconds, bool)
+    if not number or seconds < MIN_RECOVERY_AFTER:
+        raise ConfigurationError(
+            f"durable_recovery_after={value!r} must be a number of seconds of at least "
+            f"{MIN_RECOVERY_AFTER:g} (or a timedelta), or None to turn recovery off: a "
+            "delivery that waits for a lease comes just after it runs out, and must not "
+            "look lost before then."
+        )
+    return float(seconds)
 
 
 def _policy(value: Any) -> RetryPolicy | None:

@@ -197,6 +197,10 @@ class DurableTask(CeleryFlow):
         nesting = int(request.get("replaced_task_nesting") or 0)
         if replaced is not None and replaced[0] == task_id:
             nesting = replaced[1]  # eager apply() does not carry the nesting: we do
+        # Encoded once per execution: stored when this start creates the invocation, so
+        # that even one whose message is lost can be published again (worker.Recovery),
+        # and reused by whatever ends the execution (suspend, pause, finish).
+        stored_call = self._call() if shared else ""
         start = StartRequest(
             task_name=self.name,
             fingerprint=fingerprint(args, kwargs),
@@ -204,9 +208,13 @@ class DurableTask(CeleryFlow):
             lease_ttl=settings.lease_ttl,
             holder=holder_id(),
             nesting=nesting,
+            call=stored_call,
             ended_fence=int(request.get(ENDED_FENCE_HEADER) or 0),
         )
-        call = self._call if shared else str
+
+        def call() -> str:
+            return stored_call
+
         try:
             started = invocation.begin(
                 store, task_id, start, codec, self._default_policy(settings.retry),

@@ -8,6 +8,7 @@
 - ``StartupChecks``, a bootstep: refuse (or warn about) a Redis that could evict
   journals, and warn about a lease longer than the broker's visibility timeout.
 - ``WakeUps``, a bootstep: re-publishes suspended invocations when they are due.
+- ``Recovery``, a bootstep: re-publishes running invocations whose message was lost.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from celery.worker.request import Request
 
 from celery_durable.errors import JournalError, LeaseLost
 from celery_durable.journal.entries import encode_outcome
+from celery_durable.recovery import interval, recover_lost
 from celery_durable.runtime import runtime_for
 from celery_durable.task import DurableTask, holder_id
 from celery_durable.wakeups import publish_due
@@ -195,7 +197,56 @@ class WakeUps(bootsteps.StartStopStep):  # type: ignore[misc]
             pause = WAKEUP_POLL if until_next < 0 else min(until_next, WAKEUP_POLL)
 
 
+class Recovery(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Worker component: publishes running invocations whose message was lost.
+
+    A thread of the worker's main process runs the sweep of ``celery_durable.recovery``
+    every ``interval(durable_recovery_after)`` seconds, when it gets the store's recovery
+    turn: among all workers, one sweep per interval. Off with
+    ``durable_recovery_after = None``.
+    """
+
+    label = "durable recovery"
+
+    def __init__(self, worker: Any, **kwargs: Any) -> None:
+        super().__init__(worker, **kwargs)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, worker: Any) -> None:
+        app = worker.app
+        if not any(isinstance(task, DurableTask) for task in app.tasks.values()):
+            return
+        after = runtime_for(app).settings.recovery_after
+        if after is None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self._run, args=(app, after), name="celery-durable-recovery", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, worker: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def _run(self, app: Any, after: float) -> None:
+        store = runtime_for(app).store
+        every = interval(after)
+        while not self._stop.wait(every):
+            try:
+                if store.take_recovery_turn(every):
+                    recover_lost(app, store, after)
+            except JournalError as exc:
+                logger.warning("celery-durable: could not sweep for lost invocations: %s", exc)
+            except Exception:
+                # A bug must not end the sweep for the worker's lifetime: say so, go on.
+                logger.exception("celery-durable: the sweep for lost invocations failed")
+
+
 @signals.worker_init.connect  # type: ignore[untyped-decorator]
 def _add_worker_steps(sender: Any, **_: Any) -> None:
     sender.app.steps["worker"].add(StartupChecks)
     sender.app.steps["worker"].add(WakeUps)
+    sender.app.steps["worker"].add(Recovery)

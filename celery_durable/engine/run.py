@@ -194,7 +194,9 @@ def _retry_or_give_up(
         if attempts.failures > 1:
             record["metadata"] = {"gave_up": verdict.reason}
         return _journal_error(ex, index, name, started_at, record, codec, exc, owned)
-    existing = ex.store.record_attempt(ex.id, ex.fence, index, attempts.to_json())
+    existing = ex.store.record_attempt(
+        ex.id, ex.fence, index, attempts.to_json(), retry_in=verdict.delay
+    )
     if existing is not None:
         return ex.adopt(index, "run", name, existing, codec)
     log_retry(ex, index, name, attempts.failures, exc, verdict.delay)

@@ -74,7 +74,8 @@ class StartRequest:
     nesting: int = 0
     """``replaced_task_nesting`` of the request: a replacement comes with more."""
     call: str = ""
-    """What a wake-up re-publishes (JSON), stored when this start creates the invocation."""
+    """What re-publishes the invocation (JSON: a wake-up, the recovery sweep, a resume),
+    stored when this start creates it."""
     ended_fence: int = 0
     """The fence of an execution that ended in an outage without releasing its lease:
     that lease counts as released, neither live nor a death."""
@@ -198,10 +199,18 @@ class JournalStore(Protocol):
         ...
 
     def record_attempt(
-        self, task_id: str, fence: int, index: int, attempt: str, release: bool = True
+        self,
+        task_id: str,
+        fence: int,
+        index: int,
+        attempt: str,
+        release: bool = True,
+        retry_in: float = 0.0,
     ) -> str | None:
         """Record failed attempts of the step at ``index``; with ``release``, end cleanly.
 
+        Released, the step's retry is due in ``retry_in`` seconds: until then, and
+        ``durable_recovery_after`` more, ``recover`` leaves the invocation alone.
         Without ``release`` it records worker deaths during the step, which it counts
         (the execution goes on and runs the step again).
 
@@ -219,17 +228,23 @@ class JournalStore(Protocol):
         ...
 
     def release(
-        self, task_id: str, fence: int, fingerprint: str = "", reopen: Reopening | None = None
+        self,
+        task_id: str,
+        fence: int,
+        fingerprint: str = "",
+        retry_in: float = 0.0,
+        call: str = "",
+        reopen: Reopening | None = None,
     ) -> bool:
         """End the execution cleanly, keeping the invocation as it is (a Celery retry).
 
-        A non-empty ``fingerprint`` replaces the stored one (a retry with new arguments;
-        the stored call follows at the next suspension, pause or finish, which store the
-        call of the delivery that makes them). With ``reopen``, in the same atomic
-        write, the entries from ``reopen.start`` on are dropped and its attempt record
-        stored, if ``reopen.last`` is still the journal's last entry. Returns False when
-        the execution no longer held the lease, or the invocation no longer runs
-        (then nothing changed).
+        The next delivery is due in ``retry_in`` seconds (the retry's countdown): until
+        then, and ``durable_recovery_after`` more, ``recover`` leaves the invocation
+        alone. A non-empty ``fingerprint`` and ``call`` replace the stored ones (a retry
+        with new arguments). With ``reopen``, in the same atomic write, the entries from
+        ``reopen.start`` on are dropped and its attempt record stored, if ``reopen.last``
+        is still the journal's last entry. Returns False when the execution no longer
+        held the lease, or the invocation no longer runs (then nothing changed).
         """
         ...
 
@@ -335,6 +350,24 @@ class JournalStore(Protocol):
     def forget(self, task_id: str) -> bool:
         """Delete the invocation, keeping its fence in a tombstone for ``TOMBSTONE_TTL``;
         return whether it existed."""
+        ...
+
+    # -- Recovery of invocations whose message was lost ----------------------------------
+
+    def take_recovery_turn(self, seconds: float) -> bool:
+        """Whether this process sweeps for lost invocations now; if so, no other process
+        gets a turn for ``seconds``."""
+        ...
+
+    def recover(self, task_ids: Sequence[str], after: float) -> list[str | None]:
+        """Claim the lost invocations among ``task_ids``; return each one's stored call.
+
+        Lost: running, its lease ran out and its retry (if any) was due more than
+        ``after`` seconds ago, and the last claim was not more recent. A claim puts off
+        the next one by ``after``, then twice as long each time while no execution
+        takes the lease. The call is "" for a claimed invocation that has none, None for
+        one that was not claimed (gone, not running, or not lost).
+        """
         ...
 
     def read(self, task_id: str) -> Stored | None:

@@ -25,6 +25,7 @@ from celery_durable.keys import InvocationKeys, KeySpace
 from celery_durable.stores.redis import RedisJournalStore
 from tests.cluster.cluster import LocalCluster
 from tests.contract.test_operator_contract import *  # noqa: F403
+from tests.contract.test_recovery_contract import *  # noqa: F403
 from tests.contract.test_store_contract import *  # noqa: F403
 from tests.processes import wait_for
 
@@ -149,7 +150,9 @@ def test_keys_in_several_slots_are_a_journal_error_not_a_raw_one(
 
         def invocation(self, task_id: str) -> InvocationKeys:
             base = f"{self.prefix}:{{{task_id}}}:"
-            return InvocationKeys(base + "meta", base + "journal", base + "done")
+            return InvocationKeys(
+                base + "meta", base + "journal", base + "done", base + "tombstone"
+            )
 
     spread = RedisJournalStore.from_url(redis_cluster.url, SpreadKeys(cluster_prefix, cluster=True))
     try:
@@ -157,3 +160,23 @@ def test_keys_in_several_slots_are_a_journal_error_not_a_raw_one(
             spread.start("}x", StartRequest("shop.checkout", "fp", 11, 30.0, "host:1"))
     finally:
         spread.close()
+
+
+def test_recovery_finds_and_claims_lost_invocations_on_every_master(
+    store: RedisJournalStore,
+) -> None:
+    after = 0.2
+    for task_id in IDS:
+        request = StartRequest(
+            "shop.checkout", "fp", 11, 0.05, "gone:1", call=f'{{"id":"{task_id}"}}'
+        )
+        assert store.start(task_id, request).state == "run"
+    time.sleep(0.05 + after + 0.1)
+    # The sweep's candidates come from every slot's running index, oldest first...
+    lost = store.list_ids_before("running", time.time() - after, 10)
+    assert lost == list(IDS)
+    # ...and one pipeline claims each on its own master.
+    assert store.recover(lost, after) == [f'{{"id":"{task_id}"}}' for task_id in IDS]
+    assert store.recover(lost, after) == [None, None, None]
+    assert store.take_recovery_turn(5)
+    assert not store.take_recovery_turn(5)

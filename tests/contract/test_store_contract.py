@@ -189,7 +189,7 @@ def test_a_release_that_reopens_drops_the_last_entries_and_records_the_attempt(
     started = run(store)
     for i in range(3):
         store.append("inv", started.fence, i, entry(i), False)
-    assert store.release("inv", started.fence, "", Reopening(1, entry(2), '{"a":1}'))
+    assert store.release("inv", started.fence, reopen=Reopening(1, entry(2), '{"a":1}'))
     again = run(store)
     # One write: the lease released (no death), the entries from 1 on gone, the attempt in.
     assert (again.deaths, again.entries, again.attempt) == (0, [entry(0)], '{"a":1}')
@@ -202,7 +202,7 @@ def test_a_release_that_reopens_drops_the_last_entries_and_records_the_attempt(
 def test_a_release_can_reopen_the_first_entry(store: JournalStore) -> None:
     started = run(store)
     store.append("inv", started.fence, 0, entry(0), False)
-    assert store.release("inv", started.fence, "", Reopening(0, entry(0), '{"a":1}'))
+    assert store.release("inv", started.fence, reopen=Reopening(0, entry(0), '{"a":1}'))
     again = run(store)
     assert (again.entries, again.attempt) == ([], '{"a":1}')
     assert store.append("inv", again.fence, 0, entry(5), True) is None
@@ -213,10 +213,10 @@ def test_a_release_reopens_only_the_entry_that_is_still_the_last(store: JournalS
     store.append("inv", started.fence, 0, entry(0), False)
     store.append("inv", started.fence, 1, entry(1), False)
     # It names entry 0, which entry 1 follows: released, and the journal kept whole.
-    assert store.release("inv", started.fence, "", Reopening(0, entry(0), '{"a":1}'))
+    assert store.release("inv", started.fence, reopen=Reopening(0, entry(0), '{"a":1}'))
     again = run(store)
     assert (again.deaths, again.entries, again.attempt) == (0, [entry(0), entry(1)], None)
-    assert store.release("inv", again.fence, "", Reopening(2, entry(1), '{"a":1}'))
+    assert store.release("inv", again.fence, reopen=Reopening(2, entry(1), '{"a":1}'))
     assert run(store).entries == [entry(0), entry(1)]  # nothing at or after index 2
 
 
@@ -225,7 +225,7 @@ def test_a_fenced_out_release_reopens_nothing(store: JournalStore) -> None:
     store.append("inv", stale.fence, 0, entry(0), False)
     time.sleep(0.01)
     current = run(store)
-    assert not store.release("inv", stale.fence, "", Reopening(0, entry(0), '{"a":1}'))
+    assert not store.release("inv", stale.fence, reopen=Reopening(0, entry(0), '{"a":1}'))
     meta, journal, _ = store.read("inv") or ({}, [], {})
     assert (journal, meta["lease"], meta["fence"]) == ([entry(0)], "host:1", str(current.fence))
     assert "attempt" not in meta

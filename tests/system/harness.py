@@ -33,6 +33,8 @@ OVERLAP = "system.overlap"
 DIE_OUTSIDE_STEPS = "system.die_outside_steps"
 #: Celery's retry idiom: a step's first attempt fails, the body catches it and retries.
 RETRY_IDIOM = "system.retry_idiom"
+#: A step, then a durable sleep (the invocation suspends), then another step.
+SLEEPER = "system.sleeper"
 
 #: Brokers a system test can run on. Redis is the result backend and journal either way.
 REDIS, AMQP = "redis", "amqp"
@@ -50,6 +52,7 @@ ENV_RENAME = "DURABLE_TEST_RENAME"
 ENV_MAX_RETRIES = "DURABLE_TEST_MAX_RETRIES"
 ENV_RETRY_DELAY = "DURABLE_TEST_RETRY_DELAY"
 ENV_BROKER = "DURABLE_TEST_BROKER"
+ENV_RECOVERY_AFTER = "DURABLE_TEST_RECOVERY_AFTER"
 
 
 def amqp_queue(queue: str) -> Queue:
@@ -68,6 +71,7 @@ def make_app(
     queue: str,
     visibility_timeout: float = 2.0,
     broker: str = REDIS,
+    recovery_after: float | None = 60.0,
 ) -> Celery:
     """Return an app whose broker keys, queue and journals belong to ``prefix`` alone.
 
@@ -102,6 +106,7 @@ def make_app(
         # at most this long, and a killed worker's lease is over before its message is
         # back.
         durable_lease_ttl=1.0,
+        durable_recovery_after=recovery_after,
     )
     return app
 

@@ -12,7 +12,7 @@ import os
 import signal
 import time
 import uuid
-from typing import Any
+from typing import Any, Literal
 
 import redis
 from celery import signals
@@ -26,6 +26,8 @@ PREFIX = os.environ.get(harness.ENV_PREFIX, "sys-unset")
 QUEUE = os.environ.get(harness.ENV_QUEUE, f"{PREFIX}-q")
 VISIBILITY = float(os.environ.get(harness.ENV_VISIBILITY, "2"))
 BROKER = os.environ.get(harness.ENV_BROKER, harness.REDIS)
+#: The workers' durable_recovery_after; "none" turns recovery off.
+RECOVERY_AFTER = os.environ.get(harness.ENV_RECOVERY_AFTER, "60")
 #: "old=new,old2=new2": ask for step ``new`` where the code used to ask for ``old``.
 RENAMES = dict(
     pair.split("=", 1) for pair in os.environ.get(harness.ENV_RENAME, "").split(",") if pair
@@ -37,7 +39,14 @@ RETRY_DELAY = float(os.environ.get(harness.ENV_RETRY_DELAY, "0"))
 #: A blocked step gives up after this long, in case nobody kills the worker.
 BLOCK_SECONDS = 300
 
-app = harness.make_app(REDIS_URL, PREFIX, QUEUE, VISIBILITY, BROKER)
+app = harness.make_app(
+    REDIS_URL,
+    PREFIX,
+    QUEUE,
+    VISIBILITY,
+    BROKER,
+    None if RECOVERY_AFTER == "none" else float(RECOVERY_AFTER),
+)
 rec = harness.Records(PREFIX)
 r = redis.Redis.from_url(REDIS_URL, decode_responses=True)
 
@@ -130,12 +139,18 @@ def flaky(
     countdown: float = FLAKY_COUNTDOWN,
     max_attempts: int = 3,
     at_most_once: bool = False,
+    on_exhausted: Literal["fail", "pause"] = "fail",
 ) -> dict[str, Any]:
     task_id = self.request.id
     r.incr(rec.bodies(task_id))
     ctx = self.ctx
     steps = [ctx.run(f"prep-{i}", do_step, task_id, f"prep-{i}", order, i) for i in range(2)]
-    policy = RetryPolicy(max_attempts=max_attempts, initial_interval=countdown, factor=1)
+    policy = RetryPolicy(
+        max_attempts=max_attempts,
+        initial_interval=countdown,
+        factor=1,
+        on_exhausted=on_exhausted,
+    )
     steps.append(
         ctx.run("flaky", fail_first, task_id, "flaky", retry=policy, at_most_once=at_most_once)
     )
@@ -290,6 +305,18 @@ def _hold_a_retry(headers: dict[str, Any] | None = None, **_: Any) -> None:
     that re-opens the step), and block there where the test asks."""
     if headers and headers.get("task") == harness.RETRY_IDIOM and headers.get("retries"):
         _enter(headers["id"], "publish")
+
+
+@app.task(base=DurableTask, bind=True, name=harness.SLEEPER)
+def sleeper(self: DurableTask, order: str, seconds: float) -> dict[str, Any]:
+    """A step, a durable sleep of ``seconds`` (suspended meanwhile), another step."""
+    task_id = self.request.id
+    r.incr(rec.bodies(task_id))
+    ctx = self.ctx
+    first = ctx.run("before", do_step, task_id, "before", order, 0)
+    ctx.sleep(seconds)
+    last = ctx.run("after", do_step, task_id, "after", order, 1)
+    return {"order": order, "steps": [first, last]}
 
 
 def _ours(task: Any) -> bool:

@@ -16,8 +16,11 @@ from celery import Celery
 from celery.result import AsyncResult
 
 from celery_durable import Invocation, get_invocation
+from celery_durable.fingerprint import fingerprint
+from celery_durable.journal.store import StartRequest
 from celery_durable.keys import InvocationKeys, KeySpace
-from celery_durable.runtime import release_runtime
+from celery_durable.runtime import release_runtime, runtime_for
+from celery_durable.wakeups import encode_call
 from tests.processes import Worker, start_worker, wait_for
 from tests.system import harness
 
@@ -68,6 +71,7 @@ class System:
         retry_delay: float = 0.0,
         max_retries: int = 4,
         rename: str = "",
+        recovery_after: float | None = 60.0,
     ) -> Worker:
         """Start a worker subprocess on this test's queue and wait until it is ready.
 
@@ -79,6 +83,7 @@ class System:
                 a step, the next execution retries it after this delay (0: at once).
             max_retries: The task's ``max_retries``; its steps get one more attempt.
             rename: ``old=new``: the task asks for step ``new`` where it asked for ``old``.
+            recovery_after: The worker's ``durable_recovery_after`` (None: off).
         """
         name = f"{self.queue}-{len(self.workers) + 1}"
         environ = {
@@ -90,6 +95,7 @@ class System:
             harness.ENV_MAX_RETRIES: str(max_retries),
             harness.ENV_RENAME: rename,
             harness.ENV_BROKER: self.broker,
+            harness.ENV_RECOVERY_AFTER: "none" if recovery_after is None else str(recovery_after),
         }
         log_path = self.tmp_path / f"{name}.log"
         worker = start_worker("tests.system.proj", name, [self.queue], log_path, environ, pool)
@@ -253,6 +259,28 @@ class System:
                 lambda: self.queued() == 0 and self.unacked() == 0,
                 "every message of the test's queue to be acked",
             )
+
+    def lose_messages(self) -> None:
+        """Delete every message of this test's queue, as a broker that lost them would:
+        those waiting, and those a dead worker took and never acked."""
+        if self.broker == harness.AMQP:
+            with self.app.connection_for_write() as conn:
+                conn.default_channel.queue_purge(self.queue)
+        else:
+            base = f"{self.prefix}:kombu:"
+            self.client.delete(base + self.queue, base + "unacked", base + "unacked_index")
+
+    def start_lost(self, task_id: str, order: str, n_steps: int) -> None:
+        """Leave ``task_id`` as a worker that died in it, and whose message the broker
+        lost, would: running, its lease run out, its call stored (made as a worker makes
+        it), and no message anywhere."""
+        args = (order, n_steps)
+        call = encode_call(harness.PIPELINE, args, {}, {"task_id": task_id, "queue": self.queue})
+        request = StartRequest(
+            harness.PIPELINE, fingerprint(args, {}), 7, 0.05, "gone:1", call=call
+        )
+        self.task_ids.add(task_id)
+        assert runtime_for(self.app).store.start(task_id, request).state == "run"
 
     def _amqp_queue_declare(self) -> tuple[str, int, int]:
         """(name, ready messages, consumers) of this test's RabbitMQ queue."""

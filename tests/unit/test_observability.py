@@ -16,6 +16,10 @@ from celery_durable.testing import isolated
 from tests.observing import recording, spans_named, tracing_to_memory
 
 QUICK = RetryPolicy(max_attempts=3, initial_interval=0.0)
+#: The timer the order waits for, seconds. Long enough that it cannot be due before the
+#: execution suspends, however long the machine stalls it in between (a 10 ms timer was:
+#: under load the suspension found it due, ran on at once, and signalled no suspension).
+SETTLE = 0.5
 
 
 def attribute(item: Any, name: str) -> Any:
@@ -37,7 +41,7 @@ def define(app: Celery) -> dict[str, Any]:
         ctx = self.ctx
         ctx.run("reserve", lambda: {"sku": "A1"})
         ctx.run("charge", charge, retry=QUICK)
-        ctx.sleep(0.01, name="settle")
+        ctx.sleep(SETTLE, name="settle")
         ctx.run("ship", lambda: ("parcel", 1))
         return "ok"
 

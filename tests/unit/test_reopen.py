@@ -482,7 +482,7 @@ def test_an_async_step_retried_with_a_block_counts_its_attempts_on() -> None:
     ctx.all(ctx.run_async("b", lambda: 2), ctx.run_async("c", lambda: 3)).result()
     plan = reopen.plan(ex)
     assert plan is not None
-    assert store.release("inv-1", ex.fence, "", plan)
+    assert store.release("inv-1", ex.fence, reopen=plan)
     # Until they run again, both show as waiting for their next attempt.
     shown = parse_invocation("inv-1", *(store.read("inv-1") or ({}, [], {})))
     assert [(s.index, s.name, s.status, s.attempts) for s in shown.steps] == [

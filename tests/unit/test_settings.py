@@ -52,6 +52,9 @@ def test_a_non_redis_broker_falls_back_with_a_warning_when_the_journal_is_used()
         ("durable_eager_journal", "disk", "durable_eager_journal='disk' must be one of"),
         ("durable_max_value_bytes", 10, "durable_max_value_bytes=10 must be a number of bytes"),
         ("durable_retension", 5, "unknown setting 'durable_retension'"),
+        ("durable_recovery_after", 0.5, "durable_recovery_after=0.5 must be a number of seconds"),
+        ("durable_recovery_after", "60", "durable_recovery_after='60' must be a number of second"),
+        ("durable_recovery_after", True, "or None to turn recovery off"),
     ],
 )
 def test_a_wrong_setting_is_named(name: str, value: Any, message: str) -> None:
@@ -114,3 +117,10 @@ def test_the_brokers_tls_options_carry_over_when_the_journal_is_the_brokers_redi
 def test_a_wrong_ssl_cert_reqs_is_named_at_once(conf: dict[str, Any]) -> None:
     with pytest.raises(ConfigurationError, match=r"ssl_cert_reqs=.* must be CERT_REQUIRED"):
         read(**conf)
+
+
+def test_recovery_defaults_to_a_minute_and_none_turns_it_off() -> None:
+    assert read().recovery_after == 60.0
+    assert read(durable_recovery_after=None).recovery_after is None
+    assert read(durable_recovery_after=timedelta(minutes=5)).recovery_after == 300.0
+    assert read(durable_recovery_after=1).recovery_after == 1.0

@@ -17,10 +17,11 @@ from celery_durable.journal.store import (
 from celery_durable.keys import MetaField as F
 from celery_durable.stores.memory.base import now_ms
 from celery_durable.stores.memory.operators import Operators
+from celery_durable.stores.memory.recovery import Recovery
 from celery_durable.stores.memory.waiting import Waiting
 
 
-class MemoryJournalStore(Waiting, Operators):
+class MemoryJournalStore(Waiting, Operators, Recovery):
     """The ``JournalStore`` of one process, in memory (``stores/memory/__init__``)."""
 
     def start(self, task_id: str, request: StartRequest) -> Started:
@@ -111,7 +112,13 @@ class MemoryJournalStore(Waiting, Operators):
             raise JournalError(f"entry {index} written while the journal holds {len(journal)}")
 
     def record_attempt(
-        self, task_id: str, fence: int, index: int, attempt: str, release: bool = True
+        self,
+        task_id: str,
+        fence: int,
+        index: int,
+        attempt: str,
+        release: bool = True,
+        retry_in: float = 0.0,
     ) -> str | None:
         with self._lock:
             meta = self._running(task_id, fence, f"record a failed attempt of step {index} of")
@@ -122,6 +129,7 @@ class MemoryJournalStore(Waiting, Operators):
             if release:
                 for name in (F.GUARD, F.LEASE, F.LEASE_UNTIL):
                     meta.pop(name, None)
+                meta[F.DUE] = str(now_ms() + max(0, int(retry_in * 1000)))
             return None
 
     def guard(self, task_id: str, fence: int, index: int) -> str | None:
@@ -134,7 +142,13 @@ class MemoryJournalStore(Waiting, Operators):
             return None
 
     def release(
-        self, task_id: str, fence: int, fingerprint: str = "", reopen: Reopening | None = None
+        self,
+        task_id: str,
+        fence: int,
+        fingerprint: str = "",
+        retry_in: float = 0.0,
+        call: str = "",
+        reopen: Reopening | None = None,
     ) -> bool:
         with self._lock:
             self.round_trips += 1
@@ -144,8 +158,11 @@ class MemoryJournalStore(Waiting, Operators):
             meta.pop(F.LEASE, None)
             meta.pop(F.LEASE_UNTIL, None)
             meta[F.UPDATED_AT] = now()
+            meta[F.DUE] = str(now_ms() + max(0, int(retry_in * 1000)))
             if fingerprint:
                 meta[F.FINGERPRINT] = fingerprint
+            if call:
+                meta[F.CALL] = call
             journal = self.journals[task_id]
             if reopen is not None and reopen.start < len(journal) and journal[-1] == reopen.last:
                 del journal[reopen.start :]

@@ -55,8 +55,10 @@ class Durability:
         """Raise unless the replies of ``commands()`` say the write is durable.
 
         Raises:
-            ConfigurationError: this Redis has no ``WAITAOF`` (before 7.2).
+            ConfigurationError: this Redis has no ``WAITAOF`` (before 7.2), or its AOF is
+                off (``appendonly no``), so that ``WAITAOF`` refuses to wait.
             JournalUnavailableError: too few acknowledgements came in time.
+            ResponseError: Redis refused the wait for another reason (the store maps it).
         """
         replies = list(replies)
         if self.replicas:
@@ -73,10 +75,19 @@ class Durability:
         if self.aof:
             fsynced = replies.pop(0)
             if isinstance(fsynced, ResponseError):
-                if "unknown command" in str(fsynced).lower():
+                refusal = str(fsynced).lower()
+                if "unknown command" in refusal:
                     raise ConfigurationError(
                         f"durable_wait_aof needs WAITAOF, which {where} does not have (it came "
                         "with Redis 7.2). Upgrade Redis, or turn durable_wait_aof off."
+                    ) from fsynced
+                if "appendonly" in refusal:
+                    # Redis 7.2+ and Valkey: "WAITAOF cannot be used when numlocal is set
+                    # but appendonly is disabled."
+                    raise ConfigurationError(
+                        f"durable_wait_aof waits for the AOF, which {where} does not keep "
+                        "(appendonly no), so WAITAOF refuses to wait. Turn the AOF on "
+                        "(appendonly yes), or turn durable_wait_aof off."
                     ) from fsynced
                 raise fsynced
             if int(fsynced[0]) < 1:

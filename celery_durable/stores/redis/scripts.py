@@ -44,8 +44,9 @@ ACK_WAKEUP = Script("ack_wakeup")
 RESUME = Script("resume")
 FORK = Script("fork")
 FORGET_IF = Script("forget_if")
+RECOVER = Script("recover")
 
 ALL = (
     START, APPEND, ATTEMPT, GUARD, RELEASE, RENEW, BREAK_LEASE, FINISH, PAUSE, FORGET, SUSPEND,
-    COMPLETE, SENT, CLAIM, ACK_WAKEUP, RESUME, FORK, FORGET_IF,
+    COMPLETE, SENT, CLAIM, ACK_WAKEUP, RESUME, FORK, FORGET_IF, RECOVER,
 )  # fmt: skip

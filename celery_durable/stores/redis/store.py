@@ -12,7 +12,7 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from celery_durable.errors import JournalError, JournalUnavailableError
+from celery_durable.errors import JournalError
 from celery_durable.journal.store import Reopening, Started, StartRequest, now
 from celery_durable.keys import KeySpace
 from celery_durable.stores.redis import scripts
@@ -22,10 +22,11 @@ from celery_durable.stores.redis.durability import Durability
 from celery_durable.stores.redis.errors import REDIS_ERRORS
 from celery_durable.stores.redis.lean import bulk, transaction, transaction_replies
 from celery_durable.stores.redis.operators import Operators
+from celery_durable.stores.redis.recovery import Recovery
 from celery_durable.stores.redis.waiting import Waiting
 
 
-class RedisJournalStore(Waiting, Operators):
+class RedisJournalStore(Waiting, Operators, Recovery):
     """Keeps journals in Redis (one server, a Sentinel-managed primary, or a cluster)."""
 
     _append_head: tuple[str, int, bytes] = ("", 0, b"")
@@ -80,14 +81,16 @@ class RedisJournalStore(Waiting, Operators):
 
         with self._errors(task_id, "start"):
             (reply, entries, completions), acks = self._loading_scripts(call)
-        if waits:
-            try:
-                self._durability.check(acks, self._where, f"start invocation {task_id}")
-            except JournalUnavailableError:
-                if reply[0] == "run":  # its lease is this start's: the retry must not wait it out
-                    with contextlib.suppress(JournalError):
-                        self.release(task_id, int(reply[1]))
-                raise
+            if waits:
+                try:
+                    self._durability.check(acks, self._where, f"start invocation {task_id}")
+                except BaseException:
+                    # Whatever the wait says (not in time, refused, not configured), the
+                    # lease is this start's: the next delivery must not wait it out.
+                    if reply[0] == "run":
+                        with contextlib.suppress(JournalError):
+                            self.release(task_id, int(reply[1]))
+                    raise
         if isinstance(completions, list):  # RESP2 gives a hash as a flat list
             completions = dict(zip(completions[::2], completions[1::2], strict=True))
         state = reply[0]
@@ -155,13 +158,20 @@ class RedisJournalStore(Waiting, Operators):
         return b"*9\r\n" + b"".join(bulk(part) for part in parts)
 
     def record_attempt(
-        self, task_id: str, fence: int, index: int, attempt: str, release: bool = True
+        self,
+        task_id: str,
+        fence: int,
+        index: int,
+        attempt: str,
+        release: bool = True,
+        retry_in: float = 0.0,
     ) -> str | None:
         k = self._keys.invocation(task_id)
         flag = "1" if release else "0"
+        due_in = max(0, int(retry_in * 1000))
         with self._errors(task_id, f"record a failed attempt of step {index} of"):
             reply: str | None = self._write(
-                scripts.ATTEMPT, 2, k.meta, k.journal, fence, index, attempt, now(), flag
+                scripts.ATTEMPT, 2, k.meta, k.journal, fence, index, attempt, now(), flag, due_in
             )
         return reply
 
@@ -172,10 +182,17 @@ class RedisJournalStore(Waiting, Operators):
         return reply
 
     def release(
-        self, task_id: str, fence: int, fingerprint: str = "", reopen: Reopening | None = None
+        self,
+        task_id: str,
+        fence: int,
+        fingerprint: str = "",
+        retry_in: float = 0.0,
+        call: str = "",
+        reopen: Reopening | None = None,
     ) -> bool:
         k = self._keys.invocation(task_id)
-        args = (k.meta, k.journal, fence, fingerprint, now())
+        due_in = max(0, int(retry_in * 1000))
+        args = (k.meta, k.journal, fence, fingerprint, now(), due_in, call)
         with self._errors(task_id, "release"):
             if reopen is None:
                 reply = self._eval(scripts.RELEASE, 2, *args, -1, "", "")

@@ -8,8 +8,10 @@
 -- ARGV[3]  the attempt record, JSON text
 -- ARGV[4]  now, seconds since the epoch
 -- ARGV[5]  '1' to release the lease (the execution ends), '0' to keep it
--- Fields: fence status (read); attempt updated_at deaths (set); guard lease lease_until
---         (deleted when released)
+-- ARGV[6]  when released: milliseconds until the retry is due (its countdown), which the
+--          recovery sweep waits for
+-- Fields: fence status (read); attempt updated_at deaths (set); due (set when released);
+--         guard lease lease_until (deleted when released)
 -- Returns  nil when recorded, else the entry another execution journaled at that index.
 --          Errors: GONE, FENCED, NOTRUNNING, as append.lua.
 local meta, journal = KEYS[1], KEYS[2]
@@ -28,5 +30,8 @@ redis.call('HSET', meta, 'attempt', ARGV[3], 'updated_at', ARGV[4], 'deaths', 0)
 if ARGV[5] == '1' then
   -- The step returned (by raising): an at-most-once guard has nothing left to guard.
   redis.call('HDEL', meta, 'guard', 'lease', 'lease_until')
+  local t = redis.call('TIME')
+  local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[6])
+  redis.call('HSET', meta, 'due', due)
 end
 return false

@@ -1,0 +1,44 @@
+"""The Redis store's part for recovery: claiming running invocations whose message is lost.
+
+Workers take turns: whoever sets the recovery lock sweeps, and nobody else does until
+it expires. A claim (recover.lua) checks and marks one invocation in one script, so two
+sweeps that overlap never both publish it, and the next claim of the same invocation
+comes later and later while nothing runs it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from celery_durable.stores.redis import scripts
+from celery_durable.stores.redis.base import RedisBase, ms
+
+
+class Recovery(RedisBase):
+    """The recovery sweep's turn and claims (``JournalStore``)."""
+
+    def take_recovery_turn(self, seconds: float) -> bool:
+        with self._errors("*", "take the recovery turn for"):
+            return bool(
+                self._command(
+                    "SET", self._keys.recovery_lock, f"{time.time():.6f}", "NX", "PX", ms(seconds)
+                )
+            )
+
+    def recover(self, task_ids: Sequence[str], after: float) -> list[str | None]:
+        if not task_ids:
+            return []
+        after_ms = ms(after)
+
+        def call() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for task_id in task_ids:
+                meta = self._keys.invocation(task_id).meta
+                pipe.execute_command("EVALSHA", scripts.RECOVER.sha, 1, meta, after_ms)
+            replies: list[Any] = pipe.execute()
+            return replies
+
+        with self._errors(task_ids[0], "recover"):
+            return self._loading_scripts(call)
