@@ -173,7 +173,7 @@ def test_with_wait_replicas_a_replay_hands_back_only_steps_a_replica_has(
     world: SentinelWorld,
 ) -> None:
     """``durable_wait_replicas = 1`` promises that ``ctx.run`` returns only once a replica
-    has the step (DESIGN §2.3, "flush before return"), on the first run and on replays.
+    has the step ("flush before return", docs/architecture.md §4), on the first run and on replays.
 
     The step in flight ends while the replica is cut off: its write is on the primary
     alone, WAIT times out, and the task is retried through the outage path, as it should
