@@ -14,9 +14,8 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, NoReturn
 
 from celery.exceptions import Ignore
 
@@ -201,6 +200,9 @@ class DurableTask(CeleryFlow):
         # that even one whose message is lost can be published again (worker.Recovery),
         # and reused by whatever ends the execution (suspend, pause, finish).
         stored_call = self._call() if shared else ""
+        oversize = _oversize(stored_call, settings.max_value_bytes, self.name)
+        if oversize is not None:
+            stored_call = ""  # never stored: the invocation fails at once (below)
         start = StartRequest(
             task_name=self.name,
             fingerprint=fingerprint(args, kwargs),
@@ -240,7 +242,9 @@ class DurableTask(CeleryFlow):
         ex.passthrough = CONTROL_FLOW
         ex.max_value_bytes = settings.max_value_bytes
         ex.fingerprint = start.fingerprint
-        ex.call = self._checked_call(ex, store, settings.retention) if shared else call
+        ex.call = call
+        if oversize is not None:
+            self._fail_before_the_body(ex, store, settings.retention, oversize)
         ex.host = CeleryHost(self.app, task_id, store, eager=not shared)
         # Only a journal other processes share needs its lease kept alive.
         lease = KEEPER.hold(store, task_id, ex.fence, settings.lease_ttl) if shared else None
@@ -324,31 +328,19 @@ class DurableTask(CeleryFlow):
                 ex.observer.invocation_completed(ex, "failed", None, exc)
             raise
 
-    def _checked_call(
-        self, ex: Execution, store: JournalStore, retention: float
-    ) -> Callable[[], str]:
-        """What stores this invocation's call: it, encoded once for the execution.
+    def _fail_before_the_body(
+        self, ex: Execution, store: JournalStore, retention: float, error: ValueTooLargeError
+    ) -> NoReturn:
+        """Fail the invocation with ``error`` without running its body; it keeps no call.
 
         Raises:
-            ValueTooLargeError: the call is over ``durable_max_value_bytes`` (sent
-                without ``apply_async``'s check, or before the setting was lowered); the
-                invocation failed with it, its body not run, and keeps no call.
+            ValueTooLargeError: ``error``, once the failure is journaled.
         """
         try:
-            call = self._call()
-        except (TypeError, ValueError):
-            return self._call  # not JSON: what stores the call says so, as it always did
-        try:
-            check_call_size(call, ex.max_value_bytes, self.name, "the invocation failed "
-                            "without running its body")  # fmt: skip
-        except ValueTooLargeError as exc:
-            ex.call = str
-            try:
-                invocation.fail(store, ex, exc, retention)
-            except JournalUnavailableError as outage:
-                raise Outage(outage, ex) from exc
-            raise
-        return lambda: call
+            invocation.fail(store, ex, error, retention)
+        except JournalUnavailableError as outage:
+            raise Outage(outage, ex) from error
+        raise error
 
     def _run_body(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         try:
@@ -404,6 +396,16 @@ def _failure(exc: BaseException | None) -> BaseException | None:
     if not isinstance(exc, Exception) or isinstance(exc, CONTROL_FLOW):
         return None
     return exc
+
+
+def _oversize(call: str, limit: int, task_name: str) -> ValueTooLargeError | None:
+    """The error of a call over ``durable_max_value_bytes`` (sent without
+    ``apply_async``'s check, or before the setting was lowered), or None."""
+    try:
+        check_call_size(call, limit, task_name, "the invocation failed without running its body")
+    except ValueTooLargeError as exc:
+        return exc
+    return None
 
 
 def holder_id() -> str:

@@ -1,4 +1,5 @@
-"""Where DurableTask differs from a plain Celery task on purpose (the README's "Differences from a plain Celery task").
+"""Where DurableTask differs from a plain Celery task on purpose (the README's
+"Differences from a plain Celery task").
 
 Each test runs the plain variant too, to show that the difference is real, and asserts
 the durable behaviour:
