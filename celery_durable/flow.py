@@ -100,6 +100,7 @@ class CeleryFlow(Task):  # type: ignore[misc]
         """End the execution cleanly: the next delivery starts at once, not as a death."""
         if ex.ended:
             return
+        ex.drain()  # async steps still running commit under this lease, not after it
         try:
             ex.store.release(ex.id, ex.fence, fingerprint)
         except JournalUnavailableError as exc:

@@ -7,7 +7,10 @@ code and commit the outcome here before returning it.
 
 Entries are committed in journal order. A step started with ``run_async`` reserves its
 index when it is called and commits from its thread when every entry before it is in;
-any later commit waits for it, so the journal never has a gap.
+any later commit waits for it, so the journal never has a gap. An async step that ends
+without committing (it paused the invocation, its value could not be stored, the
+journal refused the write) stops every later commit with its error: nothing waits for
+an entry that will never come.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ class Execution:
     """The state of one execution: where replay stands, and what it may still write."""
 
     __slots__ = (
-        "_active", "_async", "_committed", "_pool", "_thread", "call", "codec", "combinators",
+        "_active", "_async", "_committed", "_halted", "_pool", "_thread", "call", "codec",
+        "combinators",
         "completions", "ended", "entries", "fence", "fingerprint", "host", "id", "in_step",
         "max_value_bytes", "observer", "passthrough", "paused_by", "policy", "position", "rand",
         "resume", "resume_at", "store",
@@ -99,6 +103,10 @@ class Execution:
         self._thread = threading.get_ident()
         self._committed = threading.Condition()
         self._async: dict[int, Future[Any]] = {}
+        """The async steps by index, registered before their thread starts: once there is
+        one, every commit takes ``_committed``."""
+        self._halted: tuple[int, BaseException] | None = None
+        """The first async step that ended without committing its entry, and why."""
         self._pool: ThreadPoolExecutor | None = None
         self.rand = DurableRandom(started.seed)
         # What earlier executions left about the first step this one will run.
@@ -139,20 +147,32 @@ class Execution:
 
         Waits until every entry before ``index`` is in (``run_async`` steps still
         running). Either way the entry now at ``index`` is kept, so replay can reach it.
+
+        Raises:
+            BaseException: what ended an earlier async step before it committed, or
+                paused the invocation: the entries before ``index`` will never all be in.
         """
-        if not self._async:  # the usual case: only the body writes, in order
+        if not self._async:
+            # Only the body writes, in order. Only the body's thread starts async steps,
+            # and it registers each before its thread runs: no thread can be writing now.
             existing = self.store.append(self.id, self.fence, index, entry, ends_attempts)
             self.entries.append(entry if existing is None else existing)
             return existing is None
         with self._committed:
-            while len(self.entries) < index:
-                if self.paused_by is not None:  # an async step before this one paused
-                    raise self.paused_by
-                self._committed.wait()
+            self._wait_for(index)
             existing = self.store.append(self.id, self.fence, index, entry, ends_attempts)
             self.entries.append(entry if existing is None else existing)
             self._committed.notify_all()
         return existing is None
+
+    def _wait_for(self, index: int) -> None:
+        """Wait, holding ``_committed``, until the entries before ``index`` are in."""
+        while len(self.entries) < index:
+            if self.paused_by is not None:  # an async step before this one paused
+                raise self.paused_by
+            if self._halted is not None and self._halted[0] < index:
+                raise self._halted[1]
+            self._committed.wait()
 
     def record(self, kind: str, name: str, value: str) -> int:
         """Journal a new operation whose value is already-encoded JSON; return its index."""
@@ -167,7 +187,10 @@ class Execution:
 
     def adopt(self, index: int, kind: str, name: str, existing: str, codec: Codec[Any]) -> Any:
         """Replay the entry another execution journaled first: its outcome is the one."""
-        self.entries.append(existing)
+        with self._committed:
+            self._wait_for(index)  # async steps before it keep their places
+            self.entries.append(existing)
+            self._committed.notify_all()
         return self.replay(index, kind, name, codec)
 
     # -- Work in threads ----------------------------------------------------------------
@@ -176,12 +199,30 @@ class Execution:
         """Run ``work`` (an async step that commits at ``index``) in this execution's pool."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(ASYNC_STEPS, thread_name_prefix=f"durable-{self.id}")
-        future = self._pool.submit(work)
+        future: Future[Any] = Future()
+        # Registered before its thread exists, so that even a step that returns at once
+        # commits under the lock and wakes the commits that wait for it.
         self._async[index] = future
+        self._pool.submit(self._run_async, index, work, future)
         return future
 
+    def _run_async(self, index: int, work: Callable[[], Any], future: Future[Any]) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            result = work()
+        except BaseException as exc:
+            with self._committed:
+                if len(self.entries) <= index and (self._halted is None or index < self._halted[0]):
+                    self._halted = (index, exc)
+                    self._committed.notify_all()
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
     def drain(self) -> None:
-        """Wait until every async step has committed its entry; before the execution ends."""
+        """Wait until every async step has committed its entry, or ended without; before
+        the execution ends."""
         for index in sorted(self._async):
             self._async[index].exception()  # waits; its error is the body's to see
         if self._pool is not None:
@@ -252,7 +293,9 @@ class Execution:
         self._active = False
         self.ended = True
         self.store.pause(self.id, self.fence, message, self.call())
-        self.paused_by = NonDeterminismError(message)
+        with self._committed:  # async steps waiting to commit stop too
+            self.paused_by = NonDeterminismError(message)
+            self._committed.notify_all()
         log_pause(self, message)
         if self.observer is not None:
             self.observer.invocation_paused(self, message)
