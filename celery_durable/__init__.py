@@ -32,6 +32,7 @@ from celery_durable.errors import (
     StepInterruptedError,
     Suspended,
     TerminalError,
+    UnreadableJournalError,
     UnstableArgumentsError,
     ValueTooLargeError,
 )
@@ -74,6 +75,7 @@ __all__ = [  # noqa: RUF022 - grouped by purpose, as users read it
     "InvocationStateError",
     "JournalError",
     "JournalUnavailableError",
+    "UnreadableJournalError",
     "CodecError",
     "ConfigurationError",
     "ContextError",

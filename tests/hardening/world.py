@@ -53,13 +53,15 @@ class World:
 
     # -- Workers ------------------------------------------------------------------------
 
-    def start_worker(self, pool: str = "solo", concurrency: int = 1) -> Worker:
+    def start_worker(self, pool: str = "solo", concurrency: int = 1, **extra: str) -> Worker:
+        """Start a worker subprocess on this test's queue, with ``extra`` in its environment."""
         name = f"{self.queue}-{len(self.workers) + 1}"
         env = {
             harness.ENV_REDIS_URL: harness.REDIS_URL,
             harness.ENV_JOURNAL_URL: self.journal_url,
             harness.ENV_PREFIX: self.prefix,
             harness.ENV_QUEUE: self.queue,
+            **extra,
         }
         worker = start_worker(
             "tests.hardening.proj", name, (self.queue,), self.tmp_path / f"{name}.log",

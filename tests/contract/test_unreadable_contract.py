@@ -1,0 +1,71 @@
+"""The store contract of what comes from outside an execution: refused outcomes, and
+completions that must prove they may complete what they name."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from celery_durable.journal.store import JournalStore, Started, StartRequest
+
+CALL = '{"task":"shop.checkout","args":["o-1"],"kwargs":{},"options":{"task_id":"inv"}}'
+STEP = '{"k":"run","n":"s","t":0,"d":0,"s":"ok","v":1}'
+OUTCOME = '{"s":"ok","v":"gASVLAAAAAAAAACMAm9zlIwGc3lzdGVtlJOUjAR0cnVllIWUUpQu","c":"pickle"}'
+
+
+def run(store: JournalStore, task_id: str = "inv") -> Started:
+    started = store.start(task_id, StartRequest("shop.checkout", "fp", 11, 30.0, "host:1"))
+    assert started.state == "run", started
+    return started
+
+
+def finished(store: JournalStore, status: str = "completed", retention: float = 0.2) -> None:
+    started = run(store)
+    store.append("inv", started.fence, 0, STEP, False)
+    assert store.finish("inv", started.fence, status, OUTCOME, retention, call=CALL) is None
+
+
+def meta(store: JournalStore, task_id: str = "inv") -> dict[str, str]:
+    found = store.read(task_id)
+    assert found is not None
+    return found[0]
+
+
+# -- Pausing a finished invocation whose outcome was refused -------------------------------
+
+
+@pytest.mark.parametrize("status", ["completed", "failed"])
+def test_a_refused_outcome_pauses_its_invocation_without_expiry(
+    store: JournalStore, status: str
+) -> None:
+    finished(store, status)
+    assert store.pause_finished("inv", status, OUTCOME, "refused: codec 'pickle'") == "paused"
+    stored = meta(store)
+    assert (stored["status"], stored["paused_reason"]) == ("paused", "refused: codec 'pickle'")
+    assert stored["outcome"] == OUTCOME  # kept, for people to see what was refused
+    assert store.list_ids("paused", 10) == ["inv"]
+    time.sleep(0.3)  # past its retention: a paused invocation waits for an operator
+    assert store.read("inv") is not None
+    again = run(store)  # resumed (or delivered again), it runs from its journal
+    assert (again.status, again.entries) == ("paused", [STEP])
+
+
+def test_a_refused_outcome_pauses_nothing_once_its_status_changed(store: JournalStore) -> None:
+    finished(store, "failed")
+    assert store.pause_finished("inv", "completed", OUTCOME, "refused") == "failed"
+    assert meta(store)["status"] == "failed"
+    assert store.list_ids("paused", 10) == []
+
+
+def test_a_refused_outcome_pauses_nothing_once_the_outcome_changed(store: JournalStore) -> None:
+    finished(store)
+    assert store.pause_finished("inv", "completed", '{"s":"ok","v":1}', "refused") == "completed"
+    assert meta(store)["status"] == "completed"
+    time.sleep(0.3)  # its retention still runs
+    assert store.read("inv") is None
+
+
+def test_a_refused_outcome_of_a_gone_invocation_pauses_nothing(store: JournalStore) -> None:
+    assert store.pause_finished("nope", "completed", OUTCOME, "refused") == ""
+    assert store.read("nope") is None
