@@ -13,7 +13,7 @@ from celery_durable.codec import PLAIN_JSON
 from celery_durable.engine.awakeables import AwakeableId
 from celery_durable.errors import AwakeableError, CodecError, InvocationStateError, TerminalError
 from celery_durable.flow import ENDED_FENCE_HEADER
-from celery_durable.journal.entries import check_size, encode_completion, parse
+from celery_durable.journal.entries import check_size, encode_completion
 from celery_durable.journal.failures import record_of
 from celery_durable.journal.records import Invocation, Step, parse_invocation, parse_step
 from celery_durable.journal.store import Fork, JournalStore
@@ -235,7 +235,7 @@ def restart_invocation(
         )
     kept = entries[:from_step]
     for index, text in enumerate(kept):
-        if parse(text)["k"] == "call" and str(index) not in completions:
+        if parse_step(index, text).kind == "call" and str(index) not in completions:
             raise InvocationStateError(
                 f"the child task started at step {index} of invocation {task_id} has not "
                 f"finished, and its outcome would never reach the fork; restart from step "

@@ -36,8 +36,7 @@ import click
 from celery_durable import admin, display
 from celery_durable.engine.awakeables import AwakeableId
 from celery_durable.errors import DurableError, JournalUnavailableError
-from celery_durable.journal.entries import parse
-from celery_durable.journal.records import Invocation
+from celery_durable.journal.records import Invocation, awakeable_token
 from celery_durable.runtime import runtime_for
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -357,9 +356,10 @@ def _awaiting_lines(app: Any, inv: Invocation) -> list[str]:
     lines = []
     for item in inv.awaiting:
         line = display.awaited(item)
-        index = int(item.get("index", -1))
-        if item.get("kind") == "awakeable" and 0 <= index < len(entries):
-            token = parse(entries[index])["v"]["id"]
-            line += f": celery durable resolve {AwakeableId(inv.id, index, token)} JSON"
+        index = item.get("index")
+        if item.get("kind") == "awakeable" and type(index) is int and 0 <= index < len(entries):
+            token = awakeable_token(entries[index])  # None: unreadable, shown in the steps
+            if token is not None:
+                line += f": celery durable resolve {AwakeableId(inv.id, index, token)} JSON"
         lines.append(line)
     return lines

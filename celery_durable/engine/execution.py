@@ -24,8 +24,13 @@ from typing import Any, NoReturn, Protocol
 
 from celery_durable.codec import Codec
 from celery_durable.engine.observer import Observer, log_pause
-from celery_durable.errors import ContextError, NonDeterminismError, Paused
-from celery_durable.journal.entries import encode_entry, parse
+from celery_durable.errors import (
+    ContextError,
+    NonDeterminismError,
+    Paused,
+    UnreadableJournalError,
+)
+from celery_durable.journal.entries import Unreadable, encode_entry, read_entry
 from celery_durable.journal.failures import rebuild
 from celery_durable.journal.store import JournalStore, Started
 from celery_durable.policy import RetryPolicy
@@ -244,7 +249,7 @@ class Execution:
         Raises:
             NonDeterminismError: it is another operation, or another codec stored it.
         """
-        entry: dict[str, Any] = parse(self.entries[index])
+        entry = self.entry(index)
         if entry["k"] != kind or entry["n"] != name:
             self.mismatch(index, f"{entry['k']} {entry['n']!r}", f"{kind} {name!r}")
         if codec is not None and entry.get("c", "json") != codec.name:
@@ -255,11 +260,36 @@ class Execution:
             )
         return entry
 
+    def entry(self, index: int) -> dict[str, Any]:
+        """Return the entry at ``index``, parsed.
+
+        Raises:
+            UnreadableJournalError: it is not an entry as this library writes it; the
+                invocation is paused.
+        """
+        try:
+            return read_entry(self.entries[index])
+        except Unreadable as exc:
+            self.unreadable(f"journal entry {index}", str(exc))
+
+    def decode(self, index: int, codec: Codec[Any], data: Any) -> Any:
+        """Return the value ``codec`` stored in the entry at ``index``.
+
+        Raises:
+            UnreadableJournalError: it does not decode; the invocation is paused.
+        """
+        try:
+            return codec.decode(data)
+        except Exception as exc:
+            what = f"its value does not decode with codec {codec!r} ({type(exc).__name__}: {exc})"
+            self.unreadable(f"journal entry {index}", what)
+
     def replay(self, index: int, kind: str, name: str, codec: Codec[Any]) -> Any:
         """Return the recorded outcome at ``index``, or raise its recorded error.
 
         Raises:
             NonDeterminismError: the entry is another operation than the one asked for.
+            UnreadableJournalError: the entry is unreadable.
         """
         entry = self.expect(index, kind, name, codec)
         self.advance(index)
@@ -269,7 +299,7 @@ class Execution:
             if observer is not None:
                 observer.step_replayed(self, index, kind, name, entry.get("a", 1), None, error)
             raise error
-        value = codec.decode(entry["v"])
+        value = self.decode(index, codec, entry["v"])
         if observer is not None:
             observer.step_replayed(self, index, kind, name, entry.get("a", 1), value, None)
         return value
@@ -290,16 +320,36 @@ class Execution:
             "(or send the task again with the same task id and arguments), or forget it "
             f"with `celery -A <your app> durable forget {self.id}`."
         )
+        self._stop(NonDeterminismError(message))
+
+    def unreadable(self, where: str, what: str) -> NoReturn:
+        """Pause the invocation and raise: ``where`` (an entry, a completion) cannot be
+        read, because of ``what``."""
+        message = (
+            f"invocation {self.id} cannot be replayed: its {where} is unreadable ({what}). "
+            "celery-durable did not write it so: the journal was corrupted or edited by "
+            "hand. Nothing was changed, and nothing ran in its place. It is paused: repair "
+            "or remove what is wrong, then resume it with "
+            f"`celery -A <your app> durable resume {self.id}`, or forget it with "
+            f"`celery -A <your app> durable forget {self.id}`."
+        )
+        self._stop(UnreadableJournalError(message))
+
+    def _stop(self, error: NonDeterminismError | UnreadableJournalError) -> NoReturn:
+        """Pause the invocation because of ``error``, end this execution, raise ``error``."""
         self._active = False
         self.ended = True
-        self.store.pause(self.id, self.fence, message, self.call())
+        # Only the body's thread knows the request; from a step's thread the stored call
+        # is kept.
+        call = self.call() if threading.get_ident() == self._thread else ""
+        self.store.pause(self.id, self.fence, str(error), call)
         with self._committed:  # async steps waiting to commit stop too
-            self.paused_by = NonDeterminismError(message)
+            self.paused_by = error
             self._committed.notify_all()
-        log_pause(self, message)
+        log_pause(self, str(error))
         if self.observer is not None:
-            self.observer.invocation_paused(self, message)
-        raise self.paused_by
+            self.observer.invocation_paused(self, str(error))
+        raise error
 
     def pause(self, reason: str, call: str, attempt: str = "") -> NoReturn:
         """Pause the invocation for an operator to resume, and end this execution.

@@ -21,7 +21,7 @@ from celery_durable.engine.observer import log_failure, log_retry
 from celery_durable.engine.pausing import pause_exhausted
 from celery_durable.engine.run import MISUSE, checked_policy
 from celery_durable.errors import CodecError, TerminalError
-from celery_durable.journal.entries import check_size, encode_entry, parse
+from celery_durable.journal.entries import check_size, encode_entry
 from celery_durable.journal.failures import rebuild, record_of
 from celery_durable.policy import RetryPolicy
 
@@ -41,7 +41,7 @@ def run_async(
     index = ex.position
     if index < len(ex.entries):
         entry = ex.expect(index, "run", name, chosen)
-        outcome = _outcome_of(entry, chosen)
+        outcome = _outcome_of(ex, index, entry, chosen)
         ex.advance(index)
         if ex.observer is not None:
             error = None if outcome.ok else rebuild(outcome.error or {})
@@ -119,8 +119,8 @@ def _run(
         )
         break
     ex.commit(index, entry, ends_attempts=False)
-    committed = parse(ex.entries[index])  # its own, or another execution's first
-    outcome = _outcome_of(committed, codec)
+    committed = ex.entry(index)  # its own, or another execution's first
+    outcome = _outcome_of(ex, index, committed, codec)
     if not outcome.ok or observer is not None:
         tries = int(committed.get("a", 1))
     if not outcome.ok:
@@ -145,8 +145,8 @@ def _error_entry(name: str, started_at: float, codec: Codec[Any], record: dict[s
     )
 
 
-def _outcome_of(entry: dict[str, Any], codec: Codec[Any]) -> Outcome:
+def _outcome_of(ex: Execution, index: int, entry: dict[str, Any], codec: Codec[Any]) -> Outcome:
     finished = (entry["t"] / 1000) + entry["d"] / 1e6
     if entry["s"] == "error":
         return Outcome(False, error=entry["e"], at=finished)
-    return Outcome(True, codec.decode(entry["v"]), at=finished)
+    return Outcome(True, ex.decode(index, codec, entry["v"]), at=finished)

@@ -56,12 +56,12 @@ def parent(self: DurableTask) -> Any:
 
 
 @app.task(base=DurableTask, bind=True, name=harness.TOUR)
-def tour(self: DurableTask, order: str) -> dict[str, Any]:
+def tour(self: DurableTask, order: str, seconds: float = 0.5) -> dict[str, Any]:
     ctx = self.ctx
     reserved = ctx.run("reserve", lambda: {"order": order, "sku": "A1"})
     token = str(ctx.rand.uuid4())
     quote = ctx.run_async("quote", lambda: 42)
-    ctx.sleep(0.5, "cool-off")
+    ctx.sleep(seconds, "cool-off")
     charged = ctx.run("charge", lambda: {"charged": quote.result(), "key": token})
     return {"reserved": reserved, "charged": charged}
 

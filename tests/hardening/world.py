@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +17,7 @@ from celery_durable import Invocation, get_invocation
 from celery_durable.keys import InvocationKeys, KeySpace
 from celery_durable.runtime import release_runtime
 from tests.hardening import harness
-from tests.processes import Worker, start_worker, wait_for
+from tests.processes import ROOT, Worker, environment, start_worker, wait_for
 
 WAIT_TIMEOUT = 60.0
 
@@ -56,19 +58,21 @@ class World:
     def start_worker(self, pool: str = "solo", concurrency: int = 1, **extra: str) -> Worker:
         """Start a worker subprocess on this test's queue, with ``extra`` in its environment."""
         name = f"{self.queue}-{len(self.workers) + 1}"
-        env = {
+        worker = start_worker(
+            "tests.hardening.proj", name, (self.queue,), self.tmp_path / f"{name}.log",
+            {**self.env(), **extra}, pool, concurrency,
+        )  # fmt: skip
+        self.workers.append(worker)
+        return worker
+
+    def env(self) -> dict[str, str]:
+        """What the worker subprocesses (and the CLI) read their settings from."""
+        return {
             harness.ENV_REDIS_URL: harness.REDIS_URL,
             harness.ENV_JOURNAL_URL: self.journal_url,
             harness.ENV_PREFIX: self.prefix,
             harness.ENV_QUEUE: self.queue,
-            **extra,
         }
-        worker = start_worker(
-            "tests.hardening.proj", name, (self.queue,), self.tmp_path / f"{name}.log",
-            env, pool, concurrency,
-        )  # fmt: skip
-        self.workers.append(worker)
-        return worker
 
     def worker_logs(self) -> list[tuple[str, str]]:
         return [(worker.name, worker.log()) for worker in self.workers]
@@ -97,6 +101,14 @@ class World:
             return inv if inv is not None and inv.status in statuses else None
 
         return wait_for(reached, f"{task_id} to be {' or '.join(statuses)}", timeout)
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """Run ``celery -A tests.hardening.proj durable ARGS`` as an operator would."""
+        command = [sys.executable, "-m", "celery", "-A", "tests.hardening.proj", "durable", *args]
+        return subprocess.run(
+            command, cwd=ROOT, env=environment(self.env()), capture_output=True, text=True,
+            timeout=WAIT_TIMEOUT, check=False,
+        )  # fmt: skip
 
     # -- Teardown -------------------------------------------------------------------------
 
