@@ -43,8 +43,9 @@ ASYNC_STEPS = 8
 class Host(Protocol):
     """What an execution needs from the task system it runs in (Celery, for DurableTask)."""
 
-    def publish_call(self, signature: Any, child_id: str, index: int) -> bool:
-        """Start the child task ``signature`` under ``child_id``, wired to complete ``index``.
+    def publish_call(self, signature: Any, child_id: str, index: int, token: str) -> bool:
+        """Start the child task ``signature`` under ``child_id``, wired to complete ``index``
+        with ``token``, the secret journaled with the call: the child's outcome brings it.
 
         Returns True when the child ran in this process already (eager execution).
         """

@@ -38,6 +38,10 @@ class Unreadable(ValueError):
     the message says what is wrong, and the caller says where it is."""
 
 
+#: The field of a call's or an awakeable's entry value that holds its secret token: a
+#: completion from outside must bring it (``JournalStore.complete``).
+PROOFS = {"call": "token", "awakeable": "id"}
+
 #: The value each kind of entry holds, beside ``run`` and ``patch`` (any JSON): its
 #: fields and their types. Replay reads these fields, so they are checked first.
 _VALUES: dict[str, dict[str, tuple[type, ...]]] = {

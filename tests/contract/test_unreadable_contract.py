@@ -69,3 +69,81 @@ def test_a_refused_outcome_pauses_nothing_once_the_outcome_changed(store: Journa
 def test_a_refused_outcome_of_a_gone_invocation_pauses_nothing(store: JournalStore) -> None:
     assert store.pause_finished("nope", "completed", OUTCOME, "refused") == ""
     assert store.read("nope") is None
+
+
+# -- Completing from outside: the proof, and entries that are not the one named -------------
+
+OLD_CALL = '{"k":"call","n":"child","t":0,"d":0,"s":"ok","v":{"id": "inv/0", "task": "t"}}'
+CALL = OLD_CALL.replace('"t"}}', '"t", "token": "c0ffee"}}')
+AWAKEABLE = '{"k":"awakeable","n":"approval","t":0,"d":0,"s":"ok","v":{"id": "s3cr3t"}}'
+DONE = '{"s":"ok","v":7,"t":1.0}'
+
+
+def journaled(store: JournalStore, *entries: str) -> None:
+    started = run(store)
+    for index, entry in enumerate(entries):
+        store.append("inv", started.fence, index, entry, False)
+
+
+def test_a_call_is_completed_with_its_token_not_with_its_guessable_child_id(
+    store: JournalStore,
+) -> None:
+    journaled(store, CALL)
+    assert store.complete("inv", 0, "call", "inv/0", DONE) == 0
+    assert store.complete("inv", 0, "call", "c0ffe", DONE) == 0  # a part of it is not it
+    assert store.completions("inv") == {}
+    assert store.complete("inv", 0, "call", "c0ffee", DONE) == 1
+    assert store.completions("inv") == {"0": DONE}
+
+
+def test_a_call_journaled_before_calls_had_a_token_is_completed_by_its_child_id(
+    store: JournalStore,
+) -> None:
+    journaled(store, OLD_CALL)
+    assert store.complete("inv", 0, "call", "c0ffee", DONE) == 0
+    assert store.complete("inv", 0, "call", "inv/0", DONE) == 1
+
+
+@pytest.mark.parametrize("kind", ["run", "sleep", "", 'call","n'])
+def test_a_completion_of_another_kind_writes_nothing(store: JournalStore, kind: str) -> None:
+    journaled(store, AWAKEABLE)
+    assert store.complete("inv", 0, kind, "s3cr3t", DONE) == 0
+    assert store.completions("inv") == {}
+
+
+def test_a_completion_without_a_proof_writes_nothing(store: JournalStore) -> None:
+    journaled(store, CALL.replace("c0ffee", ""))
+    assert store.complete("inv", 0, "call", "", DONE) == 0
+    assert store.completions("inv") == {}
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "not json at all",
+        '{"k":"run","n":"big","t":0,"d":0,"s":"ok","v":[' + "[1]," * 100_000 + "1",
+        '{"k":"awakeable","n":"approval","t":0,"d":0,"s":"ok","v":{"id": "s3cr3t"',
+        '{"k":"awakeable","n":"approval","t":0,"d":0,"s":"error","e":{"id":"s3cr3t"}}',
+        '{"k":"awakeable","n":"approval","t":0,"d":0,"s":"ok","v":["s3cr3t"]}',
+        '{"k":"awakeable","n":"approval","t":0,"d":0,"s":"ok","v":{"di": "s3cr3t"}}',
+        '{"k":"awakeable","n":"approval","t":0,"d":0,"s":"ok","v":5}',
+        '{"k":"run","n":"approval","t":0,"d":0,"s":"ok","v":{"id": "s3cr3t"}}',
+    ],
+    ids=[
+        "not-json",
+        "huge-unfinished-run",
+        "cut",
+        "error",
+        "list",
+        "other-field",
+        "number",
+        "a-step-holding-the-id",
+    ],
+)
+def test_a_completion_naming_an_entry_that_is_not_its_own_is_refused_cleanly(
+    store: JournalStore, entry: str
+) -> None:
+    # Undecodable: a script that decoded it before checking it would fail, not refuse.
+    journaled(store, entry)
+    assert store.complete("inv", 0, "awakeable", "s3cr3t", DONE) == 0
+    assert store.completions("inv") == {}

@@ -55,11 +55,14 @@ class World:
 
     # -- Workers ------------------------------------------------------------------------
 
-    def start_worker(self, pool: str = "solo", concurrency: int = 1, **extra: str) -> Worker:
-        """Start a worker subprocess on this test's queue, with ``extra`` in its environment."""
+    def start_worker(
+        self, pool: str = "solo", concurrency: int = 1, queues: tuple[str, ...] = (), **extra: str
+    ) -> Worker:
+        """Start a worker subprocess on ``queues`` (this test's queue by default), with
+        ``extra`` in its environment."""
         name = f"{self.queue}-{len(self.workers) + 1}"
         worker = start_worker(
-            "tests.hardening.proj", name, (self.queue,), self.tmp_path / f"{name}.log",
+            "tests.hardening.proj", name, queues or (self.queue,), self.tmp_path / f"{name}.log",
             {**self.env(), **extra}, pool, concurrency,
         )  # fmt: skip
         self.workers.append(worker)
