@@ -25,6 +25,7 @@ from celery_durable.stores.redis import RedisJournalStore
 from tests.cluster.cluster import LocalCluster
 from tests.contract.test_operator_contract import *  # noqa: F403
 from tests.contract.test_store_contract import *  # noqa: F403
+from tests.contract.test_unreadable_contract import *  # noqa: F403
 from tests.processes import wait_for
 
 pytestmark = pytest.mark.system

@@ -31,6 +31,7 @@ ENV_REDIS_URL = "HD_REDIS_URL"
 ENV_JOURNAL_URL = "HD_JOURNAL_URL"
 ENV_PREFIX = "HD_PREFIX"
 ENV_QUEUE = "HD_QUEUE"
+ENV_WAIT_AOF = "HD_WAIT_AOF"
 
 REDIS_URL = os.environ.get(ENV_REDIS_URL, "redis://127.0.0.1:6379/0")
 
@@ -40,7 +41,9 @@ def nobody_queue(queue: str) -> str:
     return f"{queue}-nobody"
 
 
-def make_app(redis_url: str, prefix: str, queue: str, journal_url: str = "") -> Celery:
+def make_app(
+    redis_url: str, prefix: str, queue: str, journal_url: str = "", wait_aof: bool = False
+) -> Celery:
     """An app whose broker keys, queue and journal keys belong to ``prefix`` alone."""
     app = Celery(f"hd-{prefix}", broker=redis_url, backend=redis_url, set_as_current=False)
     app.conf.broker_transport_options = {
@@ -59,5 +62,6 @@ def make_app(redis_url: str, prefix: str, queue: str, journal_url: str = "") -> 
         durable_key_prefix=f"{prefix}:durable",
         durable_retention=600,
         durable_lease_ttl=5.0,
+        durable_wait_aof=wait_aof,
     )
     return app

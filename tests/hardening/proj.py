@@ -15,6 +15,7 @@ app = harness.make_app(
     PREFIX,
     os.environ.get(harness.ENV_QUEUE, f"{PREFIX}-q"),
     os.environ.get(harness.ENV_JOURNAL_URL, ""),
+    os.environ.get(harness.ENV_WAIT_AOF) == "1",
 )
 
 
@@ -62,7 +63,8 @@ def tour(self: DurableTask, order: str, seconds: float = 0.5) -> dict[str, Any]:
     token = str(ctx.rand.uuid4())
     quote = ctx.run_async("quote", lambda: 42)
     ctx.sleep(seconds, "cool-off")
-    charged = ctx.run("charge", lambda: {"charged": quote.result(), "key": token})
+    amount = quote.result()
+    charged = ctx.run("charge", lambda: {"charged": amount, "key": token})
     return {"reserved": reserved, "charged": charged}
 
 

@@ -34,6 +34,7 @@ class World:
     tmp_path: Path
     client: redis.Redis
     journal_url: str = ""
+    wait_aof: bool = False
     workers: list[Worker] = field(default_factory=list)
     app: Celery = field(init=False)
 
@@ -44,13 +45,16 @@ class World:
         self.app = self._make_app()
 
     def _make_app(self) -> Celery:
-        return harness.make_app(harness.REDIS_URL, self.prefix, self.queue, self.journal_url)
+        return harness.make_app(
+            harness.REDIS_URL, self.prefix, self.queue, self.journal_url, self.wait_aof
+        )
 
-    def use_journal(self, url: str, client: redis.Redis) -> None:
-        """Keep journals at ``url`` (read by the test through ``client``, an admin)."""
+    def use_journal(self, url: str, client: redis.Redis, wait_aof: bool = False) -> None:
+        """Keep journals at ``url`` (read by the test through ``client``, an admin), with
+        ``durable_wait_aof`` as given."""
         release_runtime(self.app)
         self.app.close()
-        self.journal_url, self.journal = url, client
+        self.journal_url, self.journal, self.wait_aof = url, client, wait_aof
         self.app = self._make_app()
 
     # -- Workers ------------------------------------------------------------------------
@@ -75,6 +79,7 @@ class World:
             harness.ENV_JOURNAL_URL: self.journal_url,
             harness.ENV_PREFIX: self.prefix,
             harness.ENV_QUEUE: self.queue,
+            harness.ENV_WAIT_AOF: "1" if self.wait_aof else "",
         }
 
     def worker_logs(self) -> list[tuple[str, str]]:
