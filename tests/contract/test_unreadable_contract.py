@@ -47,7 +47,8 @@ def test_a_refused_outcome_pauses_its_invocation_without_expiry(
     assert store.list_ids("paused", 10) == ["inv"]
     time.sleep(0.3)  # past its retention: a paused invocation waits for an operator
     assert store.read("inv") is not None
-    again = run(store)  # resumed (or delivered again), it runs from its journal
+    assert store.resume("inv", "resumed by an operator").state == "resumed"
+    again = run(store)  # resumed, it runs from its journal, and records its outcome anew
     assert (again.status, again.entries) == ("paused", [STEP])
 
 
