@@ -15,9 +15,15 @@ from celery_durable.engine.awakeables import AwakeableId
 from celery_durable.engine.calls import child_id as child_id
 from celery_durable.errors import AwakeableError, CodecError, InvocationStateError, TerminalError
 from celery_durable.flow import ENDED_FENCE_HEADER
-from celery_durable.journal.entries import check_size, encode_completion, parse
+from celery_durable.journal.entries import check_size, encode_completion
 from celery_durable.journal.failures import record_of
-from celery_durable.journal.records import Invocation, Step, parse_invocation, parse_step
+from celery_durable.journal.records import (
+    Invocation,
+    Step,
+    awakeable_token,
+    parse_invocation,
+    parse_step,
+)
 from celery_durable.journal.store import Fork, JournalStore
 from celery_durable.keys import MetaField
 from celery_durable.listing import MAX_LIMIT as MAX_LIMIT
@@ -141,9 +147,12 @@ def describe_invocation(app: Any, task_id: str) -> InvocationDetails | None:
     meta, entries, _ = found
     invocation = parse_invocation(task_id, *found)
     awakeables = {
-        step.index: str(AwakeableId(task_id, step.index, parse(entries[step.index])["v"]["id"]))
+        step.index: str(AwakeableId(task_id, step.index, token))
         for step in invocation.steps
-        if step.kind == "awakeable" and step.status == "waiting" and step.index < len(entries)
+        if step.kind == "awakeable"
+        and step.status == "waiting"
+        and step.index < len(entries)
+        and (token := awakeable_token(entries[step.index])) is not None
     }
     call = decode_call(meta[MetaField.CALL]) if meta.get(MetaField.CALL) else None
     return InvocationDetails(invocation, call, awakeables)
@@ -156,10 +165,9 @@ def _parsed(
     inv = parse_invocation(task_id, meta, entries, completions)
     for item in inv.awaiting:
         index = item.get("index")
-        if item.get("kind") == "awakeable" and isinstance(index, int) and index < len(entries):
-            value = parse(entries[index]).get("v")
-            token = value.get("id") if isinstance(value, dict) else None
-            if isinstance(token, str):
+        if item.get("kind") == "awakeable" and type(index) is int and 0 <= index < len(entries):
+            token = awakeable_token(entries[index])  # None: unreadable, shown in the steps
+            if token is not None:
                 item["awakeable_id"] = str(AwakeableId(task_id, index, token))
     return inv
 
@@ -374,7 +382,7 @@ def restart_invocation(
         )
     kept = entries[:from_step]
     for index, text in enumerate(kept):
-        if parse(text)["k"] == "call" and str(index) not in completions:
+        if parse_step(index, text).kind == "call" and str(index) not in completions:
             raise InvocationStateError(
                 f"the child task started at step {index} of invocation {task_id} has not "
                 f"finished, and its outcome would never reach the fork; restart from step "

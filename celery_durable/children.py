@@ -6,6 +6,11 @@
 completions and wake the parent if it is suspended, for a DurableTask child and a
 plain one alike. An eager parent runs its child in process and records the outcome
 at once.
+
+The callbacks carry the call's secret token (journaled with the call, and in no
+other message): an outcome is recorded only with it, so publishing
+``celery_durable.child_outcome`` with a guessed parent and index records nothing.
+An outcome that is not one (``journal.entries.read_completion``) is refused too.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from celery.canvas import Signature, _chain, chord, group
 from celery_durable.codec import PLAIN_JSON
 from celery_durable.engine.calls import child_id
 from celery_durable.errors import ContextError, JournalUnavailableError
-from celery_durable.journal.entries import encode_completion
+from celery_durable.journal.entries import Unreadable, encode_completion, read_completion
 from celery_durable.journal.failures import record_of
 from celery_durable.journal.store import JournalStore
 from celery_durable.runtime import runtime_for
@@ -46,24 +51,42 @@ class CeleryHost:
             )
         return str(signature.task)
 
-    def publish_call(self, signature: Any, child: str, index: int) -> bool:
+    def publish_call(self, signature: Any, child: str, index: int, token: str) -> bool:
         sig = signature.clone()
         if self._eager:
             result = sig.apply(task_id=child)
             outcome = _success(result.result) if result.successful() else _failure(result.result)
-            record_outcome(self._app, self._store, self._parent, index, outcome)
+            record_outcome(self._app, self._store, self._parent, index, outcome, token)
             return True
-        where = {"parent": self._parent, "index": index}
+        where = {"parent": self._parent, "index": index, "token": token}
         sig.link(self._app.signature("celery_durable.child_succeeded", kwargs=where))
         sig.link_error(self._app.signature("celery_durable.child_failed", kwargs=where))
         sig.apply_async(task_id=child)
         return False
 
 
-def record_outcome(app: Any, store: JournalStore, parent: str, index: int, outcome: str) -> None:
-    """Complete the parent's call at ``index`` with ``outcome``; wake the parent if due."""
-    if store.complete(parent, index, "call", child_id(parent, index), outcome) == 2:
+def record_outcome(
+    app: Any, store: JournalStore, parent: str, index: int, outcome: str, token: str
+) -> None:
+    """Complete the parent's call at ``index`` with ``outcome``, if ``token`` is the call's
+    secret; wake the parent if due. An outcome that is not one is refused (logged)."""
+    try:
+        if not (isinstance(parent, str) and type(index) is int and isinstance(token, str)):
+            raise Unreadable("its parent, index or token is of the wrong type")
+        read_completion(outcome)
+    except Unreadable as exc:
+        logger.warning("celery-durable: refused an outcome for child %r/%r that is not one "
+                       "(%s); nothing was recorded", parent, index, exc)  # fmt: skip
+        return
+    # A call journaled before calls had a token is completed by its child's id.
+    proof = token or child_id(parent, index)
+    state = store.complete(parent, index, "call", proof, outcome)
+    if state == 2:
         publish_due(app, store)
+    elif state == 0:
+        logger.info("celery-durable: an outcome for child %s/%s was not recorded (recorded "
+                    "before, its parent is gone or finished, or its token is not the "
+                    "call's)", parent, index)  # fmt: skip
 
 
 def _success(value: Any) -> str:
@@ -84,14 +107,16 @@ def _store_of(app: Any) -> JournalStore:
     name="celery_durable.child_succeeded", bind=True, acks_late=True, ignore_result=True,
     autoretry_for=(JournalUnavailableError,), retry_backoff=True, max_retries=None,
 )  # fmt: skip
-def child_succeeded(self: Task, value: Any, parent: str, index: int) -> None:
+def child_succeeded(self: Task, value: Any, parent: str, index: int, token: str = "") -> None:
     """Record a child's return value in its parent's journal (the child's ``link``)."""
-    record_outcome(self.app, _store_of(self.app), parent, index, _success(value))
+    record_outcome(self.app, _store_of(self.app), parent, index, _success(value), token)
 
 
 # Not bound: Celery calls an errback with (request, exc, traceback) only when it is not.
 @shared_task(name="celery_durable.child_failed")  # type: ignore[untyped-decorator]
-def child_failed(request: Any, exc: BaseException, traceback: Any, parent: str, index: int) -> None:
+def child_failed(
+    request: Any, exc: BaseException, traceback: Any, parent: str, index: int, token: str = ""
+) -> None:
     """Record a child's failure in its parent's journal (the child's ``link_error``).
 
     Celery runs this in the child's worker, in process; if the journal cannot be
@@ -99,17 +124,17 @@ def child_failed(request: Any, exc: BaseException, traceback: Any, parent: str, 
     """
     outcome = _failure(exc)
     try:
-        record_outcome(current_app, _store_of(current_app), parent, index, outcome)
+        record_outcome(current_app, _store_of(current_app), parent, index, outcome, token)
     except Exception as error:
         logger.warning("celery-durable: could not record the failure of child %s/%s now "
                        "(%s); sending it on", parent, index, error)  # fmt: skip
-        child_outcome.apply_async((parent, index, outcome))
+        child_outcome.apply_async((parent, index, outcome, token))
 
 
 @shared_task(  # type: ignore[untyped-decorator]
     name="celery_durable.child_outcome", bind=True, acks_late=True, ignore_result=True,
     autoretry_for=(JournalUnavailableError,), retry_backoff=True, max_retries=None,
 )  # fmt: skip
-def child_outcome(self: Task, parent: str, index: int, outcome: str) -> None:
-    """Record a child's outcome (JSON) in its parent's journal."""
-    record_outcome(self.app, _store_of(self.app), parent, index, outcome)
+def child_outcome(self: Task, parent: str, index: int, outcome: str, token: str = "") -> None:
+    """Record a child's outcome (JSON) in its parent's journal, if ``token`` is the call's."""
+    record_outcome(self.app, _store_of(self.app), parent, index, outcome, token)

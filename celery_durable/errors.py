@@ -110,6 +110,17 @@ class JournalUnavailableError(JournalError):
     """Raised when the journal's Redis cannot be reached; ``DurableTask`` retries the task."""
 
 
+class JournalRefusedError(JournalUnavailableError):
+    """Raised when the journal's Redis refuses a command for lack of a permission (its
+    ACL); ``DurableTask`` retries the task, as in an outage, until it is granted."""
+
+
+class UnreadableJournalError(JournalError):
+    """Raised when a stored entry, completion or outcome is not what celery-durable
+    writes (corrupted, or written by someone else), or names a codec that neither the
+    task nor the app configured. The invocation is paused; nothing stored is changed."""
+
+
 class CodecError(DurableError):
     """Raised when a step's value cannot be encoded or decoded by its codec."""
 

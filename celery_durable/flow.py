@@ -138,6 +138,7 @@ class CeleryFlow(Task):  # type: ignore[misc]
         """
         if ex.ended:
             return
+        ex.drain()  # async steps still running commit under this lease, not after it
         try:
             ex.store.release(ex.id, ex.fence, fingerprint, retry_in, call, reopen)
         except JournalUnavailableError as exc:

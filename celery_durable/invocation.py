@@ -6,17 +6,22 @@ be tested against the in-memory store.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from celery_durable.codec import Codec, resolve_codec
+from celery_durable.codec import Codec
 from celery_durable.engine.attempts import WORKER_LOST, Attempts
 from celery_durable.engine.execution import Execution
-from celery_durable.errors import CodecError, InvocationConflictError, Paused
+from celery_durable.errors import CodecError, InvocationConflictError, UnreadableJournalError
 from celery_durable.fingerprint import describe_difference
-from celery_durable.journal.entries import check_size, encode_outcome
+from celery_durable.journal.entries import (
+    Unreadable,
+    check_size,
+    encode_outcome,
+    parse,
+    read_outcome,
+)
 from celery_durable.journal.failures import ErrorRecord, rebuild, record_of
 from celery_durable.journal.store import JournalStore, Started, StartRequest
 from celery_durable.policy import RetryPolicy
@@ -32,15 +37,65 @@ class Finished:
     paused before, and no operator released it; or it paused at this start, because
     workers kept dying and the task's policy pauses)."""
 
-    def replay(self, codec: Codec[Any]) -> Any:
-        """Return the recorded result, or raise the recorded terminal error."""
-        record = json.loads(self.outcome or '{"s":"ok","v":null}')
+    def replay(self, codec: Codec[Any], app_codec: Codec[Any] | None = None) -> Any:
+        """Return the recorded result, or raise the recorded terminal error.
+
+        The outcome names the codec that stored it, and only the task's codec or the
+        app's (``app_codec``, its ``durable_codec``) may decode it: a codec picked by
+        what Redis holds would let whoever can write there pick pickle, and run code.
+
+        Raises:
+            Unreadable: the outcome is not one, names another codec, or does not decode.
+        """
+        if self.outcome is None:
+            return None
+        record = read_outcome(self.outcome)
         if record["s"] == "error":
             raise rebuild(record["e"])
         recorded = record.get("c", "json")
-        if recorded != codec.name:  # stored by another codec than the task's today
-            codec = resolve_codec(recorded)
-        return codec.decode(record["v"])
+        readers = [c for c in (codec, app_codec) if c is not None and c.name == recorded]
+        if not readers:
+            app = f" nor the app (durable_codec {app_codec.name!r})" if app_codec else ""
+            raise Unreadable(
+                f"it names codec {recorded!r}, which neither the task (codec {codec.name!r})"
+                f"{app} uses; a codec picked by what is stored would let whoever can write "
+                "to the journal pick pickle and run code in this worker"
+            )
+        try:
+            return readers[0].decode(record["v"])
+        except Exception as exc:
+            raise Unreadable(
+                f"its value does not decode with codec {readers[0]!r} ({type(exc).__name__}: {exc})"
+            ) from exc
+
+
+def finished_outcome(
+    store: JournalStore,
+    task_id: str,
+    finished: Finished,
+    codec: Codec[Any],
+    app_codec: Codec[Any] | None = None,
+) -> Any:
+    """Return the recorded result of a finished invocation, or raise its recorded error.
+
+    Raises:
+        UnreadableJournalError: its stored outcome cannot be read (see
+            ``Finished.replay``); the invocation is paused, and nothing was decoded.
+    """
+    try:
+        return finished.replay(codec, app_codec)
+    except Unreadable as exc:
+        message = (
+            f"invocation {task_id} is {finished.status}, but its stored outcome is "
+            f"unreadable: {exc}. celery-durable did not write it so (the journal was "
+            "corrupted or edited by hand); it was not decoded. The invocation is paused: "
+            "resume it to run its body again from its journal (its steps replay) and "
+            f"record its outcome anew, `celery -A <your app> durable resume {task_id}`, or "
+            f"forget it with `celery -A <your app> durable forget {task_id}`."
+        )
+        if finished.outcome is not None:
+            store.pause_finished(task_id, finished.status, finished.outcome, message)
+        raise UnreadableJournalError(message) from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,16 +207,19 @@ def complete(
     # The call that an operator's restart publishes is stored already: at creation, and
     # by a retry that changed the arguments.
     earlier = store.finish(ex.id, ex.fence, "completed", outcome, retention)
-    return Finished(*(earlier or ("completed", outcome))).replay(codec)
+    if earlier is None:
+        return codec.decode(parse(payload))
+    return finished_outcome(store, ex.id, Finished(*earlier), codec)  # another's, first
 
 
 def fail(store: JournalStore, ex: Execution, exc: BaseException, retention: float) -> None:
     """Journal that the body failed for good with ``exc``, and its call, to resume it.
 
     Raises:
-        Paused: an async step paused the invocation meanwhile; that wins.
+        Paused: an async step paused the invocation meanwhile (or replay did, with
+            ``NonDeterminismError`` or ``UnreadableJournalError``); that wins.
     """
-    if isinstance(ex.paused_by, Paused):
+    if ex.paused_by is not None:
         raise ex.paused_by
     outcome = encode_outcome("json", None, record_of(exc))
     store.finish(ex.id, ex.fence, "failed", outcome, retention, call=ex.call())

@@ -234,7 +234,7 @@ class DurableTask(CeleryFlow):
                 raise Ignore(f"invocation {task_id} was {started.status}")
             logger.info("%s[%s] is %s: returning its recorded outcome", self.name, task_id,
                         started.status)  # fmt: skip
-            return started.replay(codec)
+            return invocation.finished_outcome(store, task_id, started, codec, settings.codec)
 
         ex = started
         _take_over(ex, own_from)

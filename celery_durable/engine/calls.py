@@ -8,11 +8,16 @@ runs once; a plain child could run twice only if the parent's worker died betwee
 the broker taking it and that marker. The child's outcome comes back through
 Celery's ``link``/``link_error`` (``Host.publish_call``) into the parent's
 completions, so the result backend's expiry does not matter on later replays.
+
+A child's id is easy to guess, so it proves nothing: the call journals a secret token
+of 128 random bits, which only the child's own message carries (in its callbacks),
+and its outcome is recorded only with that token, as an awakeable's completion is.
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any
 
 from celery_durable.engine.execution import Execution
@@ -41,15 +46,21 @@ def call(ex: Execution, signature: Any, name: str | None) -> FromOutside[Any]:
             ex.observer.step_replayed(ex, index, "call", name, 1, recorded, None)
         sent = f"{index}:sent" in ex.completions or str(index) in ex.completions
         if not sent:
-            _publish(ex, host, signature, recorded["id"], index)
+            # A call journaled before calls had a token is completed by its child's id.
+            token = recorded.get("token")
+            if not isinstance(token, str):
+                token = ""
+            _publish(ex, host, signature, recorded["id"], index, token)
     else:
-        index = ex.record("call", name, json.dumps({"id": child, "task": task_name}))
-        _publish(ex, host, signature, child, index)
+        token = secrets.token_hex(16)
+        value = json.dumps({"id": child, "task": task_name, "token": token})
+        index = ex.record("call", name, value)
+        _publish(ex, host, signature, child, index, token)
     return FromOutside(ex, index, "call", name)
 
 
-def _publish(ex: Execution, host: Any, signature: Any, child: str, index: int) -> None:
-    ran_here = host.publish_call(signature, child, index)
+def _publish(ex: Execution, host: Any, signature: Any, child: str, index: int, token: str) -> None:
+    ran_here = host.publish_call(signature, child, index, token)
     ex.store.mark_sent(ex.id, ex.fence, index)
     if ran_here:
         ex.refresh_completions()  # an eager child has completed already

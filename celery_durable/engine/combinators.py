@@ -21,7 +21,6 @@ from celery_durable.engine.execution import Execution
 from celery_durable.engine.futures import Done, DurableFuture, InProcess, Outcome
 from celery_durable.engine.reopen import Owned
 from celery_durable.errors import ContextError
-from celery_durable.journal.entries import parse
 from celery_durable.journal.failures import rebuild
 
 
@@ -57,8 +56,8 @@ class Combinator(DurableFuture[Any]):
             return self._outcome
         ex = self._ex
         while True:
-            if ex.position < len(ex.entries) and self._is_mine(ex.entries[ex.position]):
-                index, entry = ex.position, parse(ex.entries[ex.position])
+            if ex.position < len(ex.entries) and self._is_mine(ex.entry(ex.position)):
+                index, entry = ex.position, ex.entry(ex.position)
                 self._outcome = self._replay(entry)
                 ex.advance(ex.position)
                 if index >= ex.own_from:  # an entry taken over from an earlier execution
@@ -76,7 +75,7 @@ class Combinator(DurableFuture[Any]):
             return None
         outcome, journaled = decided
         if ex.position < len(ex.entries):
-            recorded = parse(ex.entries[ex.position])
+            recorded = ex.entry(ex.position)
             ex.mismatch(ex.position, f"{recorded['k']} {recorded['n']!r}", self._describe())
         value = json.dumps({"c": self._number, **journaled})
         owned = Owned(self._name, self._kind, members=self._steps())
@@ -127,8 +126,7 @@ class Combinator(DurableFuture[Any]):
 
     # -- Replaying ------------------------------------------------------------------------
 
-    def _is_mine(self, text: str) -> bool:
-        entry = parse(text)
+    def _is_mine(self, entry: dict[str, Any]) -> bool:
         value = entry.get("v")
         return bool(entry["k"] == self._kind and isinstance(value, dict) and (
             value.get("c") == self._number
@@ -136,8 +134,14 @@ class Combinator(DurableFuture[Any]):
 
     def _replay(self, entry: dict[str, Any]) -> Outcome:
         value = entry["v"]
+        position = value["w"] if self._kind == "any" else value["f"]
+        if position is not None and not 0 <= position < len(self._futures):
+            self._ex.unreadable(
+                f"journal entry {self._ex.position}",
+                f"it names future {position} of {self._describe()}, which has {len(self._futures)}",
+            )
         if self._kind == "any":
-            return Outcome(True, value["w"])
+            return Outcome(True, position)
         outcomes = [future.poll() for future in self._futures]
         if value["f"] is not None:
             failure = outcomes[value["f"]]

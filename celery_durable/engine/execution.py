@@ -7,7 +7,10 @@ code and commit the outcome here before returning it.
 
 Entries are committed in journal order. A step started with ``run_async`` reserves its
 index when it is called and commits from its thread when every entry before it is in;
-any later commit waits for it, so the journal never has a gap.
+any later commit waits for it, so the journal never has a gap. An async step that ends
+without committing (it paused the invocation, its value could not be stored, the
+journal refused the write) stops every later commit with its error: nothing waits for
+an entry that will never come.
 """
 
 from __future__ import annotations
@@ -21,8 +24,13 @@ from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from celery_durable.codec import Codec
 from celery_durable.engine.observer import Observer, log_pause
-from celery_durable.errors import ContextError, NonDeterminismError, Paused
-from celery_durable.journal.entries import encode_entry, parse
+from celery_durable.errors import (
+    ContextError,
+    NonDeterminismError,
+    Paused,
+    UnreadableJournalError,
+)
+from celery_durable.journal.entries import Unreadable, encode_entry, read_entry
 from celery_durable.journal.failures import rebuild
 from celery_durable.journal.store import JournalStore, Started
 from celery_durable.policy import RetryPolicy
@@ -38,8 +46,9 @@ ASYNC_STEPS = 8
 class Host(Protocol):
     """What an execution needs from the task system it runs in (Celery, for DurableTask)."""
 
-    def publish_call(self, signature: Any, child_id: str, index: int) -> bool:
-        """Start the child task ``signature`` under ``child_id``, wired to complete ``index``.
+    def publish_call(self, signature: Any, child_id: str, index: int, token: str) -> bool:
+        """Start the child task ``signature`` under ``child_id``, wired to complete ``index``
+        with ``token``, the secret journaled with the call: the child's outcome brings it.
 
         Returns True when the child ran in this process already (eager execution).
         """
@@ -54,10 +63,10 @@ class Execution:
     """The state of one execution: where replay stands, and what it may still write."""
 
     __slots__ = (
-        "_active", "_async", "_committed", "_pool", "_thread", "call", "codec", "combinators",
-        "completions", "ended", "entries", "fence", "fingerprint", "host", "id", "in_step",
-        "max_value_bytes", "observer", "own_from", "owned", "passthrough", "paused_by", "policy",
-        "position", "rand", "resume", "resume_at", "store", "task_name",
+        "_active", "_async", "_committed", "_halted", "_pool", "_thread", "call", "codec",
+        "combinators", "completions", "ended", "entries", "fence", "fingerprint", "host", "id",
+        "in_step", "max_value_bytes", "observer", "own_from", "owned", "passthrough", "paused_by",
+        "policy", "position", "rand", "resume", "resume_at", "store", "task_name",
     )  # fmt: skip
 
     def __init__(
@@ -104,6 +113,10 @@ class Execution:
         self._thread = threading.get_ident()
         self._committed = threading.Condition()
         self._async: dict[int, Future[Any]] = {}
+        """The async steps by index, registered before their thread starts: once there is
+        one, every commit takes ``_committed``."""
+        self._halted: tuple[int, BaseException] | None = None
+        """The first async step that ended without committing its entry, and why."""
         self._pool: ThreadPoolExecutor | None = None
         self.rand = DurableRandom(started.seed)
         # What earlier executions left about the first step this one will run.
@@ -154,16 +167,19 @@ class Execution:
         Waits until every entry before ``index`` is in (``run_async`` steps still
         running). Either way the entry now at ``index`` is kept, so replay can reach it.
         ``owned`` describes the entry, for a retry to re-open it if this call wrote it.
+
+        Raises:
+            BaseException: what ended an earlier async step before it committed, or
+                paused the invocation: the entries before ``index`` will never all be in.
         """
-        if not self._async:  # the usual case: only the body writes, in order
+        if not self._async:
+            # Only the body writes, in order. Only the body's thread starts async steps,
+            # and it registers each before its thread runs: no thread can be writing now.
             existing = self.store.append(self.id, self.fence, index, entry, ends_attempts)
             self.entries.append(entry if existing is None else existing)
         else:
             with self._committed:
-                while len(self.entries) < index:
-                    if self.paused_by is not None:  # an async step before this one paused
-                        raise self.paused_by
-                    self._committed.wait()
+                self._wait_for(index)
                 existing = self.store.append(self.id, self.fence, index, entry, ends_attempts)
                 self.entries.append(entry if existing is None else existing)
                 self._committed.notify_all()
@@ -172,6 +188,15 @@ class Execution:
         if owned is not None:
             self.owned[index] = owned
         return True
+
+    def _wait_for(self, index: int) -> None:
+        """Wait, holding ``_committed``, until the entries before ``index`` are in."""
+        while len(self.entries) < index:
+            if self.paused_by is not None:  # an async step before this one paused
+                raise self.paused_by
+            if self._halted is not None and self._halted[0] < index:
+                raise self._halted[1]
+            self._committed.wait()
 
     def record(self, kind: str, name: str, value: str, owned: Owned | None = None) -> int:
         """Journal a new operation whose value is already-encoded JSON; return its index."""
@@ -192,7 +217,10 @@ class Execution:
 
     def adopt(self, index: int, kind: str, name: str, existing: str, codec: Codec[Any]) -> Any:
         """Replay the entry another execution journaled first: its outcome is the one."""
-        self.entries.append(existing)
+        with self._committed:
+            self._wait_for(index)  # async steps before it keep their places
+            self.entries.append(existing)
+            self._committed.notify_all()
         return self.replay(index, kind, name, codec)
 
     # -- Work in threads ----------------------------------------------------------------
@@ -201,12 +229,30 @@ class Execution:
         """Run ``work`` (an async step that commits at ``index``) in this execution's pool."""
         if self._pool is None:
             self._pool = ThreadPoolExecutor(ASYNC_STEPS, thread_name_prefix=f"durable-{self.id}")
-        future = self._pool.submit(work)
+        future: Future[Any] = Future()
+        # Registered before its thread exists, so that even a step that returns at once
+        # commits under the lock and wakes the commits that wait for it.
         self._async[index] = future
+        self._pool.submit(self._run_async, index, work, future)
         return future
 
+    def _run_async(self, index: int, work: Callable[[], Any], future: Future[Any]) -> None:
+        if not future.set_running_or_notify_cancel():
+            return
+        try:
+            result = work()
+        except BaseException as exc:
+            with self._committed:
+                if len(self.entries) <= index and (self._halted is None or index < self._halted[0]):
+                    self._halted = (index, exc)
+                    self._committed.notify_all()
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
     def drain(self) -> None:
-        """Wait until every async step has committed its entry; before the execution ends."""
+        """Wait until every async step has committed its entry, or ended without; before
+        the execution ends."""
         for index in sorted(self._async):
             self._async[index].exception()  # waits; its error is the body's to see
         if self._pool is not None:
@@ -228,7 +274,7 @@ class Execution:
         Raises:
             NonDeterminismError: it is another operation, or another codec stored it.
         """
-        entry: dict[str, Any] = parse(self.entries[index])
+        entry = self.entry(index)
         if entry["k"] != kind or entry["n"] != name:
             self.mismatch(index, f"{entry['k']} {entry['n']!r}", f"{kind} {name!r}")
         if codec is not None and entry.get("c", "json") != codec.name:
@@ -239,11 +285,36 @@ class Execution:
             )
         return entry
 
+    def entry(self, index: int) -> dict[str, Any]:
+        """Return the entry at ``index``, parsed.
+
+        Raises:
+            UnreadableJournalError: it is not an entry as this library writes it; the
+                invocation is paused.
+        """
+        try:
+            return read_entry(self.entries[index])
+        except Unreadable as exc:
+            self.unreadable(f"journal entry {index}", str(exc))
+
+    def decode(self, index: int, codec: Codec[Any], data: Any) -> Any:
+        """Return the value ``codec`` stored in the entry at ``index``.
+
+        Raises:
+            UnreadableJournalError: it does not decode; the invocation is paused.
+        """
+        try:
+            return codec.decode(data)
+        except Exception as exc:
+            what = f"its value does not decode with codec {codec!r} ({type(exc).__name__}: {exc})"
+            self.unreadable(f"journal entry {index}", what)
+
     def replay(self, index: int, kind: str, name: str, codec: Codec[Any]) -> Any:
         """Return the recorded outcome at ``index``, or raise its recorded error.
 
         Raises:
             NonDeterminismError: the entry is another operation than the one asked for.
+            UnreadableJournalError: the entry is unreadable.
         """
         entry = self.expect(index, kind, name, codec)
         self.advance(index)
@@ -253,7 +324,7 @@ class Execution:
             if observer is not None:
                 observer.step_replayed(self, index, kind, name, entry.get("a", 1), None, error)
             raise error
-        value = codec.decode(entry["v"])
+        value = self.decode(index, codec, entry["v"])
         if observer is not None:
             observer.step_replayed(self, index, kind, name, entry.get("a", 1), value, None)
         return value
@@ -274,14 +345,36 @@ class Execution:
             f"the journal with `celery -A <your app> durable resume {self.id}`, or forget it "
             f"with `celery -A <your app> durable forget {self.id}`."
         )
+        self._stop(NonDeterminismError(message))
+
+    def unreadable(self, where: str, what: str) -> NoReturn:
+        """Pause the invocation and raise: ``where`` (an entry, a completion) cannot be
+        read, because of ``what``."""
+        message = (
+            f"invocation {self.id} cannot be replayed: its {where} is unreadable ({what}). "
+            "celery-durable did not write it so: the journal was corrupted or edited by "
+            "hand. Nothing was changed, and nothing ran in its place. It is paused: repair "
+            "or remove what is wrong, then resume it with "
+            f"`celery -A <your app> durable resume {self.id}`, or forget it with "
+            f"`celery -A <your app> durable forget {self.id}`."
+        )
+        self._stop(UnreadableJournalError(message))
+
+    def _stop(self, error: NonDeterminismError | UnreadableJournalError) -> NoReturn:
+        """Pause the invocation because of ``error``, end this execution, raise ``error``."""
         self._active = False
         self.ended = True
-        self.store.pause(self.id, self.fence, message, self.call())
-        self.paused_by = NonDeterminismError(message)
-        log_pause(self, message)
+        # Only the body's thread knows the request; from a step's thread the stored call
+        # is kept.
+        call = self.call() if threading.get_ident() == self._thread else ""
+        self.store.pause(self.id, self.fence, str(error), call)
+        with self._committed:  # async steps waiting to commit stop too
+            self.paused_by = error
+            self._committed.notify_all()
+        log_pause(self, str(error))
         if self.observer is not None:
-            self.observer.invocation_paused(self, message)
-        raise self.paused_by
+            self.observer.invocation_paused(self, str(error))
+        raise error
 
     def pause(self, reason: str, call: str, attempt: str = "") -> NoReturn:
         """Pause the invocation for an operator to resume, and end this execution.

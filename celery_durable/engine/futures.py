@@ -9,7 +9,6 @@ there yet, it raises ``Suspended`` and the invocation is delivered again once it
 
 from __future__ import annotations
 
-import json
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass
@@ -17,7 +16,8 @@ from typing import Any, Generic, TypeVar
 
 from celery_durable.codec import PLAIN_JSON
 from celery_durable.engine.execution import Execution
-from celery_durable.errors import Suspended
+from celery_durable.errors import CodecError, Suspended
+from celery_durable.journal.entries import Unreadable, read_completion
 from celery_durable.journal.failures import ErrorRecord, rebuild
 
 T = TypeVar("T")
@@ -44,11 +44,19 @@ class Outcome:
 
     @classmethod
     def parse(cls, text: str) -> Outcome:
-        """Read a completion as journaled: ``{"s": "ok"|"error", "v"|"e": ..., "t": ...}``."""
-        raw = json.loads(text)
-        if raw["s"] == "ok":
-            return cls(True, PLAIN_JSON.decode(raw.get("v")), at=raw.get("t", 0.0))
-        return cls(False, error=raw["e"], at=raw.get("t", 0.0))
+        """Read a completion as journaled: ``{"s": "ok"|"error", "v"|"e": ..., "t": ...}``.
+
+        Raises:
+            Unreadable: it is not one.
+        """
+        raw = read_completion(text)
+        if raw["s"] == "error":
+            return cls(False, error=raw["e"], at=raw.get("t", 0.0))
+        try:
+            value = PLAIN_JSON.decode(raw["v"])
+        except CodecError as exc:
+            raise Unreadable(str(exc)) from exc
+        return cls(True, value, at=raw.get("t", 0.0))
 
 
 class DurableFuture(Generic[T]):
@@ -149,7 +157,13 @@ class FromOutside(DurableFuture[T]):
 
     def poll(self) -> Outcome | None:
         text = self._ex.completions.get(str(self._index))
-        return None if text is None else Outcome.parse(text)
+        if text is None:
+            return None
+        try:
+            return Outcome.parse(text)
+        except Unreadable as exc:
+            where = f"outcome of {self._kind} {self._name!r} (journal index {self._index})"
+            self._ex.unreadable(where, str(exc))
 
     def awaited(self) -> list[dict[str, Any]]:
         if str(self._index) in self._ex.completions:

@@ -22,7 +22,7 @@ from celery_durable.engine.pausing import pause_exhausted
 from celery_durable.engine.reopen import Owned
 from celery_durable.engine.run import MISUSE, checked_policy
 from celery_durable.errors import CodecError, TerminalError
-from celery_durable.journal.entries import check_size, encode_entry, parse
+from celery_durable.journal.entries import check_size, encode_entry
 from celery_durable.journal.failures import rebuild, record_of
 from celery_durable.policy import RetryPolicy
 
@@ -42,7 +42,7 @@ def run_async(
     index = ex.position
     if index < len(ex.entries):
         entry = ex.expect(index, "run", name, chosen)
-        outcome = _outcome_of(entry, chosen)
+        outcome = _outcome_of(ex, index, entry, chosen)
         ex.advance(index)
         if index >= ex.own_from:  # an entry taken over from an earlier execution
             limit = (ex.policy if retry is None else checked_policy(retry)).max_attempts
@@ -138,8 +138,8 @@ def _run(
     ex.commit(
         index, entry, ends_attempts, Owned(name, limit=policy.max_attempts, first_failure_at=first)
     )
-    committed = parse(ex.entries[index])  # its own, or another execution's first
-    outcome = _outcome_of(committed, codec)
+    committed = ex.entry(index)  # its own, or another execution's first
+    outcome = _outcome_of(ex, index, committed, codec)
     if not outcome.ok or observer is not None:
         tries = int(committed.get("a", 1))
     if not outcome.ok:
@@ -164,8 +164,8 @@ def _error_entry(name: str, started_at: float, codec: Codec[Any], record: dict[s
     )
 
 
-def _outcome_of(entry: dict[str, Any], codec: Codec[Any]) -> Outcome:
+def _outcome_of(ex: Execution, index: int, entry: dict[str, Any], codec: Codec[Any]) -> Outcome:
     finished = (entry["t"] / 1000) + entry["d"] / 1e6
     if entry["s"] == "error":
         return Outcome(False, error=entry["e"], at=finished)
-    return Outcome(True, codec.decode(entry["v"]), at=finished)
+    return Outcome(True, ex.decode(index, codec, entry["v"]), at=finished)

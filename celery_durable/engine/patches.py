@@ -14,7 +14,6 @@ and steps over a marker that an execution of the patched code journaled.
 from __future__ import annotations
 
 from celery_durable.engine.execution import Execution, checked_name
-from celery_durable.journal.entries import parse
 
 KIND = "patch"
 
@@ -24,7 +23,7 @@ def patched(ex: Execution, change_id: str) -> bool:
     checked_name(change_id, "patched")
     index = ex.position
     if index < len(ex.entries):
-        entry = parse(ex.entries[index])
+        entry = ex.entry(index)
         if entry["k"] == KIND and entry["n"] == change_id:
             ex.advance(index)
             return True
@@ -38,6 +37,6 @@ def deprecate_patch(ex: Execution, change_id: str) -> None:
     checked_name(change_id, "deprecate_patch")
     index = ex.position
     if index < len(ex.entries):
-        entry = parse(ex.entries[index])
+        entry = ex.entry(index)
         if entry["k"] == KIND and entry["n"] == change_id:
             ex.advance(index)

@@ -194,6 +194,7 @@ def _retry_or_give_up(
         if attempts.failures > 1:
             record["metadata"] = {"gave_up": verdict.reason}
         return _journal_error(ex, index, name, started_at, record, codec, exc, owned)
+    ex.drain()  # the attempt releases the lease: async steps before this one go first
     existing = ex.store.record_attempt(
         ex.id, ex.fence, index, attempts.to_json(), retry_in=verdict.delay
     )

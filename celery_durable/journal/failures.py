@@ -11,13 +11,14 @@ every replay as an exception that is **both** an instance of the original type a
 The rebuilt type is a subclass of the original type and of ``StepFailure``, made once
 per original type. It carries the original's ``__module__`` and ``__qualname__``, so
 Celery's JSON result backend stores it under the original name and a client's
-``AsyncResult.get()`` raises the original type. A type that cannot be found or
-subclassed comes back as a plain ``TerminalError`` with the original type's name.
+``AsyncResult.get()`` raises the original type. Only a type that a module imported
+already defines is rebuilt (nothing is imported because a record names it); a type
+that is not found, or cannot be subclassed, comes back as a plain ``TerminalError``
+with the original type's name.
 """
 
 from __future__ import annotations
 
-import importlib
 import json
 import sys
 import traceback
@@ -93,11 +94,18 @@ def _traceback_text(exc: BaseException) -> str:
 
 
 def rebuild(record: ErrorRecord) -> TerminalError:
-    """Return the exception a journaled error record describes (see the module docstring)."""
+    """Return the exception a journaled error record describes (see the module docstring).
+
+    A record is data from the journal: a field of the wrong type is read as missing.
+    """
+    if not isinstance(record, dict):
+        record = {"message": f"an unreadable error record: {ascii(record)[:200]}"}
     message = str(record.get("message", ""))
-    metadata = record.get("metadata") or {}
+    metadata = record.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
     error_type = str(record.get("type") or "TerminalError")
-    attempts = int(record.get("attempts", 1))
+    attempts = record.get("attempts", 1)
+    attempts = attempts if type(attempts) is int else 1
     cls = _find(record.get("module"), record.get("qualname"))
     if cls is not None and issubclass(cls, TerminalError):
         terminal = cls.__new__(cls)
@@ -107,7 +115,8 @@ def rebuild(record: ErrorRecord) -> TerminalError:
     if failure_cls is None:
         fallback = StepInterruptedError if error_type == "StepInterruptedError" else TerminalError
         return fallback(message, metadata, error_type=error_type, attempts=attempts)
-    args = tuple(record.get("args") or (message,))
+    args = record.get("args")
+    args = tuple(args) if isinstance(args, list) and args else (message,)
     try:
         exc = failure_cls(*args)
     except Exception:  # an __init__ that wants other arguments: keep them as args only
@@ -120,11 +129,19 @@ def rebuild(record: ErrorRecord) -> TerminalError:
 
 
 def _find(module: Any, qualname: Any) -> type[BaseException] | None:
-    """Return the exception class a record names, if this process can find it."""
+    """Return the exception class a record names, if a module this process has imported
+    already defines it.
+
+    A record is data that anyone who can write to the journal chose: importing the module
+    it names would run that module's code (Celery's result backend looks in
+    ``sys.modules`` only, for the same reason: CVE-2021-23727).
+    """
     if not isinstance(module, str) or not isinstance(qualname, str) or "<locals>" in qualname:
         return None
+    found: Any = sys.modules.get(module)
+    if found is None:
+        return None
     try:
-        found: Any = sys.modules.get(module) or importlib.import_module(module)
         for part in qualname.split("."):
             found = getattr(found, part)
     except Exception:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from celery_durable.journal.entries import Unreadable, read_completion, read_entry, read_outcome
+
 
 @dataclass(frozen=True, slots=True)
 class Step:
@@ -17,8 +19,10 @@ class Step:
     kind: str
     status: str
     """``completed``, ``failed``, ``retrying`` for a step waiting for its next attempt,
-    ``paused`` for one whose policy was exhausted with ``on_exhausted="pause"``, or
-    ``waiting`` for a timer, child or awakeable whose outcome has not come yet."""
+    ``paused`` for one whose policy was exhausted with ``on_exhausted="pause"``,
+    ``waiting`` for a timer, child or awakeable whose outcome has not come yet, or
+    ``unreadable`` for an entry (or an outcome from outside) that is not what
+    celery-durable writes: its ``error`` says what is wrong."""
     attempts: int
     """Attempts so far, the first one included (worker deaths count as attempts)."""
     value: Any
@@ -124,8 +128,15 @@ def parse_summary(task_id: str, meta: dict[str, str], length: int) -> Invocation
 
 
 def parse_step(index: int, text: str, completion: str | None = None) -> Step:
-    """Return the ``Step`` that a stored entry describes, with its outside completion."""
-    raw = json.loads(text)
+    """Return the ``Step`` that a stored entry describes, with its outside completion.
+
+    An entry or completion that is not what celery-durable writes (a corrupted journal)
+    gives a step with status ``unreadable`` and an error that says what is wrong.
+    """
+    try:
+        raw = read_entry(text)
+    except Unreadable as exc:
+        return _unreadable(index, text, f"journal entry {index} is unreadable: {exc}")
     kind, value, error = raw["k"], raw.get("v"), raw.get("e")
     status = "completed" if raw["s"] == "ok" else "failed"
     finished_at = _when(raw["t"] / 1000 + raw["d"] / 1e6)
@@ -133,11 +144,17 @@ def parse_step(index: int, text: str, completion: str | None = None) -> Step:
         if completion is None:
             status, value, finished_at = "waiting", None, None
         else:
-            done = json.loads(completion)
-            status = "completed" if done["s"] == "ok" else "failed"
-            value, error, finished_at = done.get("v"), done.get("e"), _when(done.get("t"))
+            try:
+                done = read_completion(completion)
+            except Unreadable as exc:
+                what = f"the outcome of journal entry {index} is unreadable: {exc}"
+                status, value, finished_at = UNREADABLE, None, None
+                error = {"type": "UnreadableJournalError", "message": what}
+            else:
+                status = "completed" if done["s"] == "ok" else "failed"
+                value, error, finished_at = done.get("v"), done.get("e"), _when(done.get("t"))
     elif kind == "sleep":
-        finished_at = _when(value["until"] / 1000)
+        finished_at = _when(raw["v"]["until"] / 1000)
         if finished_at is not None and finished_at > datetime.now(UTC):
             status = "waiting"
     return Step(
@@ -160,27 +177,39 @@ def parse_invocation(
 
     A step that failed and waits for its retry is listed last, with status ``retrying``
     (``paused`` when the invocation is paused: its policy was exhausted); so are the
-    steps a retry of the body re-opened, which run again.
+    steps a retry of the body re-opened, which run again. What cannot be read is shown
+    as such (``parse_step``; an unreadable outcome is its ``error``), so that one
+    corrupted journal never hides the others.
     """
-    outcome = json.loads(meta["outcome"]) if meta.get("outcome") else {}
+    outcome: dict[str, Any] = {}
+    if meta.get("outcome"):
+        try:
+            outcome = read_outcome(meta["outcome"])
+        except Unreadable as exc:
+            what = f"its stored outcome is unreadable: {exc}"
+            outcome = {"e": {"type": "UnreadableJournalError", "message": what}}
     steps = [parse_step(i, text, completions.get(str(i))) for i, text in enumerate(entries)]
-    if meta.get("attempt"):
-        first = json.loads(meta["attempt"])
-        # A retry of the body that re-opened several steps at once lists the others in "m".
-        for attempt in (first, *first.get("m", ())):
-            steps.append(
-                Step(
-                    index=attempt["i"],
-                    name=attempt["n"],
-                    kind="run",
-                    status="paused" if meta.get("status") == "paused" else "retrying",
-                    attempts=attempt["a"],
-                    value=None,
-                    error=attempt["e"],
-                    started_at=_when(attempt["t"]),
-                    finished_at=None,
-                )
+    first = _json(meta.get("attempt"))
+    # A retry of the body that re-opened several steps at once lists the others in "m".
+    others = first.get("m") if isinstance(first, dict) else None
+    attempts = [first, *(others if isinstance(others, list) else ())] if first else []
+    for attempt in attempts:
+        if not isinstance(attempt, dict):
+            continue
+        steps.append(
+            Step(
+                index=_int(attempt.get("i"), len(entries)),
+                name=str(attempt.get("n", "?")),
+                kind="run",
+                status="paused" if meta.get("status") == "paused" else "retrying",
+                attempts=_int(attempt.get("a"), 1),
+                value=None,
+                error=attempt.get("e") if isinstance(attempt.get("e"), dict) else None,
+                started_at=_when(attempt.get("t")),
+                finished_at=None,
             )
+        )
+    awaiting = _json(meta.get("awaiting"))
     return Invocation(
         id=task_id,
         task_name=meta.get("task", ""),
@@ -196,9 +225,9 @@ def parse_invocation(
             _when(meta.get("updated_at")),
             steps[-1].finished_at if steps and steps[-1].status != "waiting" else None,
         ),
-        seed=int(meta["seed"]) if "seed" in meta else None,
+        seed=_int(meta.get("seed"), None),
         paused_reason=meta.get("paused_reason"),
-        awaiting=json.loads(meta["awaiting"]) if meta.get("awaiting") else [],
+        awaiting=[a for a in awaiting if isinstance(a, dict)] if isinstance(awaiting, list) else [],
     )
 
 
@@ -210,12 +239,63 @@ def _awaited(item: dict[str, Any]) -> dict[str, Any]:
     return {**item, "until": _iso(_when(until))}
 
 
+def awakeable_token(text: str) -> str | None:
+    """The secret token of a stored awakeable entry; None if ``text`` is not a readable one."""
+    try:
+        entry = read_entry(text)
+    except Unreadable:
+        return None
+    token: str = entry["v"]["id"]
+    return token if entry["k"] == "awakeable" else None
+
+
+#: The status of a step whose entry, or outcome from outside, cannot be read.
+UNREADABLE = "unreadable"
+
+
+def _unreadable(index: int, text: str, what: str) -> Step:
+    """The step of an entry that cannot be read: its kind and name if they can be."""
+    raw = _json(text)
+    known = raw if isinstance(raw, dict) else {}
+    kind, name = known.get("k"), known.get("n")
+    return Step(
+        index=index,
+        name=name if isinstance(name, str) else "?",
+        kind=kind if isinstance(kind, str) else "?",
+        status=UNREADABLE,
+        attempts=1,
+        value=None,
+        error={"type": "UnreadableJournalError", "message": what},
+        started_at=None,
+        finished_at=None,
+    )
+
+
+def _json(text: str | None) -> Any:
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+
+
+def _int(value: Any, default: Any) -> Any:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return default
+
+
 def _latest(*stamps: datetime | None) -> datetime | None:
     return max((s for s in stamps if s is not None), default=None)
 
 
 def _when(stamp: float | str | None) -> datetime | None:
-    return None if stamp is None else datetime.fromtimestamp(float(stamp), UTC)
+    try:
+        return None if stamp is None else datetime.fromtimestamp(float(stamp), UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None  # not a time: a corrupted field, shown as unknown
 
 
 def _iso(stamp: datetime | None) -> str | None:

@@ -296,6 +296,16 @@ class JournalStore(Protocol):
         ``attempt`` records the failed attempts of the step that paused it."""
         ...
 
+    def pause_finished(self, task_id: str, status: str, outcome: str, reason: str) -> str:
+        """Pause a finished invocation whose stored ``outcome`` was refused (unreadable,
+        or in a codec nobody configured): kept without expiry until an operator resumes
+        it (its body runs again from its journal) or forgets it.
+
+        Only while it still has ``status`` and ``outcome``. Returns ``paused``, the status
+        it has now when either changed (nothing was changed), or ``""`` when it is gone.
+        """
+        ...
+
     def suspend(
         self,
         task_id: str,

@@ -215,7 +215,7 @@ class _NoHost:
     def describe_call(self, signature: Any) -> str:
         return str(getattr(signature, "task", signature))
 
-    def publish_call(self, signature: Any, child_id: str, index: int) -> bool:
+    def publish_call(self, signature: Any, child_id: str, index: int, token: str) -> bool:
         return False
 
 

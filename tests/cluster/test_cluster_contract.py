@@ -27,6 +27,7 @@ from tests.cluster.cluster import LocalCluster
 from tests.contract.test_operator_contract import *  # noqa: F403
 from tests.contract.test_recovery_contract import *  # noqa: F403
 from tests.contract.test_store_contract import *  # noqa: F403
+from tests.contract.test_unreadable_contract import *  # noqa: F403
 from tests.processes import wait_for
 
 pytestmark = pytest.mark.system

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -102,6 +104,42 @@ def test_a_type_that_cannot_be_found_comes_back_as_a_terminal_error_with_its_nam
 def test_a_record_naming_something_that_is_not_an_exception_is_not_rebuilt_from_it() -> None:
     record = {"type": "system", "module": "os", "qualname": "system", "message": "x", "args": []}
     assert type(rebuild(record)) is TerminalError
+
+
+def test_a_record_never_imports_the_module_it_names(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Anyone who can write to the journal writes records: importing what one names would
+    # run that module's code (Celery's CVE-2021-23727). Only imported modules are looked in.
+    marker = tmp_path / "imported"
+    monkeypatch.setenv("HD_PLANTED", str(marker))
+    planted = "tests.hardening.planted"
+    assert planted not in sys.modules
+    record = {"type": "PlantedError", "module": planted, "qualname": "PlantedError",
+              "message": "forged", "args": ["forged"]}  # fmt: skip
+    rebuilt = rebuild(record)
+    assert planted not in sys.modules
+    assert not marker.exists()
+    assert (type(rebuilt), rebuilt.error_type, rebuilt.message) == (
+        TerminalError, "PlantedError", "forged",
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "record",
+    [
+        "not a record",
+        ["a", "list"],
+        {"message": ["not", "text"], "metadata": "x", "attempts": "many", "args": "abc"},
+        {"module": 1, "qualname": None, "type": 5},
+        {"module": "builtins", "qualname": "ValueError", "message": "m", "args": {"a": 1}},
+    ],
+)
+def test_a_record_of_the_wrong_shape_still_comes_back_as_a_terminal_error(record: Any) -> None:
+    rebuilt = rebuild(record)
+    assert isinstance(rebuilt, TerminalError)
+    assert rebuilt.attempts == 1
+    assert isinstance(rebuilt.metadata, dict)
 
 
 def test_a_terminal_error_subclass_comes_back_as_itself_with_its_fields() -> None:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
+from celery_durable.journal.entries import Unreadable, read_entry
 from celery_durable.journal.store import (
     SUMMARY_FIELDS,
     Fork,
@@ -122,8 +122,11 @@ class Operators(MemoryBase):
             journal = self.journals[task_id]
             dropped, dropped_at = None, -1
             if status == "failed" and journal:
-                last = json.loads(journal[-1])
-                if last["k"] == "run" and last["s"] == "error":
+                try:
+                    last = read_entry(journal[-1])
+                except Unreadable:  # not a failed step as written here: kept, as in Redis
+                    last = {}
+                if last.get("k") == "run" and last.get("s") == "error":
                     dropped, dropped_at = journal.pop(), len(journal)
             meta.update({
                 F.FENCE: str(int(meta[F.FENCE]) + 1), F.STATUS: "paused",

@@ -243,3 +243,15 @@ class MemoryJournalStore(Waiting, Operators, Recovery):
             meta.pop(F.LEASE, None)
             meta.pop(F.LEASE_UNTIL, None)
             return "paused"
+
+    def pause_finished(self, task_id: str, status: str, outcome: str, reason: str) -> str:
+        with self._lock:
+            self.round_trips += 1
+            meta = self._live(task_id)
+            if meta is None:
+                return ""
+            if meta[F.STATUS] != status or meta.get(F.OUTCOME) != outcome:
+                return meta[F.STATUS]
+            meta.update({F.STATUS: "paused", F.PAUSED_REASON: reason, F.UPDATED_AT: now()})
+            self.expires_at.pop(task_id, None)
+            return "paused"

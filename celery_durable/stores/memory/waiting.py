@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 
+from celery_durable.journal.entries import PROOFS, Unreadable, read_entry
 from celery_durable.journal.store import FINISHED, now
 from celery_durable.keys import MetaField as F
 from celery_durable.stores.memory.base import MemoryBase, now_ms
@@ -45,11 +45,18 @@ class Waiting(MemoryBase):
             if meta is None or meta[F.STATUS] in FINISHED:
                 return 0
             journal = self.journals[task_id]
-            if index >= len(journal):
+            if not proof or not 0 <= index < len(journal):
                 return 0
-            entry = json.loads(journal[index])
+            try:
+                entry = read_entry(journal[index])
+            except Unreadable:
+                return 0
             value = entry.get("v")
-            if entry.get("k") != kind or not isinstance(value, dict) or value.get("id") != proof:
+            if entry["k"] != kind or entry["s"] != "ok" or not isinstance(value, dict):
+                return 0
+            # A call journaled before calls had a token has none: its child's id proves it.
+            secret = value.get(PROOFS.get(kind, "id"), value.get("id"))
+            if secret != proof:
                 return 0
             done = self.done[task_id]
             if str(index) in done:

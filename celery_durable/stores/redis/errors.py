@@ -8,6 +8,7 @@ from typing import TypeAlias
 from redis.exceptions import (
     AskError,
     ClusterError,
+    NoPermissionError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
@@ -19,7 +20,12 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from celery_durable.errors import JournalError, JournalUnavailableError, LeaseLost
+from celery_durable.errors import (
+    JournalError,
+    JournalRefusedError,
+    JournalUnavailableError,
+    LeaseLost,
+)
 from celery_durable.journal.store import not_running
 
 #: What a failed command raises: redis-py's errors, and those a cluster client raises
@@ -38,6 +44,10 @@ _UNAVAILABLE_ERRORS = (
     AskError, ClusterError, SlotNotCoveredError,
 )  # fmt: skip
 _UNAVAILABLE_REPLIES = ("BUSY ", "NOREPLICAS", "MISCONF", "LOADING")
+#: How Redis refuses a command, or a command inside a script, to a user whose ACL does
+#: not allow it (redis-py raises NoPermissionError for the first; inside a script,
+#: Redis 7.0 says the second, Redis 7.2 and Valkey the third).
+_REFUSED_REPLIES = ("NOPERM", "The user executing the script can't", "ACL failure in script")
 
 
 def is_gone(exc: CommandError) -> bool:
@@ -53,6 +63,17 @@ def journal_error(
     ``data_lost`` says that Redis lost its whole data set since the invocation started.
     """
     text = str(exc)
+    if isinstance(exc, NoPermissionError) or any(r in text for r in _REFUSED_REPLIES):
+        # Not an error of this invocation, and not for ever: failing the task would ack
+        # its message and leave the invocation running with no TTL. It waits, as in an
+        # outage, until the permission is granted.
+        return JournalRefusedError(
+            f"cannot {action} invocation {task_id}: {where} refused a command for lack of "
+            f"a permission ({type(exc).__name__}: {exc}). Grant the Redis user that "
+            "celery-durable connects as the ACL in docs/security.md. The write may or may "
+            "not have been made; either way the task is retried until it is granted, and "
+            "its next delivery resumes from what the journal holds."
+        )
     unavailable = isinstance(exc, _UNAVAILABLE_ERRORS) or text.startswith(_UNAVAILABLE_REPLIES)
     if isinstance(exc, ResponseError) and not unavailable:
         if text.startswith("GONE"):

@@ -35,6 +35,7 @@ RENEW = Script("renew")
 BREAK_LEASE = Script("break_lease")
 FINISH = Script("finish", fenced=True)
 PAUSE = Script("pause", fenced=True)
+PAUSE_FINISHED = Script("pause_finished")
 FORGET = Script("forget")
 SUSPEND = Script("suspend", fenced=True)
 COMPLETE = Script("complete")
@@ -47,6 +48,6 @@ FORGET_IF = Script("forget_if")
 RECOVER = Script("recover")
 
 ALL = (
-    START, APPEND, ATTEMPT, GUARD, RELEASE, RENEW, BREAK_LEASE, FINISH, PAUSE, FORGET, SUSPEND,
-    COMPLETE, SENT, CLAIM, ACK_WAKEUP, RESUME, FORK, FORGET_IF, RECOVER,
+    START, APPEND, ATTEMPT, GUARD, RELEASE, RENEW, BREAK_LEASE, FINISH, PAUSE, PAUSE_FINISHED,
+    FORGET, SUSPEND, COMPLETE, SENT, CLAIM, ACK_WAKEUP, RESUME, FORK, FORGET_IF, RECOVER,
 )  # fmt: skip

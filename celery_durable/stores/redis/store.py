@@ -256,3 +256,13 @@ class RedisJournalStore(Waiting, Operators, Recovery):
                 task_id, fence, reason, now(), call, attempt,
             )  # fmt: skip
         return status
+
+    def pause_finished(self, task_id: str, status: str, outcome: str, reason: str) -> str:
+        k = self._keys.invocation(task_id)
+        ix = self._keys.indexes(task_id)
+        with self._errors(task_id, "pause"):
+            now_status: str = self._write(
+                scripts.PAUSE_FINISHED, 5, k.meta, k.journal, k.done, ix.all, ix.paused,
+                task_id, status, outcome, reason, now(),
+            )  # fmt: skip
+        return now_status

@@ -1,0 +1,31 @@
+-- Pause a finished invocation whose stored outcome a worker refused to read (it is not
+-- what celery-durable writes, or names a codec that neither the task nor the app uses):
+-- kept, without expiry, until an operator resumes it (its body runs again from its
+-- journal and records its outcome anew) or forgets it. Only while it still has the
+-- status and the outcome that were refused: anything that changed it since wins.
+-- KEYS[1]  meta hash of the invocation          KEYS[2]  its journal list
+-- KEYS[3]  its completions hash
+-- KEYS[4]  index of all invocations             KEYS[5]  index of paused ones
+-- ARGV[1]  task id (the index member)
+-- ARGV[2]  the status it was read with: completed or failed
+-- ARGV[3]  the outcome that was refused, JSON text
+-- ARGV[4]  why it is paused
+-- ARGV[5]  now, seconds since the epoch
+-- Fields: status outcome created_at (read); status paused_reason updated_at (set)
+-- Returns  'paused', the status it has now when that or its outcome changed since it
+--          was read (nothing changed), or '' when it does not exist.
+local meta = KEYS[1]
+local f = redis.call('HMGET', meta, 'status', 'outcome', 'created_at')
+if not f[1] then
+  return ''
+end
+if f[1] ~= ARGV[2] or f[2] ~= ARGV[3] then
+  return f[1]
+end
+redis.call('HSET', meta, 'status', 'paused', 'paused_reason', ARGV[4], 'updated_at', ARGV[5])
+redis.call('PERSIST', meta)
+redis.call('PERSIST', KEYS[2])
+redis.call('PERSIST', KEYS[3])
+redis.call('ZADD', KEYS[4], f[3], ARGV[1])
+redis.call('ZADD', KEYS[5], f[3], ARGV[1])
+return 'paused'

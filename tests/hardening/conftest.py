@@ -1,0 +1,26 @@
+"""Fixtures of the hardening tests: a world per test whose workers are always killed."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import PROCESS_LOGS
+from tests.hardening.world import World
+
+
+@pytest.fixture
+def world(
+    request: pytest.FixtureRequest, tmp_path: Path, redis_client: redis.Redis
+) -> Iterator[World]:
+    """A unique prefix and queue on the shared Redis; workers started through it are killed."""
+    made = World(f"hd-{uuid.uuid4().hex[:10]}", tmp_path, redis_client)
+    request.node.stash[PROCESS_LOGS] = made.worker_logs
+    try:
+        yield made
+    finally:
+        made.close()
