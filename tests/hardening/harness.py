@@ -63,5 +63,8 @@ def make_app(
         durable_retention=600,
         durable_lease_ttl=5.0,
         durable_wait_aof=wait_aof,
+        # The minimal ACL (docs/security.md) leaves CONFIG GET out on purpose: whoever
+        # runs it checks maxmemory-policy themselves and says so with 'warn'.
+        durable_eviction_check="warn" if journal_url else "refuse",
     )
     return app
