@@ -61,6 +61,11 @@ def test_a_retry_from_the_body_waits_for_its_async_steps(app: Celery, worker: An
         return value
 
     with worker():
-        assert retried.delay().get(timeout=TIMEOUT) == "slow"
-    # Journaled before the lease was released: the retry replayed it.
-    assert runs == {"slow": 1}
+        result = retried.delay()
+        assert result.get(timeout=TIMEOUT) == "slow"
+    # Journaled before the lease was released, so the retry found it the last entry of
+    # its own and re-opened it (Celery's retry idiom): it ran again, as its second
+    # attempt. A release that did not wait would have found nothing to re-open.
+    assert runs == {"slow": 2}
+    inv = get_invocation(app, result.id)
+    assert inv is not None and [(s.name, s.attempts) for s in inv.steps] == [("slow", 2)]

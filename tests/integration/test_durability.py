@@ -13,7 +13,13 @@ import pytest
 import redis
 from celery import Celery
 
-from celery_durable import ConfigurationError, DurableTask, JournalError, JournalUnavailableError
+from celery_durable import (
+    ConfigurationError,
+    DurableTask,
+    JournalError,
+    JournalRefusedError,
+    JournalUnavailableError,
+)
 from celery_durable.journal.store import StartRequest
 from celery_durable.keys import KeySpace
 from celery_durable.runtime import release_runtime
@@ -299,7 +305,7 @@ def test_a_wait_that_redis_refuses_is_a_journal_error_and_the_lease_is_released(
     admin.close()
     url = f"redis://app:pw@127.0.0.1:{valkey.port}/0"
     store = RedisJournalStore.from_url(url, KeySpace("dur"), durability=Durability(aof=True))
-    with pytest.raises(JournalError, match=r"refused to start invocation inv: .*waitaof"):
+    with pytest.raises(JournalRefusedError, match=r"start invocation inv: .*permission.*waitaof"):
         store.start("inv", REQUEST)
     assert_lease_given_back(store, "inv")
     fence = start_plainly(store, "inv2")
