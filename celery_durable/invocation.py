@@ -14,7 +14,12 @@ from typing import Any
 from celery_durable.codec import Codec, resolve_codec
 from celery_durable.engine.attempts import WORKER_LOST, Attempts
 from celery_durable.engine.execution import Execution
-from celery_durable.errors import CodecError, InvocationConflictError, Paused
+from celery_durable.errors import (
+    CodecError,
+    InvocationCancelled,
+    InvocationConflictError,
+    Paused,
+)
 from celery_durable.fingerprint import describe_difference
 from celery_durable.journal.entries import check_size, encode_outcome
 from celery_durable.journal.failures import ErrorRecord, rebuild, record_of
@@ -155,13 +160,17 @@ def complete(
     return Finished(*(earlier or ("completed", outcome))).replay(codec)
 
 
-def fail(store: JournalStore, ex: Execution, exc: BaseException, retention: float) -> None:
-    """Journal that the body failed for good with ``exc``, and its call, to resume it.
+def fail(store: JournalStore, ex: Execution, exc: BaseException, retention: float) -> str:
+    """Journal that the body failed for good with ``exc``, and its call, to resume it;
+    return the status it ends with: ``cancelled`` for an ``InvocationCancelled`` (its own
+    cancel, or a child's that it let through), else ``failed``.
 
     Raises:
         Paused: an async step paused the invocation meanwhile; that wins.
     """
     if isinstance(ex.paused_by, Paused):
         raise ex.paused_by
+    status = "cancelled" if isinstance(exc, InvocationCancelled) else "failed"
     outcome = encode_outcome("json", None, record_of(exc))
-    store.finish(ex.id, ex.fence, "failed", outcome, retention, call=ex.call())
+    store.finish(ex.id, ex.fence, status, outcome, retention, call=ex.call())
+    return status

@@ -13,6 +13,7 @@ completions, so the result backend's expiry does not matter on later replays.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from celery_durable.engine.execution import Execution
@@ -25,12 +26,23 @@ def child_id(parent_id: str, index: int) -> str:
     return f"{parent_id}/{index}"
 
 
-def call(ex: Execution, signature: Any, name: str | None) -> FromOutside[Any]:
+def call(
+    ex: Execution, signature: Any, name: str | None, timeout: float | None = None
+) -> FromOutside[Any]:
     """Start the child ``signature`` once; return the future of its outcome."""
     host = ex.host
     if host is None:
         raise ContextError("ctx.call() needs a task system to start the child in.")
-    task_name = host.describe_call(signature)
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not (math.isfinite(timeout) and timeout > 0)
+    ):
+        raise ContextError(
+            f"ctx.call(timeout={timeout!r}): a timeout is a finite number of seconds above 0, "
+            "from the child's start to its deadline; leave it out for none."
+        )
+    task_name = host.describe_call(signature, timeout)
     name = name or task_name
     index = ex.position
     child = child_id(ex.id, index)
@@ -41,15 +53,20 @@ def call(ex: Execution, signature: Any, name: str | None) -> FromOutside[Any]:
             ex.observer.step_replayed(ex, index, "call", name, 1, recorded, None)
         sent = f"{index}:sent" in ex.completions or str(index) in ex.completions
         if not sent:
-            _publish(ex, host, signature, recorded["id"], index)
+            _publish(ex, host, signature, recorded["id"], index, recorded.get("timeout"))
     else:
-        index = ex.record("call", name, json.dumps({"id": child, "task": task_name}))
-        _publish(ex, host, signature, child, index)
+        value: dict[str, Any] = {"id": child, "task": task_name}
+        if timeout is not None:
+            value["timeout"] = timeout
+        index = ex.record("call", name, json.dumps(value))
+        _publish(ex, host, signature, child, index, timeout)
     return FromOutside(ex, index, "call", name)
 
 
-def _publish(ex: Execution, host: Any, signature: Any, child: str, index: int) -> None:
-    ran_here = host.publish_call(signature, child, index)
+def _publish(
+    ex: Execution, host: Any, signature: Any, child: str, index: int, timeout: float | None
+) -> None:
+    ran_here = host.publish_call(signature, child, index, timeout)
     ex.store.mark_sent(ex.id, ex.fence, index)
     if ran_here:
         ex.refresh_completions()  # an eager child has completed already

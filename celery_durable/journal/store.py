@@ -79,6 +79,20 @@ class StartRequest:
     ended_fence: int = 0
     """The fence of an execution that ended in an outage without releasing its lease:
     that lease counts as released, neither live nor a death."""
+    timeout: float = 0.0
+    """Seconds from creation to the invocation's deadline, stored when this start creates
+    it (``durable_timeout``, a child's ``timeout``); 0 for none."""
+    concurrency: str = ""
+    """``<limit>:<key>`` of its concurrency key, stored when this start creates it; ""
+    for none."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cancelling:
+    """A write's news that the invocation was cancelled meanwhile (``JournalStore.cancel``):
+    the execution raises ``InvocationCancelled`` at its next durable operation."""
+
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +129,44 @@ class Started:
     task_name: str = ""
     fingerprint: str = ""
     """What the invocation was started with (``conflict``)."""
+    cancel: str | None = None
+    """Why it was cancelled, if it was (``run``): see ``Cancelling``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Cancel:
+    """What ``JournalStore.cancel`` did."""
+
+    state: Literal["requested", "finished", "gone"]
+    """``requested``: its execution raises ``InvocationCancelled`` at its next durable
+    operation; ``finished``: it had finished, nothing changed; ``gone``: no such
+    invocation."""
+    status: str = ""
+    """Its status before the call (none when gone)."""
+    already: bool = False
+    """It was cancelled before: the first reason stays."""
+    woken: bool = False
+    """It was suspended or paused: a wake-up is due now, which publishes it."""
+    call: str = ""
+    """Its stored call, to publish now: it runs, and no execution holds it (its message
+    may wait for a retry's countdown, or be lost)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """What ``JournalStore.acquire_slot`` did."""
+
+    state: Literal["held", "acquired", "queued"]
+    """``held``: it held a slot already; ``acquired``: it got one now; ``queued``: every
+    slot is taken, it waits (in arrival order)."""
+    ticket: str = ""
+    """When it first asked (``queued``): its place in the line, and what the grant that
+    hands it a slot writes to its completions (``DoneField.grant``)."""
+    holders: list[str] = field(default_factory=list)
+    """Who holds the slots (``queued``), to check that they still run."""
+    granted: list[tuple[str, str]] = field(default_factory=list)
+    """Waiters the call handed a free slot to, ``(id, ticket)``: each must be told
+    (``grant_slot``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,13 +236,14 @@ class JournalStore(Protocol):
 
     def append(
         self, task_id: str, fence: int, index: int, entry: str, ends_attempts: bool
-    ) -> str | None:
+    ) -> str | Cancelling | None:
         """Store ``entry`` at ``index`` unless one is there (first writer wins).
 
         ``ends_attempts`` says the step had failed attempts or a guard, to be cleared.
 
         Returns:
-            None when this call wrote the entry, else the entry already at ``index``.
+            None when this call wrote the entry, ``Cancelling`` when it wrote it and the
+            invocation was cancelled, else the entry already at ``index``.
 
         Raises:
             LeaseLost: the invocation is gone, another execution took its lease, or it
@@ -206,7 +259,8 @@ class JournalStore(Protocol):
         attempt: str,
         release: bool = True,
         retry_in: float = 0.0,
-    ) -> str | None:
+        cancellable: bool = True,
+    ) -> str | Cancelling | None:
         """Record failed attempts of the step at ``index``; with ``release``, end cleanly.
 
         Released, the step's retry is due in ``retry_in`` seconds: until then, and
@@ -215,7 +269,10 @@ class JournalStore(Protocol):
         (the execution goes on and runs the step again).
 
         Returns:
-            None when recorded, else the entry another execution journaled at ``index``.
+            None when recorded, ``Cancelling`` when released while the invocation was
+            cancelled and the execution had raised no cancel (``cancellable``): its retry
+            should come at once, for the cancel to be raised at the step. Else the entry
+            another execution journaled at ``index``.
         """
         ...
 
@@ -235,7 +292,8 @@ class JournalStore(Protocol):
         retry_in: float = 0.0,
         call: str = "",
         reopen: Reopening | None = None,
-    ) -> bool:
+        cancellable: bool = True,
+    ) -> bool | Cancelling:
         """End the execution cleanly, keeping the invocation as it is (a Celery retry).
 
         The next delivery is due in ``retry_in`` seconds (the retry's countdown): until
@@ -244,12 +302,15 @@ class JournalStore(Protocol):
         with new arguments). With ``reopen``, in the same atomic write, the entries from
         ``reopen.start`` on are dropped and its attempt record stored, if ``reopen.last``
         is still the journal's last entry. Returns False when the execution no longer
-        held the lease, or the invocation no longer runs (then nothing changed).
+        held the lease, or the invocation no longer runs (then nothing changed), and
+        ``Cancelling`` when released while the invocation was cancelled and the execution
+        had raised no cancel (``cancellable``): its next delivery should come at once.
         """
         ...
 
-    def renew(self, leases: Sequence[tuple[str, int]], ttl: float) -> list[bool]:
-        """Extend the leases ``(task_id, fence)`` by ``ttl`` seconds; False for lost ones.
+    def renew(self, leases: Sequence[tuple[str, int]], ttl: float) -> list[bool | Cancelling]:
+        """Extend the leases ``(task_id, fence)`` by ``ttl`` seconds; False for lost ones,
+        ``Cancelling`` for renewed ones of cancelled invocations.
 
         True, with nothing extended, for a fence newer than the stored one: the store
         lost writes (the start that gave it), and the holder's next write says so.
@@ -304,13 +365,16 @@ class JournalStore(Protocol):
         indexes: Sequence[int],
         wake_at: float,
         call: str,
+        cancellable: bool = True,
     ) -> str:
         """Suspend the invocation until a completion at one of ``indexes`` or ``wake_at``.
 
         ``wake_at`` is seconds since the epoch (0 for no timer); ``awaiting`` describes
         what it waits for (JSON); ``call`` is what a wake-up re-publishes. The lease is
         released. Returns ``suspended``, or ``ready`` when an awaited completion is
-        there already or the timer is due, and the invocation must run again now.
+        there already, the timer is due, or the invocation was cancelled and the execution
+        had raised no cancel (``cancellable``): it must run again now. An index may be a
+        ``DoneField`` name (a slot's grant).
         """
         ...
 
@@ -352,11 +416,60 @@ class JournalStore(Protocol):
         return whether it existed."""
         ...
 
-    # -- Recovery of invocations whose message was lost ----------------------------------
+    # -- Recovery of invocations whose message was lost, and deadlines -------------------
 
-    def take_recovery_turn(self, seconds: float) -> bool:
-        """Whether this process sweeps for lost invocations now; if so, no other process
-        gets a turn for ``seconds``."""
+    def take_recovery_turn(self, seconds: float, holder: str = "") -> bool:
+        """Whether this process sweeps for lost invocations and deadlines now; if so, no
+        other process gets a turn for ``seconds``. A ``holder`` whose turn it is keeps it
+        until then, however often it asks."""
+        ...
+
+    def due_deadlines(self, limit: int) -> tuple[list[tuple[str, float]], float]:
+        """Up to ``limit`` invocations whose deadline has passed, ``(id, deadline)`` (seconds
+        since the epoch), and the seconds until the next one is due (-1 when none is
+        kept). Each stays listed until ``cancel``."""
+        ...
+
+    # -- Cancel ------------------------------------------------------------------------
+
+    def cancel(self, task_id: str, reason: str) -> Cancel:
+        """Cancel the invocation gracefully: its execution raises ``InvocationCancelled``
+        at its next durable operation. One atomic change, refused (``finished``) once it
+        has finished; its deadline, if any, is dropped.
+
+        A suspended or paused one is woken: a wake-up is due now (a paused one is
+        released to its next start, as ``resume`` releases it). A running one that no
+        execution holds comes with its call, to publish now.
+        """
+        ...
+
+    # -- Concurrency keys ------------------------------------------------------------------
+
+    def acquire_slot(self, key: str, task_id: str, limit: int) -> Admission:
+        """Take one of ``limit`` slots of concurrency key ``key`` for ``task_id``, or wait
+        for one, in arrival order. Free slots go to the earliest waiters first."""
+        ...
+
+    def release_slots(self, key: str, task_ids: Sequence[str], limit: int) -> list[tuple[str, str]]:
+        """Take ``task_ids`` out of key ``key``'s holders and waiters, and hand the free
+        slots (of ``limit``) to the earliest waiters: return them, ``(id, ticket)``."""
+        ...
+
+    def check_holders(self, task_ids: Sequence[str]) -> list[float | None]:
+        """For each invocation that holds a slot: None when it no longer does (it is gone
+        or finished, or it runs with a lease that ran out: its execution died, and it is
+        fenced out), else the seconds until its lease runs out (-1 for one that holds
+        its slot without a lease: suspended, paused, waiting for a retry)."""
+        ...
+
+    def grant_slot(self, task_id: str, grant: str) -> int:
+        """Tell ``task_id`` that it got a slot: ``grant`` (``DoneField.grant``) goes into its
+        completions. Returns 2 when it was suspended and a wake-up is due, 1 when told,
+        0 when it is gone or finished (the slot must go on to the next waiter)."""
+        ...
+
+    def slot_state(self, key: str) -> tuple[list[str], list[str]]:
+        """Who holds the slots of ``key`` (by when they got one) and who waits (in order)."""
         ...
 
     def recover(self, task_ids: Sequence[str], after: float) -> list[str | None]:
