@@ -135,9 +135,7 @@ def _drop_unstarted(
         logger.warning("celery-durable: could not revoke child %s: %s", child, exc)
 
 
-def _kill(
-    app: Any, store: JournalStore, task_id: str, reason: str, retention: float
-) -> Cancelled:
+def _kill(app: Any, store: JournalStore, task_id: str, reason: str, retention: float) -> Cancelled:
     stored = store.read(task_id)
     if stored is None:
         return Cancelled(task_id, "gone")

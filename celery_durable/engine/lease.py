@@ -28,9 +28,7 @@ logger = logging.getLogger("celery_durable")
 class Renewing(Protocol):
     """The part of a journal store a heartbeat needs."""
 
-    def renew(
-        self, leases: Sequence[tuple[str, int]], ttl: float
-    ) -> list[bool | Cancelling]: ...
+    def renew(self, leases: Sequence[tuple[str, int]], ttl: float) -> list[bool | Cancelling]: ...
 
 
 @dataclass(eq=False)

@@ -17,8 +17,9 @@ class Step:
     kind: str
     status: str
     """``completed``, ``failed``, ``retrying`` for a step waiting for its next attempt,
-    ``paused`` for one whose policy was exhausted with ``on_exhausted="pause"``, or
-    ``waiting`` for a timer, child or awakeable whose outcome has not come yet."""
+    ``paused`` for one whose policy was exhausted with ``on_exhausted="pause"``,
+    ``waiting`` for a timer, child or awakeable whose outcome has not come yet, or
+    ``cancelled`` for the entry (kind ``cancel``) where the body raised a cancel."""
     attempts: int
     """Attempts so far, the first one included (worker deaths count as attempts)."""
     value: Any
@@ -60,7 +61,18 @@ class Invocation:
     awaiting: list[dict[str, Any]] = field(default_factory=list)
     """What a suspended invocation waits for: ``kind``, ``name``, ``index``; for a timer
     ``until``, when it is due (seconds since the epoch); for an awakeable read through
-    ``get_invocation`` or ``list_invocations``, ``awakeable_id``, which completes it."""
+    ``get_invocation`` or ``list_invocations``, ``awakeable_id``, which completes it; for
+    a slot of its concurrency key (kind ``slot``, named by the key), ``until``, when it
+    looks again."""
+    cancel_reason: str | None = None
+    """Why it was cancelled, once it was (gracefully): its body raises, or raised,
+    ``InvocationCancelled`` with it."""
+    deadline: datetime | None = None
+    """When it is cancelled unless it finished first (``durable_timeout``)."""
+    concurrency_key: str | None = None
+    """The concurrency key it holds a slot of, or waits for (``durable_concurrency_key``)."""
+    concurrency_limit: int | None = None
+    """How many invocations of that key may hold a slot at a time."""
 
     def as_dict(self) -> dict[str, Any]:
         """The invocation as JSON types, its steps as ``Step.as_dict``, times as ISO 8601
@@ -77,6 +89,10 @@ class Invocation:
             "seed": self.seed,
             "paused_reason": self.paused_reason,
             "awaiting": [_awaited(item) for item in self.awaiting],
+            "cancel_reason": self.cancel_reason,
+            "deadline": _iso(self.deadline),
+            "concurrency_key": self.concurrency_key,
+            "concurrency_limit": self.concurrency_limit,
         }
 
 
@@ -140,6 +156,8 @@ def parse_step(index: int, text: str, completion: str | None = None) -> Step:
         finished_at = _when(value["until"] / 1000)
         if finished_at is not None and finished_at > datetime.now(UTC):
             status = "waiting"
+    elif kind == "cancel":
+        status = "cancelled"
     return Step(
         index=index,
         name=raw["n"],
@@ -163,6 +181,7 @@ def parse_invocation(
     steps a retry of the body re-opened, which run again.
     """
     outcome = json.loads(meta["outcome"]) if meta.get("outcome") else {}
+    limit, _, key = meta.get("ckey", "").partition(":")
     steps = [parse_step(i, text, completions.get(str(i))) for i, text in enumerate(entries)]
     if meta.get("attempt"):
         first = json.loads(meta["attempt"])
@@ -199,6 +218,10 @@ def parse_invocation(
         seed=int(meta["seed"]) if "seed" in meta else None,
         paused_reason=meta.get("paused_reason"),
         awaiting=json.loads(meta["awaiting"]) if meta.get("awaiting") else [],
+        cancel_reason=meta.get("cancel"),
+        deadline=_when(int(meta["deadline"]) / 1000) if meta.get("deadline") else None,
+        concurrency_key=key if limit else None,
+        concurrency_limit=int(limit) if limit else None,
     )
 
 
