@@ -81,7 +81,9 @@ def _raise_now(ex: Execution, reason: str) -> NoReturn:
     record["op"] = ex.ops
     index = ex.position
     at = time.time()
-    if not ex.commit(index, encode_entry(KIND, KIND, at, at, "json", error=record), False):
+    # It takes the place of the step that was next: that step's failed attempts (or its
+    # at-most-once guard) are over with it.
+    if not ex.commit(index, encode_entry(KIND, KIND, at, at, "json", error=record), True):
         ex.expect(index, KIND, KIND)  # another execution's entry is the one that counts
         _replay(ex, index, parse(ex.entries[index])["e"])
     ex.advance(index)

@@ -101,8 +101,10 @@ def test_a_replay_raises_the_cancel_where_it_was_raised_and_runs_nothing_again(
     with pytest.raises(InvocationCancelled, match="stop"):
         ctx.run("charge", runs.update, ["charge"])
     ctx.run("undo", runs.update, ["undo"])
-    ctx.run("after", runs.update, ["after"])  # raised once: nothing more raises
-    assert runs == {"reserve": 1, "undo": 1, "after": 1}
+    # Raised once: nothing more raises, though every write's reply still tells of it.
+    ctx.run("after", runs.update, ["after"])
+    ctx.run("after that", runs.update, ["after that"])
+    assert runs == {"reserve": 1, "undo": 1, "after": 1, "after that": 1}
 
 
 def test_a_cancel_raised_by_result_replays_at_that_very_result(
