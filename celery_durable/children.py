@@ -122,8 +122,10 @@ def child_failed(request: Any, exc: BaseException, traceback: Any, parent: str, 
     written there, the outcome goes on as a message, to be written with retries.
     """
     outcome = _failure(exc)
+    # The app itself, not Celery's proxy of it: the runtime is kept per app, by weak ref.
+    app = current_app._get_current_object()
     try:
-        record_outcome(current_app, _store_of(current_app), parent, index, outcome)
+        record_outcome(app, _store_of(app), parent, index, outcome)
     except Exception as error:
         logger.warning("celery-durable: could not record the failure of child %s/%s now "
                        "(%s); sending it on", parent, index, error)  # fmt: skip

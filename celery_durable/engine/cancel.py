@@ -106,7 +106,7 @@ def _cancel_children(ex: Execution, reason: str) -> None:
             value: dict[str, Any] = parse(text)["v"]
             children.append((index, str(value["id"])))
     if children:
-        ex.host.cancel_children(children, f"its parent {ex.id} was cancelled: {reason}")
+        ex.host.cancel_children(children, reason)
 
 
 def describe(error: ErrorRecord) -> str:
