@@ -15,7 +15,7 @@ from celery_durable.journal.records import Invocation, InvocationSummary, Step
 #: Colours of statuses, used only on a terminal.
 COLOURS = {
     "completed": "green", "failed": "red", "paused": "yellow", "suspended": "cyan",
-    "running": "blue", "retrying": "yellow", "waiting": "cyan",
+    "running": "blue", "retrying": "yellow", "waiting": "cyan", "cancelled": "magenta",
 }  # fmt: skip
 #: Characters of a value or error shown in a timeline row.
 PREVIEW = 60

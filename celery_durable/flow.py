@@ -21,7 +21,7 @@ from celery import Task
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from celery.worker import state as worker_state
 
-from celery_durable import invocation
+from celery_durable import concurrency, invocation
 from celery_durable.celery_errors import escaped
 from celery_durable.context import DurableContext
 from celery_durable.engine import reopen
@@ -308,6 +308,10 @@ class CeleryFlow(Task):  # type: ignore[misc]
             ex.close()
             retention = runtime_for(self.app).settings.retention
             ex.store.finish(ex.id, ex.fence, "replaced", "", retention, nesting)
+            # Its concurrency slot goes on: the replacement asks for its own, if it has a key.
+            key, limit = concurrency.concurrency_of(self, tuple(self.request.args or ()),
+                                                    dict(self.request.kwargs or {}))  # fmt: skip
+            concurrency.give_back(self.app, ex.store, ex.id, key, limit)
         token = replacing.set((self.request.id, nesting + 1))
         try:
             return super().on_replace(sig)

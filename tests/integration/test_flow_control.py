@@ -328,6 +328,35 @@ def test_a_waiter_cancelled_before_it_ran_ends_without_running_its_body(
     assert concurrency_slots(app, "acct").holders == []
 
 
+def test_a_holder_that_replaces_itself_hands_its_slot_on(app: Celery, worker: Any) -> None:
+    started: list[str] = []
+
+    @app.task(shared=False, name="flow.slow_plain")
+    def slow_plain() -> str:
+        started.append("replacement")
+        time.sleep(3)
+        return "replaced"
+
+    @app.task(base=DurableTask, bind=True, shared=False, durable_concurrency_key="account")
+    def hand_over(self: DurableTask, account: str, replace: bool) -> str:
+        self.ctx.sleep(0.5)
+        if replace:
+            raise self.replace(slow_plain.s())
+        return "waited"
+
+    with worker():
+        holder = hand_over.delay("acct", True)
+        wait_for(lambda: status(app, holder.id, "suspended"), "the holder to sleep")
+        waiter = hand_over.delay("acct", False)
+        wait_for(lambda: status(app, waiter.id, "suspended"), "the waiter to wait")
+        wait_for(lambda: started, "the replacement to run")
+        # The replacement holds no slot of the key: the waiter got it at the replace.
+        slots = concurrency_slots(app, "acct")
+        assert (slots.holders, slots.waiting) == ([waiter.id], [])
+        assert holder.get(timeout=TIMEOUT) == "replaced"
+        assert waiter.get(timeout=TIMEOUT) == "waited"
+
+
 def test_a_wrong_concurrency_key_is_a_clear_error(app: Celery) -> None:
     @app.task(base=DurableTask, bind=True, shared=False, durable_concurrency_key="acount")
     def typo(self: DurableTask, account: str) -> None:
