@@ -153,9 +153,7 @@ def test_a_cancel_makes_a_suspension_ready_until_the_cancel_was_raised(
     assert store.suspend("inv", started.fence, "[]", [0], 0, CALL) == "ready"
     # Once the body raised the cancel, its compensation may suspend as any body does.
     again = run(store)
-    assert store.suspend("inv", again.fence, "[]", [0], 0, CALL, cancellable=False) == (
-        "suspended"
-    )
+    assert store.suspend("inv", again.fence, "[]", [0], 0, CALL, cancellable=False) == ("suspended")
 
 
 def test_a_cancel_makes_a_step_retry_due_now_until_the_cancel_was_raised(

@@ -366,7 +366,7 @@ def test_a_wrong_concurrency_key_is_a_clear_error(app: Celery) -> None:
     def listed(self: DurableTask, items: list[str]) -> None:
         pass
 
-    with pytest.raises(ConfigurationError, match="names no parameter.*'account'"):
+    with pytest.raises(ConfigurationError, match=r"names no parameter.*'account'"):
         typo.apply(("a",), throw=True)
     with pytest.raises(ConfigurationError, match="gave a list, not a str"):
         listed.apply((["a"],), throw=True)

@@ -43,5 +43,5 @@ def checks(ctx: DurableContext, app: Any) -> None:
     assert_type(concurrency_slots(app, "acct").waiting, list[str])
     assert_type(concurrency_slots(app, "acct"), ConcurrencySlots)
     assert_type(InvocationCancelled.because("why").reason, str)
-    error: TerminalError = InvocationCancelled.because("why")
+    assert isinstance(InvocationCancelled.because("why"), TerminalError)
     cancel_invocation(app, "id", kill="yes")  # type: ignore[arg-type]
