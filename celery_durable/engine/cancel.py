@@ -22,6 +22,7 @@ among them.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -31,6 +32,8 @@ from celery_durable.journal.failures import ErrorRecord, rebuild, record_of
 
 if TYPE_CHECKING:
     from celery_durable.engine.execution import Execution
+
+logger = logging.getLogger("celery_durable")
 
 KIND = "cancel"
 #: How every cancel entry starts (``encode_entry``): found without parsing the journal.
@@ -95,18 +98,26 @@ def _raise_now(ex: Execution, reason: str) -> NoReturn:
 
 
 def _cancel_children(ex: Execution, reason: str) -> None:
-    """Cancel the children this execution's journal started that have not finished."""
+    """Cancel the children this execution's journal started that have not finished.
+
+    A failure is logged, not raised: the cancel is journaled already, and whoever
+    cancelled the invocation (an operator, the deadline sweep) cancelled its children too.
+    """
     calls = [(i, text) for i, text in enumerate(ex.entries) if text.startswith('{"k":"call",')]
     if not calls or ex.host is None:
         return
-    ex.refresh_completions()
-    children: list[tuple[int, str]] = []
-    for index, text in calls:
-        if str(index) not in ex.completions:
-            value: dict[str, Any] = parse(text)["v"]
-            children.append((index, str(value["id"])))
-    if children:
-        ex.host.cancel_children(children, reason)
+    try:
+        ex.refresh_completions()
+        children: list[tuple[int, str]] = []
+        for index, text in calls:
+            if str(index) not in ex.completions:
+                value: dict[str, Any] = parse(text)["v"]
+                children.append((index, str(value["id"])))
+        if children:
+            ex.host.cancel_children(children, reason)
+    except Exception as exc:
+        logger.warning("celery-durable: invocation %s could not cancel its children: %s",
+                       ex.id, exc)  # fmt: skip
 
 
 def describe(error: ErrorRecord) -> str:
