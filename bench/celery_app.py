@@ -48,6 +48,29 @@ def durable(self: DurableTask, n: int) -> int:
     return sum(run(STEP_NAMES[i], step, i) for i in range(n))
 
 
+@app.task(
+    base=DurableTask, bind=True, name="bench.keyed", durable_concurrency_key=lambda n, key: key
+)
+def keyed(self: DurableTask, n: int, key: str) -> int:
+    """``bench.durable`` under a concurrency key (``flow_control.py``)."""
+    run = self.ctx.run
+    return sum(run(STEP_NAMES[i], step, i) for i in range(n))
+
+
+@app.task(base=DurableTask, bind=True, name="bench.unkeyed")
+def unkeyed(self: DurableTask, n: int, key: str) -> int:
+    """``bench.keyed`` without its key: the same arguments, the same steps."""
+    run = self.ctx.run
+    return sum(run(STEP_NAMES[i], step, i) for i in range(n))
+
+
+@app.task(base=DurableTask, bind=True, name="bench.nap")
+def nap(self: DurableTask, seconds: float) -> None:
+    """Sleeps, suspended, until it is cancelled (``flow_control.py``)."""
+    self.ctx.run("before", step, 1)
+    self.ctx.sleep(seconds)
+
+
 @app.task(name="bench.plain")
 def plain(n: int) -> int:
     return sum(step(i) for i in range(n))

@@ -2,7 +2,12 @@
 
 from celery_durable import worker as _worker  # noqa: F401 - registers the worker bootsteps
 from celery_durable.admin import (
+    CancelledInvocation,
+    ConcurrencySlots,
     Resumed,
+    cancel_invocation,
+    cancel_invocations,
+    concurrency_slots,
     forget_invocation,
     get_invocation,
     list_invocations,
@@ -21,6 +26,7 @@ from celery_durable.errors import (
     ConfigurationError,
     ContextError,
     DurableError,
+    InvocationCancelled,
     InvocationConflictError,
     InvocationStateError,
     JournalError,
@@ -66,11 +72,17 @@ __all__ = [  # noqa: RUF022 - grouped by purpose, as users read it
     "restart_invocation",
     "purge_invocations",
     "Resumed",
+    "cancel_invocation",
+    "cancel_invocations",
+    "CancelledInvocation",
+    "concurrency_slots",
+    "ConcurrencySlots",
     # Errors
     "DurableError",
     "TerminalError",
     "RetryableError",
     "StepInterruptedError",
+    "InvocationCancelled",
     "NonDeterminismError",
     "InvocationConflictError",
     "InvocationStateError",

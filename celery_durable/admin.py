@@ -1,6 +1,7 @@
 """Operating invocations from outside: read, forget, resume, restart and purge journals,
 complete awakeables. The ``celery durable`` commands (``cli``) and the console (``web``)
-call these; listings are in ``listing``, re-exported here."""
+call these; listings are in ``listing``, cancels and concurrency keys in ``control``,
+re-exported here."""
 
 from __future__ import annotations
 
@@ -11,6 +12,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery_durable.codec import PLAIN_JSON
+from celery_durable.control import CancelledInvocation as CancelledInvocation
+from celery_durable.control import ConcurrencySlots as ConcurrencySlots
+from celery_durable.control import cancel_invocation as cancel_invocation
+from celery_durable.control import cancel_invocations as cancel_invocations
+from celery_durable.control import concurrency_slots as concurrency_slots
 from celery_durable.engine.awakeables import AwakeableId
 from celery_durable.engine.calls import child_id as child_id
 from celery_durable.errors import AwakeableError, CodecError, InvocationStateError, TerminalError
@@ -382,7 +388,13 @@ def restart_invocation(
         )
     kept = entries[:from_step]
     for index, text in enumerate(kept):
-        if parse_step(index, text).kind == "call" and str(index) not in completions:
+        kind = parse_step(index, text).kind
+        if kind == "cancel":
+            raise InvocationStateError(
+                f"invocation {task_id} raised a cancel at step {index}; a fork is not "
+                f"cancelled, so restart it from step {index} or earlier."
+            )
+        if kind == "call" and str(index) not in completions:
             raise InvocationStateError(
                 f"the child task started at step {index} of invocation {task_id} has not "
                 f"finished, and its outcome would never reach the fork; restart from step "
@@ -395,7 +407,11 @@ def restart_invocation(
         fingerprint=meta[MetaField.FINGERPRINT],
         seed=int(meta[MetaField.SEED]),
         entries=kept,
-        completions={k: v for k, v in completions.items() if int(k.split(":")[0]) < from_step},
+        completions={
+            k: v
+            for k, v in completions.items()
+            if k.split(":")[0].isdigit() and int(k.split(":")[0]) < from_step
+        },
         call=forked_call,
         reason=(
             f"restarted from invocation {task_id} at step {from_step}; it runs when a worker "
@@ -463,8 +479,8 @@ _HINTS = {
     "suspended": "It waits for a timer, a child or an awakeable, and goes on when that comes.",
     "completed": "To run it again from a step, restart it: `celery -A <your app> durable "
     "restart ID --from-step N`.",
-    "cancelled": "It was revoked; to run it again from a step, restart it: `celery -A <your "
-    "app> durable restart ID --from-step N`.",
+    "cancelled": "It was cancelled (or revoked); to run it again from a step, restart it: "
+    "`celery -A <your app> durable restart ID --from-step N`.",
     "replaced": "It handed its task id to its replacement (Task.replace).",
 }
 

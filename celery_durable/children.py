@@ -22,6 +22,7 @@ from typing import Any
 from celery import Task, current_app, shared_task
 from celery.canvas import Signature, _chain, chord, group
 
+from celery_durable import cancelling
 from celery_durable.codec import PLAIN_JSON
 from celery_durable.engine.calls import child_id
 from celery_durable.errors import ContextError, JournalUnavailableError
@@ -33,6 +34,9 @@ from celery_durable.wakeups import publish_due
 
 logger = logging.getLogger("celery_durable")
 
+#: A message header: the deadline a parent gave its child, ``ctx.call(sig, timeout=...)``.
+TIMEOUT_HEADER = "durable_timeout"
+
 
 class CeleryHost:
     """Starts the children of one execution (``engine.execution.Host``)."""
@@ -43,15 +47,23 @@ class CeleryHost:
         self._store = store
         self._eager = eager
 
-    def describe_call(self, signature: Any) -> str:
+    def describe_call(self, signature: Any, timeout: float | None = None) -> str:
         if not isinstance(signature, Signature) or isinstance(signature, _chain | group | chord):
             raise ContextError(
                 f"ctx.call() takes the signature of one task, such as add.s(2, 2), not "
                 f"{signature!r}. Call a chain, group or chord from a plain task, and call that."
             )
+        task = self._app.tasks.get(signature.task)
+        if timeout is not None and task is not None and not hasattr(task, "durable_timeout"):
+            raise ContextError(
+                f"ctx.call({signature.task!r}, timeout={timeout!r}): only a DurableTask child "
+                "has a deadline; a plain task has Celery's time_limit and expires instead."
+            )
         return str(signature.task)
 
-    def publish_call(self, signature: Any, child: str, index: int, token: str) -> bool:
+    def publish_call(
+        self, signature: Any, child: str, index: int, token: str, timeout: float | None = None
+    ) -> bool:
         sig = signature.clone()
         if self._eager:
             result = sig.apply(task_id=child)
@@ -60,9 +72,21 @@ class CeleryHost:
             return True
         where = {"parent": self._parent, "index": index, "token": token}
         sig.link(self._app.signature("celery_durable.child_succeeded", kwargs=where))
-        sig.link_error(self._app.signature("celery_durable.child_failed", kwargs=where))
-        sig.apply_async(task_id=child)
+        sig.link_error(self._app.signature(cancelling.CHILD_FAILED, kwargs=where))
+        if timeout is not None:
+            headers = {**(sig.options.get("headers") or {}), TIMEOUT_HEADER: timeout}
+            sig.apply_async(task_id=child, headers=headers)
+        else:
+            sig.apply_async(task_id=child)
         return False
+
+    def cancel_children(self, children: list[tuple[int, str]], reason: str) -> None:
+        retention = runtime_for(self._app).settings.retention
+        for done in cancelling.cancel_children(
+            self._app, self._store, self._parent, children, reason, False, retention
+        ):
+            logger.info("celery-durable: %s: cancelled child %s (%s)", self._parent, done.id,
+                        done.state)  # fmt: skip
 
 
 def record_outcome(
@@ -123,8 +147,10 @@ def child_failed(
     written there, the outcome goes on as a message, to be written with retries.
     """
     outcome = _failure(exc)
+    # The app itself, not Celery's proxy of it: the runtime is kept per app, by weak ref.
+    app = current_app._get_current_object()
     try:
-        record_outcome(current_app, _store_of(current_app), parent, index, outcome, token)
+        record_outcome(app, _store_of(app), parent, index, outcome, token)
     except Exception as error:
         logger.warning("celery-durable: could not record the failure of child %s/%s now "
                        "(%s); sending it on", parent, index, error)  # fmt: skip

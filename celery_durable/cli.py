@@ -13,13 +13,17 @@ shape that stays stable (``tests/operator/test_cli.py`` pins it):
   ``status``, ``attempts``, ``value``, ``error``, ``started_at``, ``finished_at``),
   ``result``, ``error``, ``created_at``, ``updated_at``, ``seed``, ``paused_reason``,
   ``awaiting`` (``kind``, ``name``, ``index``, a timer's ``until``, an awakeable's
-  ``awakeable_id``); times are ISO 8601 text in UTC, or null.
+  ``awakeable_id``), ``cancel_reason``, ``deadline``, ``concurrency_key``,
+  ``concurrency_limit``; times are ISO 8601 text in UTC, or null. An invocation with a
+  concurrency key also has ``concurrency``: ``{"key", "holders", "waiting"}``, who holds
+  its key's slots and who waits for one, in order.
 - ``ls``: a list of those, newest first.
 - ``forget``: ``{"id", "forgotten"}``.
 - ``purge``: ``{"status", "older_than" (seconds), "purged" (ids)}``.
 - ``resume``: ``{"id", "previous_status", "dropped_step" (a Step or null), "published"}``.
 - ``restart``: ``{"id" (the new one), "restarted_from", "from_step", "published"}``.
 - ``resolve``, ``reject``: ``{"awakeable_id", "completed"}``.
+- ``cancel``: ``{"id", "previous_status", "killed", "already", "children"}`` (``cli_flow``).
 
 Errors go to stderr with exit status 1 (2 for a wrong command line), saying what to do.
 """
@@ -28,22 +32,22 @@ from __future__ import annotations
 
 import functools
 import json
-import re
-import shlex
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from celery_durable import admin, display
+from celery_durable.cli_common import app_of as _app
+from celery_durable.cli_common import emit_json as _emit_json
+from celery_durable.cli_common import operation as _operation
+from celery_durable.cli_common import runnable as _runnable
+from celery_durable.cli_common import style as _style
+from celery_durable.cli_flow import cancel
 from celery_durable.cli_ui import ui
 from celery_durable.engine.awakeables import AwakeableId
-from celery_durable.errors import DurableError, JournalUnavailableError
 from celery_durable.journal.records import Invocation
 from celery_durable.keys import FINISHED_STATUSES
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group(name="durable")
@@ -53,73 +57,6 @@ def durable(ctx: click.Context, /, **_: Any) -> None:
 
     Run as `celery -A proj durable COMMAND`; every command takes --json.
     """
-
-
-def _operation(fn: F) -> F:
-    """Turn what the library raises into a message on stderr and exit status 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        ctx = click.get_current_context()
-        try:
-            return fn(*args, **kwargs)
-        except JournalUnavailableError as exc:
-            raise click.ClickException(
-                f"{_runnable(ctx, str(exc))} Check that Redis is running and that "
-                "durable_redis_url (or the broker URL) of the app given with -A points at it."
-            ) from exc
-        except (DurableError, ValueError) as exc:
-            raise click.ClickException(_runnable(ctx, str(exc))) from exc
-        except click.UsageError:
-            raise
-        except click.ClickException as exc:
-            raise click.ClickException(_runnable(ctx, exc.message)) from exc
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _app(ctx: click.Context) -> Any:
-    """The app given with ``-A``; a usage error without one.
-
-    Without ``-A`` Celery hands over its default app, whose settings are nobody's: it
-    would look for journals under the default prefix on the default Redis, warn, and
-    report what it did not find there as if it were so.
-    """
-    root = ctx.find_root()
-    app = getattr(ctx.obj, "app", None)
-    if app is None or ("app" in root.params and not root.params["app"]):
-        raise click.UsageError(
-            "name your app with -A, as for the worker: celery -A proj durable "
-            f"{ctx.info_name} ... (or set CELERY_APP). Without it there is no journal to read."
-        )
-    return app
-
-
-def _app_option(ctx: click.Context) -> str:
-    """What to pass as ``-A`` in a command to paste: as given, else the app's name."""
-    given = ctx.find_root().params.get("app")
-    if isinstance(given, str) and given:
-        return given
-    return str(getattr(getattr(ctx.obj, "app", None), "main", None) or "proj")
-
-
-#: A command in a message: ``celery durable ...``, or ``celery -A <your app> durable ...``
-#: as the library writes it where it does not know the app.
-_COMMAND = re.compile(r"\bcelery (?:-A <your app> )?durable ")
-
-
-def _runnable(ctx: click.Context, text: str) -> str:
-    """``text`` with every command in it runnable as it stands: with this app's ``-A``."""
-    return _COMMAND.sub(f"celery -A {shlex.quote(_app_option(ctx))} durable ", text)
-
-
-def _style(ctx: click.Context, text: str, **styles: Any) -> str:
-    # click.echo drops the colours when stdout is not a terminal.
-    return text if getattr(ctx.obj, "no_color", False) else click.style(text, **styles)
-
-
-def _emit_json(document: Any) -> None:
-    click.echo(json.dumps(document, indent=2, default=str))
 
 
 # -- Reading ----------------------------------------------------------------------------
@@ -176,8 +113,12 @@ def show(ctx: click.Context, invocation_id: str, as_json: bool) -> None:
             f"no invocation {invocation_id} is kept (it expired after durable_retention, was "
             "forgotten, or never started). List the kept ones with `celery durable ls`."
         )
+    slots = admin.concurrency_slots(app, inv.concurrency_key) if inv.concurrency_key else None
     if as_json:
-        _emit_json(inv.as_dict())
+        document = inv.as_dict()
+        if slots is not None:
+            document["concurrency"] = slots.as_dict()
+        _emit_json(document)
         return
     now = time.time()
     label = functools.partial(_style, ctx, bold=True)
@@ -194,6 +135,8 @@ def show(ctx: click.Context, invocation_id: str, as_json: bool) -> None:
         click.echo(f"{label('paused')}      {display.wrapped(reason)}")
     for line in _awaiting_lines(inv):
         click.echo(f"{label('awaiting')}    {_runnable(ctx, shown(line))}")
+    for name, line in display.flow_lines(inv, slots, now):
+        click.echo(f"{label(name.ljust(11))} {shown(line)}")
     click.echo("")
     if inv.steps:
         rows = [
@@ -412,6 +355,7 @@ def _completion(
 
 
 durable.add_command(ui)
+durable.add_command(cancel)
 
 
 def _echo_lines(lines: list[str]) -> None:

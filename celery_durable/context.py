@@ -48,6 +48,16 @@ class DurableContext:
         return self._ex.is_replaying
 
     @property
+    def cancelled(self) -> bool:
+        """Whether the invocation was cancelled (``cancel_invocation``, a deadline), as far
+        as this execution has heard: from its start, a journal write's reply, or its
+        lease's renewal (every third of ``durable_lease_ttl``). Usable inside a step's
+        function, so that a long step can stop early; the body gets
+        ``InvocationCancelled`` at its next durable operation either way.
+        """
+        return self._ex.cancelled
+
+    @property
     def rand(self) -> DurableRandom:
         """Random values that are the same on every replay; not for cryptography."""
         self._ex.ensure_usable("ctx.rand")
@@ -120,6 +130,7 @@ class DurableContext:
             CodecError: the codec cannot store the value; nothing was journaled.
         """
         self._ex.ensure_usable("ctx.run")
+        self._ex.operation()
         value: T = run_step(self._ex, name, fn, args, kwargs, retry, codec, at_most_once)
         return value
 
@@ -162,6 +173,7 @@ class DurableContext:
         ``result()`` returns once its value is journaled; a replay does not run it.
         """
         self._ex.ensure_usable("ctx.run_async")
+        self._ex.operation()
         return run_async(self._ex, name, fn, args, kwargs, retry, codec)
 
     # -- Waiting ------------------------------------------------------------------------
@@ -172,25 +184,38 @@ class DurableContext:
         Waiting for it suspends the invocation: no worker slot is held meanwhile.
         """
         self._ex.ensure_usable("ctx.timer")
+        self._ex.operation()
         return timers.timer(self._ex, seconds, name)
 
     def sleep(self, seconds: float, name: str = "sleep") -> None:
         """Wait ``seconds`` without holding a worker slot: ``ctx.timer(...).result()``."""
         self._ex.ensure_usable("ctx.sleep")
+        self._ex.operation()
         timers.timer(self._ex, seconds, name).result()
 
-    def call(self, signature: Any, name: str | None = None) -> DurableFuture[Any]:
+    def call(
+        self, signature: Any, name: str | None = None, timeout: float | None = None
+    ) -> DurableFuture[Any]:
         """Start a child task (a ``DurableTask`` or a plain one) exactly once.
 
         Its task id is ``<this id>/<journal index>``, the same on every replay. Its
         failure comes back as a ``TerminalError`` of the child's error type.
+
+        Args:
+            signature: The child, as ``task.s(...)``.
+            name: The operation's name in the journal; the child's task name if None.
+            timeout: Seconds from the child's start to its deadline (a ``DurableTask``
+                child; it replaces the child task's ``durable_timeout``): past it the
+                child is cancelled, and this future raises its ``InvocationCancelled``.
         """
         self._ex.ensure_usable("ctx.call")
-        return calls.call(self._ex, signature, name)
+        self._ex.operation()
+        return calls.call(self._ex, signature, name, timeout)
 
     def awakeable(self, name: str = "awakeable") -> tuple[str, DurableFuture[Any]]:
         """An id and a future that ``resolve_awakeable``/``reject_awakeable`` complete."""
         self._ex.ensure_usable("ctx.awakeable")
+        self._ex.operation()
         return awakeables.awakeable(self._ex, name)
 
     def all(
@@ -199,6 +224,7 @@ class DurableContext:
         """Completes when all have succeeded (values in argument order), or with the first
         failure. With ``settle=True`` it waits for all; a failed position holds its error."""
         self._ex.ensure_usable("ctx.all")
+        self._ex.operation()
         return Combinator(self._ex, "all", futures, name, settle)
 
     def any(self, *futures: DurableFuture[Any], name: str = "any") -> DurableFuture[int]:
@@ -207,6 +233,7 @@ class DurableContext:
         Which one won is journaled, so a replay takes the same branch.
         """
         self._ex.ensure_usable("ctx.any")
+        self._ex.operation()
         return Combinator(self._ex, "any", futures, name)
 
     # -- Versioning ---------------------------------------------------------------------

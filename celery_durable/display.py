@@ -15,7 +15,7 @@ from celery_durable.journal.records import Invocation, InvocationSummary, Step
 #: Colours of statuses, used only on a terminal.
 COLOURS = {
     "completed": "green", "failed": "red", "paused": "yellow", "suspended": "cyan",
-    "running": "blue", "retrying": "yellow", "waiting": "cyan",
+    "running": "blue", "retrying": "yellow", "waiting": "cyan", "cancelled": "magenta",
 }  # fmt: skip
 #: Characters of a value or error shown in a timeline row.
 PREVIEW = 60
@@ -113,10 +113,37 @@ def awaits(inv: Invocation | InvocationSummary) -> str:
 
 def awaited(item: dict[str, Any]) -> str:
     """One thing a suspended invocation waits for: kind, name, index, due time."""
+    if item.get("kind") == "slot":
+        return f"a slot of key {item.get('name')!r}"
     what = f"{item.get('kind')} {item.get('name')!r} (#{item.get('index')})"
     if item.get("kind") == "sleep" and item.get("until"):
         return f"{what} until {clock(datetime.fromtimestamp(float(item['until']), UTC))}"
     return what
+
+
+def flow_lines(inv: Invocation, slots: Any, now: float) -> list[tuple[str, str]]:
+    """``show``'s lines on flow control: a cancel, a deadline, a concurrency key (with
+    ``slots``, a ``ConcurrencySlots``: who holds its slots and who waits)."""
+    lines = []
+    if inv.cancel_reason:
+        lines.append(("cancelled", inv.cancel_reason))
+    if inv.deadline is not None:
+        at = inv.deadline.timestamp()
+        due = f"in {age(datetime.fromtimestamp(now, UTC), at)}" if at > now else "passed"
+        lines.append(("deadline", f"{clock(inv.deadline)} ({due})"))
+    if inv.concurrency_key is not None and slots is not None:
+        me = inv.id
+        held = f"{len(slots.holders)} of {inv.concurrency_limit} slot(s) held"
+        if me in slots.holders:
+            where = "holds one"
+        elif me in slots.waiting:
+            where = f"waits, {slots.waiting.index(me) + 1} of {len(slots.waiting)} in line"
+        else:
+            where = "holds none"
+        lines.append(("key", f"{inv.concurrency_key!r}: {where}; {held}"))
+        lines.append(("holders", ", ".join(slots.holders) or "-"))
+        lines.append(("waiting", ", ".join(slots.waiting) or "-"))
+    return lines
 
 
 def age(stamp: datetime | None, now: float) -> str:

@@ -72,6 +72,29 @@ class StepInterruptedError(TerminalError):
     """
 
 
+class InvocationCancelled(TerminalError):
+    """Raised where a cancelled invocation learns of its cancel: at its next durable
+    operation (a step's start, ``result()``, a sleep, ``all``/``any``, a child call).
+
+    It is a ``TerminalError``, so a saga's ``except TerminalError`` runs its
+    compensation; a body that lets it escape ends ``cancelled``. It is raised once per
+    cancel, at the same place on every replay. A child's cancellation comes back from
+    the parent's ``result()`` on it as this type too.
+
+    Attributes:
+        reason: Why it was cancelled (the operator's reason, or the deadline that passed).
+    """
+
+    @classmethod
+    def because(cls, reason: str) -> InvocationCancelled:
+        """The error that a cancel for ``reason`` raises."""
+        return cls(f"the invocation was cancelled: {reason}", {"reason": reason})
+
+    @property
+    def reason(self) -> str:
+        return str(self.metadata.get("reason", self.message))
+
+
 class RetryableError(DurableError):
     """Raised inside a step to ask for another attempt, after ``retry_after`` seconds if set.
 

@@ -21,7 +21,7 @@ from celery import Task
 from celery.exceptions import Ignore, Reject, Retry, SoftTimeLimitExceeded
 from celery.worker import state as worker_state
 
-from celery_durable import invocation
+from celery_durable import concurrency, invocation
 from celery_durable.celery_errors import escaped
 from celery_durable.context import DurableContext
 from celery_durable.engine import reopen
@@ -36,7 +36,7 @@ from celery_durable.errors import (
 )
 from celery_durable.fingerprint import fingerprint
 from celery_durable.journal.failures import StepFailure
-from celery_durable.journal.store import JournalStore, Reopening
+from celery_durable.journal.store import Cancelling, JournalStore, Reopening
 from celery_durable.runtime import runtime_for
 from celery_durable.wakeups import encode_call
 
@@ -79,11 +79,13 @@ class CeleryFlow(Task):  # type: ignore[misc]
         ex.drain()
         awaiting = signal.awaiting
         outside = [a["index"] for a in awaiting if a["kind"] != "sleep"]
-        wake_at = min((a["until"] for a in awaiting if a["kind"] == "sleep"), default=0.0)
+        # A timer's due time; a waiter for a concurrency slot's time to look again.
+        wake_at = min((a["until"] for a in awaiting if "until" in a), default=0.0)
         eager = self.request.is_eager or self.request.called_directly
         ex.ended = True
         state = store.suspend(
-            ex.id, ex.fence, json.dumps(awaiting), outside, wake_at, ex.call()
+            ex.id, ex.fence, json.dumps(awaiting), outside, wake_at, ex.call(),
+            cancellable=not ex.cancel_raised,
         )  # fmt: skip
         if eager and outside and state != "ready":
             # Completed while the body ran (ready), it goes on below; else nothing would.
@@ -129,30 +131,35 @@ class CeleryFlow(Task):  # type: ignore[misc]
         retry_in: float = 0.0,
         call: str = "",
         reopen: Reopening | None = None,
-    ) -> None:
+    ) -> bool:
         """End the execution cleanly: the next delivery starts at once, not as a death.
 
         It is due in ``retry_in`` seconds; ``fingerprint`` and ``call`` are those of new
         arguments, if the retry changed them. ``reopen`` drops the journal's last entries
-        in the same write (Celery's retry idiom, ``engine.reopen``).
+        in the same write (Celery's retry idiom, ``engine.reopen``). Returns True when the
+        invocation was cancelled and the execution had raised no cancel: its next
+        delivery should come at once, to raise it.
         """
         if ex.ended:
-            return
+            return False
         ex.drain()  # async steps still running commit under this lease, not after it
         try:
-            ex.store.release(ex.id, ex.fence, fingerprint, retry_in, call, reopen)
+            released = ex.store.release(
+                ex.id, ex.fence, fingerprint, retry_in, call, reopen, not ex.cancel_raised
+            )
         except JournalUnavailableError as exc:
             # Tried again with the retry's next publish; else the lease runs out by itself
             # and the next start counts a death at worst (and replays what it would
             # have re-opened).
             logger.warning("%s[%s]: could not release its lease: %s", self.name, ex.id, exc)
-            return
+            return False
         ex.ended = True
         if reopen is not None:
             logger.info(
                 "%s[%s]: the retry re-opens journal entries from index %d: they run again",
                 self.name, ex.id, reopen.start,
             )  # fmt: skip
+        return isinstance(released, Cancelling)
 
     def _defer(self, busy: invocation.Busy) -> Retry:
         """Come back when the execution that holds the lease would have lost it."""
@@ -280,11 +287,14 @@ class CeleryFlow(Task):  # type: ignore[misc]
             new = fingerprint(signature.args or (), signature.kwargs or {})
             retry_in = _seconds_until(extra_options.get("eta"), extra_options.get("countdown"))
             if new == ex.fingerprint:
-                self._release(ex, "", retry_in, reopen=reopening.get())
+                cancelled = self._release(ex, "", retry_in, reopen=reopening.get())
             else:
                 options = signature.options
                 call = encode_call(self.name, signature.args, signature.kwargs, options)
-                self._release(ex, new, retry_in, call, reopening.get())
+                cancelled = self._release(ex, new, retry_in, call, reopening.get())
+            if cancelled:  # it runs at once, to raise the cancel, not after the countdown
+                signature.options.pop("eta", None)
+                signature.options["countdown"] = 0
         return signature
 
     def on_replace(self, sig: Any) -> Any:
@@ -299,6 +309,10 @@ class CeleryFlow(Task):  # type: ignore[misc]
             ex.close()
             retention = runtime_for(self.app).settings.retention
             ex.store.finish(ex.id, ex.fence, "replaced", "", retention, nesting)
+            # Its concurrency slot goes on: the replacement asks for its own, if it has a key.
+            key, limit = concurrency.concurrency_of(self, tuple(self.request.args or ()),
+                                                    dict(self.request.kwargs or {}))  # fmt: skip
+            concurrency.give_back(self.app, ex.store, ex.id, key, limit)
         token = replacing.set((self.request.id, nesting + 1))
         try:
             return super().on_replace(sig)

@@ -13,7 +13,12 @@ from typing import Any
 from celery_durable.codec import Codec
 from celery_durable.engine.attempts import WORKER_LOST, Attempts
 from celery_durable.engine.execution import Execution
-from celery_durable.errors import CodecError, InvocationConflictError, UnreadableJournalError
+from celery_durable.errors import (
+    CodecError,
+    InvocationCancelled,
+    InvocationConflictError,
+    UnreadableJournalError,
+)
 from celery_durable.fingerprint import describe_difference
 from celery_durable.journal.entries import (
     Unreadable,
@@ -212,8 +217,10 @@ def complete(
     return finished_outcome(store, ex.id, Finished(*earlier), codec)  # another's, first
 
 
-def fail(store: JournalStore, ex: Execution, exc: BaseException, retention: float) -> None:
-    """Journal that the body failed for good with ``exc``, and its call, to resume it.
+def fail(store: JournalStore, ex: Execution, exc: BaseException, retention: float) -> str:
+    """Journal that the body failed for good with ``exc``, and its call, to resume it;
+    return the status it ends with: ``cancelled`` for an ``InvocationCancelled`` (its own
+    cancel, or a child's that it let through), else ``failed``.
 
     Raises:
         Paused: an async step paused the invocation meanwhile (or replay did, with
@@ -221,5 +228,7 @@ def fail(store: JournalStore, ex: Execution, exc: BaseException, retention: floa
     """
     if ex.paused_by is not None:
         raise ex.paused_by
+    status = "cancelled" if isinstance(exc, InvocationCancelled) else "failed"
     outcome = encode_outcome("json", None, record_of(exc))
-    store.finish(ex.id, ex.fence, "failed", outcome, retention, call=ex.call())
+    store.finish(ex.id, ex.fence, status, outcome, retention, call=ex.call())
+    return status

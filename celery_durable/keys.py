@@ -35,6 +35,19 @@ class InvocationKeys:
     it: fences only go up for a task id."""
 
 
+@dataclass(frozen=True, slots=True)
+class ConcurrencyKeys:
+    """The keys of one concurrency key (``durable_concurrency_key``), under a hash tag of
+    their own: on a Redis Cluster they live in another slot than their invocations."""
+
+    holders: str
+    """Sorted set: the invocations that hold a slot of the key, scored by when they got it."""
+    waiting: str
+    """Sorted set: the invocations that wait for a slot, scored by when they first asked
+    (ms of Redis's clock): they get one in that order. The score is also the ticket of
+    the grant that wakes a waiter (``DoneField.grant``)."""
+
+
 class IndexKeys(NamedTuple):
     """Sorted sets of invocation ids scored by creation time, for listing.
 
@@ -88,6 +101,15 @@ class MetaField:
     """Set on a paused invocation by the operator action that moves it on (``resume``,
     ``restart``): the next start runs it, and consumes the field. Without it a delivery
     of a paused invocation runs nothing."""
+    CANCEL = "cancel"
+    """Why the invocation was cancelled (``cancel_invocation``, a deadline): set once, kept
+    until it expires. Its execution raises ``InvocationCancelled`` at its next durable
+    operation, and the journal's ``cancel`` entry says where."""
+    DEADLINE = "deadline"
+    """When the invocation is cancelled unless it finished (ms of Redis's clock): its
+    creation plus ``durable_timeout`` (or a child's ``timeout``). Set on creation."""
+    CONCURRENCY_KEY = "ckey"
+    """The concurrency key whose slot the invocation holds or waits for. Set on creation."""
     CALL = "call"
     """What a wake-up, the recovery sweep or a resume re-publishes: task name, arguments,
     options (JSON). Stored at creation, and again when a retry changes the arguments."""
@@ -100,6 +122,18 @@ class MetaField:
     """``<fence>:<count>:<next>``: the recovery sweep published the invocation again
     ``count`` times while its fence stayed ``fence``, and claims it next no earlier
     than ``next`` (milliseconds of Redis's clock)."""
+
+
+class DoneField:
+    """Fields of an invocation's completions hash besides journal indexes."""
+
+    GRANT = "slot:"
+    """``slot:<ticket>``: a slot of its concurrency key was handed to the invocation while
+    it waited with that ticket (``ConcurrencyKeys.waiting``): it wakes, and runs."""
+
+    @staticmethod
+    def grant(ticket: str) -> str:
+        return f"{DoneField.GRANT}{ticket}"
 
 
 FINISHED_STATUSES = ("completed", "failed", "cancelled", "replaced")
@@ -191,6 +225,31 @@ class KeySpace:
 
     def wakeups_of_slot(self, slot: int) -> str:
         return f"{self.prefix}:slot:{{{slot_tag(slot)}}}:wakeups"
+
+    @property
+    def deadlines(self) -> str:
+        """Sorted set of invocation ids with a deadline, scored by it (ms): the one the
+        workers' sweep reads (``worker.Recovery``)."""
+        return f"{self.prefix}:deadlines"
+
+    def deadlines_of(self, task_id: str) -> str:
+        """Where an invocation's deadline is kept: ``deadlines`` on one Redis; on a cluster
+        the set of its slot, copied into ``deadlines`` outside the script."""
+        if self.cluster:
+            return self.deadlines_of_slot(self.slot(task_id))
+        return self.deadlines
+
+    def deadlines_of_slot(self, slot: int) -> str:
+        return f"{self.prefix}:slot:{{{slot_tag(slot)}}}:deadlines"
+
+    def concurrency(self, key: str) -> ConcurrencyKeys:
+        """The keys of the concurrency key ``key``, any text: ``<prefix>:concurrency:{key}:``,
+        or on a cluster, for a key whose tag would be empty, as ``invocation`` makes them."""
+        if self.cluster and key[:1] in ("", "}"):
+            base = f"{self.prefix}:concurrency#{{{binascii.crc32(key.encode()):08x}}}:{key}:"
+        else:
+            base = f"{self.prefix}:concurrency:{{{key}}}:"
+        return ConcurrencyKeys(holders=base + "holders", waiting=base + "waiting")
 
 
 #: Hash slots of a Redis Cluster.

@@ -14,16 +14,18 @@ import socket
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any, NoReturn
 
 from celery.exceptions import Ignore
 
-from celery_durable import invocation
+from celery_durable import concurrency, invocation
 from celery_durable.celery_errors import Escape, ResultEncodeError, escaped, shield_from_autoretry
-from celery_durable.children import CeleryHost
+from celery_durable.children import TIMEOUT_HEADER, CeleryHost
 from celery_durable.codec import Codec, resolve_codec
 from celery_durable.context import DurableContext
+from celery_durable.deadlines import timeout_of
 from celery_durable.engine.execution import Execution
 from celery_durable.engine.lease import KEEPER
 from celery_durable.engine.replay_each_step import AbandonExecution, ReplayEachStep, must_replay
@@ -53,9 +55,10 @@ from celery_durable.flow import (
     replacing,
     retrying,
 )
-from celery_durable.journal.store import JournalStore, StartRequest
+from celery_durable.journal.store import FINISHED, JournalStore, StartRequest
 from celery_durable.policy import RetryPolicy
 from celery_durable.runtime import Runtime, runtime_for
+from celery_durable.settings import DurableSettings
 from celery_durable.signals import observer_for
 from celery_durable.stores.memory import MemoryJournalStore
 from celery_durable.wakeups import check_call_size, encode_call
@@ -83,6 +86,18 @@ class DurableTask(CeleryFlow):
     #: Retry policy of steps that name none. None means the app's ``durable_retry``
     #: setting, else the policy this task's Celery retry options describe.
     durable_retry: RetryPolicy | None = None
+
+    #: Seconds from an invocation's creation to its deadline, past which it is cancelled
+    #: (as ``cancel_invocation`` does); None for none. A parent's ``ctx.call(sig,
+    #: timeout=...)`` replaces it for that child.
+    durable_timeout: float | None = None
+
+    #: At most ``durable_concurrency_limit`` invocations with the same key hold a slot at
+    #: a time, from their first step to their finish; the others wait, suspended, in
+    #: arrival order. The name of a parameter (its value: a str or an int), or a callable
+    #: that takes the task's arguments and returns a str. None: no key.
+    durable_concurrency_key: str | Callable[..., str] | None = None
+    durable_concurrency_limit: int = 1
 
     @property
     def ctx(self) -> DurableContext:
@@ -203,6 +218,7 @@ class DurableTask(CeleryFlow):
         oversize = _oversize(stored_call, settings.max_value_bytes, self.name)
         if oversize is not None:
             stored_call = ""  # never stored: the invocation fails at once (below)
+        key, limit = concurrency.concurrency_of(self, args, kwargs)
         start = StartRequest(
             task_name=self.name,
             fingerprint=fingerprint(args, kwargs),
@@ -212,6 +228,8 @@ class DurableTask(CeleryFlow):
             nesting=nesting,
             call=stored_call,
             ended_fence=int(request.get(ENDED_FENCE_HEADER) or 0),
+            timeout=timeout_of(self, request.get(TIMEOUT_HEADER)),
+            concurrency=concurrency.encode(key, limit) if key else "",
         )
 
         def call() -> str:
@@ -228,6 +246,8 @@ class DurableTask(CeleryFlow):
         if isinstance(started, invocation.Busy):
             raise self._defer(started)
         if isinstance(started, invocation.Finished):
+            if started.status in FINISHED:  # maybe failed at this start: its slot goes on
+                concurrency.give_back(self.app, store, task_id, key, limit)
             if started.status == "paused":
                 raise self._stay_paused(task_id)
             if started.status in ("replaced", "cancelled"):
@@ -247,7 +267,11 @@ class DurableTask(CeleryFlow):
             self._fail_before_the_body(ex, store, settings.retention, oversize)
         ex.host = CeleryHost(self.app, task_id, store, eager=not shared)
         # Only a journal other processes share needs its lease kept alive.
-        lease = KEEPER.hold(store, task_id, ex.fence, settings.lease_ttl) if shared else None
+        lease = (
+            KEEPER.hold(store, task_id, ex.fence, settings.lease_ttl, ex.heard_of_cancel)
+            if shared
+            else None
+        )
         shield_from_autoretry(self)
         observer = ex.observer = observer_for(self)
         if observer is not None:
@@ -255,7 +279,7 @@ class DurableTask(CeleryFlow):
         ended: BaseException | None = None
         token = current.set((ex, DurableContext(ex)))
         try:
-            return self._run(ex, store, codec, settings.retention, args, kwargs)
+            return self._run(ex, store, codec, settings, args, kwargs, (key, limit))
         except Paused as signal:  # a step's policy was exhausted: on_exhausted="pause"
             raise self._pause(ex, signal) from None
         except LeaseLost as lost:
@@ -277,12 +301,16 @@ class DurableTask(CeleryFlow):
         ex: Execution,
         store: JournalStore,
         codec: Codec[Any],
-        retention: float,
+        settings: DurableSettings,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
+        slot: tuple[str, int],
     ) -> Any:
+        retention = settings.retention
         try:
             try:
+                if slot[0]:  # the body runs holding a slot of its concurrency key
+                    concurrency.wait_for_slot(self.app, store, ex, *slot, settings.lease_ttl)
                 value = self._run_body(args, kwargs)
                 ex.drain()  # steps still running in threads are journaled before the end
             finally:
@@ -299,6 +327,7 @@ class DurableTask(CeleryFlow):
                 if type(exc) is not CodecError:
                     raise  # too large: plain Celery would have stored it
                 raise ResultEncodeError(str(exc)) from exc.__cause__
+            concurrency.give_back(self.app, store, ex.id, *slot)
             if ex.observer is not None:
                 ex.observer.invocation_completed(ex, "completed", result, None)
             return result
@@ -321,11 +350,12 @@ class DurableTask(CeleryFlow):
                 if must_replay(ex):
                     self._release(ex)
                     raise AbandonExecution.of(ex, len(ex.entries) - 1) from exc
-                invocation.fail(store, ex, exc, retention)
+                status = invocation.fail(store, ex, exc, retention)
             except JournalUnavailableError as outage:
                 raise Outage(outage, ex) from exc
+            concurrency.give_back(self.app, store, ex.id, *slot)
             if ex.observer is not None:
-                ex.observer.invocation_completed(ex, "failed", None, exc)
+                ex.observer.invocation_completed(ex, status, None, exc)
             raise
 
     def _fail_before_the_body(

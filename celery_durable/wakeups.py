@@ -91,7 +91,8 @@ def publish_due(app: Any, store: Any, limit: int = 100) -> float:
     for task_id, claim in claimed:
         try:
             state = store.wake_state(task_id)
-            if state is not None and state[0] == "suspended" and state[1]:
+            # A paused one has a wake-up only when an operator released it: a cancel.
+            if state is not None and state[0] in ("suspended", "paused") and state[1]:
                 publish(app, state[1])
                 logger.info("celery-durable: woke invocation %s", task_id)
             store.ack_wakeup(task_id, claim)

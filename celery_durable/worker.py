@@ -4,11 +4,13 @@
   an execution, it journals the failure; when a pool child dies, it frees the lease
   of the dead execution so that the requeued message starts at once.
 - A ``task_revoked`` receiver: a revoked (or expired) invocation is journaled as
-  ``cancelled``, so that nothing stays ``running`` with no TTL.
+  ``cancelled``, so that nothing stays ``running`` with no TTL, and its concurrency
+  slot is handed on.
 - ``StartupChecks``, a bootstep: refuse (or warn about) a Redis that could evict
   journals, and warn about a lease longer than the broker's visibility timeout.
 - ``WakeUps``, a bootstep: re-publishes suspended invocations when they are due.
-- ``Recovery``, a bootstep: re-publishes running invocations whose message was lost.
+- ``Recovery``, a bootstep: the workers' sweep, one worker at a time. It re-publishes
+  running invocations whose message was lost, and cancels those past their deadline.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from typing import Any
 
 from billiard.exceptions import WorkerLostError
 from celery import bootsteps, signals
 from celery.worker.request import Request
 
+from celery_durable import concurrency, deadlines
 from celery_durable.errors import JournalError, LeaseLost
 from celery_durable.journal.entries import encode_outcome
 from celery_durable.recovery import interval, recover_lost
@@ -37,6 +41,13 @@ WAKEUP_POLL = 0.25
 OUTAGE_POLL = 1.0
 #: Seconds at least between two log lines that say they fail.
 OUTAGE_LOG_EVERY = 60.0
+#: Longest pause between two looks of the sweep for deadlines that passed, seconds: a
+#: deadline is enforced within about this long (and the sweep wakes for the next one).
+DEADLINE_POLL = 1.0
+#: Shortest pause between two looks of the sweep, seconds.
+SWEEP_MIN_PAUSE = 0.05
+#: How often the sweep looks when recovery is off (``durable_recovery_after = None``).
+SWEEP_TURN = 15.0
 
 
 class DurableRequest(Request):  # type: ignore[misc]
@@ -48,6 +59,7 @@ class DurableRequest(Request):  # type: ignore[misc]
             # The pool killed the execution; it can neither finish nor release.
             message = f"hard time limit ({timeout}s) exceeded"
             _finish_for(self.task, self.id, "failed", "TimeLimitExceeded", message)
+            _give_back(self.task, self.id, self.args, self.kwargs)
 
     def on_failure(
         self, exc_info: Any, send_failed_event: bool = True, return_ok: bool = False
@@ -70,6 +82,17 @@ def _journal_revocation(
         return
     why = "expired" if expired else "terminated" if terminated else "revoked"
     _finish_for(sender, request.id, "cancelled", "TaskRevokedError", why)
+    _give_back(sender, request.id, request.args, request.kwargs)
+
+
+def _give_back(task: Any, task_id: str, args: Any, kwargs: Any) -> None:
+    """Hand on the concurrency slot of an invocation finished for its execution."""
+    try:
+        key, limit = concurrency.concurrency_of(task, tuple(args or ()), dict(kwargs or {}))
+    except Exception as exc:  # its options are wrong: it never held a slot then
+        logger.warning("celery-durable: %s[%s]: %s", task.name, task_id, exc)
+        return
+    concurrency.give_back(task.app, runtime_for(task.app).store, task_id, key, limit)
 
 
 def _finish_for(task: Any, task_id: str, status: str, error_type: str, message: str) -> None:
@@ -198,12 +221,15 @@ class WakeUps(bootsteps.StartStopStep):  # type: ignore[misc]
 
 
 class Recovery(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Worker component: publishes running invocations whose message was lost.
+    """Worker component: the sweep. It publishes running invocations whose message was
+    lost, and cancels invocations past their deadline.
 
-    A thread of the worker's main process runs the sweep of ``celery_durable.recovery``
-    every ``interval(durable_recovery_after)`` seconds, when it gets the store's recovery
-    turn: among all workers, one sweep per interval. Off with
-    ``durable_recovery_after = None``.
+    A thread of the worker's main process sweeps while it holds the store's recovery
+    turn (one worker at a time; a turn lasts ``interval(durable_recovery_after)``
+    seconds): for lost invocations (``celery_durable.recovery``) once per turn, for
+    deadlines that passed (``celery_durable.deadlines``) every ``DEADLINE_POLL`` seconds,
+    or sooner when the next one is due sooner. ``durable_recovery_after = None`` turns
+    the recovery off, not the deadlines.
     """
 
     label = "durable recovery"
@@ -217,12 +243,9 @@ class Recovery(bootsteps.StartStopStep):  # type: ignore[misc]
         app = worker.app
         if not any(isinstance(task, DurableTask) for task in app.tasks.values()):
             return
-        after = runtime_for(app).settings.recovery_after
-        if after is None:
-            return
         self._stop.clear()
         self._thread = threading.Thread(
-            target=self._run, args=(app, after), name="celery-durable-recovery", daemon=True
+            target=self._run, args=(app,), name="celery-durable-recovery", daemon=True
         )
         self._thread.start()
 
@@ -231,18 +254,29 @@ class Recovery(bootsteps.StartStopStep):  # type: ignore[misc]
         if self._thread is not None:
             self._thread.join(timeout=5)
 
-    def _run(self, app: Any, after: float) -> None:
-        store = runtime_for(app).store
-        every = interval(after)
-        while not self._stop.wait(every):
+    def _run(self, app: Any) -> None:
+        runtime = runtime_for(app)
+        store, after = runtime.store, runtime.settings.recovery_after
+        turn = interval(after) if after is not None else SWEEP_TURN
+        me = f"{holder_id()}:{uuid.uuid4().hex[:8]}"  # the lock's holder while it is our turn
+        recover_at = time.monotonic() + turn
+        pause = min(turn, DEADLINE_POLL)
+        while not self._stop.wait(pause):
+            pause = min(turn, DEADLINE_POLL)
             try:
-                if store.take_recovery_turn(every):
+                if not store.take_recovery_turn(turn, me):
+                    continue
+                if after is not None and time.monotonic() >= recover_at:
+                    recover_at = time.monotonic() + turn
                     recover_lost(app, store, after)
+                following = deadlines.enforce(app, store, runtime.settings.retention)
+                if following >= 0:
+                    pause = max(SWEEP_MIN_PAUSE, min(pause, following))
             except JournalError as exc:
-                logger.warning("celery-durable: could not sweep for lost invocations: %s", exc)
+                logger.warning("celery-durable: could not sweep: %s", exc)
             except Exception:
                 # A bug must not end the sweep for the worker's lifetime: say so, go on.
-                logger.exception("celery-durable: the sweep for lost invocations failed")
+                logger.exception("celery-durable: the sweep failed")
 
 
 @signals.worker_init.connect  # type: ignore[untyped-decorator]

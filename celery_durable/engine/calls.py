@@ -17,6 +17,7 @@ and its outcome is recorded only with that token, as an awakeable's completion i
 from __future__ import annotations
 
 import json
+import math
 import secrets
 from typing import Any
 
@@ -30,12 +31,23 @@ def child_id(parent_id: str, index: int) -> str:
     return f"{parent_id}/{index}"
 
 
-def call(ex: Execution, signature: Any, name: str | None) -> FromOutside[Any]:
+def call(
+    ex: Execution, signature: Any, name: str | None, timeout: float | None = None
+) -> FromOutside[Any]:
     """Start the child ``signature`` once; return the future of its outcome."""
     host = ex.host
     if host is None:
         raise ContextError("ctx.call() needs a task system to start the child in.")
-    task_name = host.describe_call(signature)
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not (math.isfinite(timeout) and timeout > 0)
+    ):
+        raise ContextError(
+            f"ctx.call(timeout={timeout!r}): a timeout is a finite number of seconds above 0, "
+            "from the child's start to its deadline; leave it out for none."
+        )
+    task_name = host.describe_call(signature, timeout)
     name = name or task_name
     index = ex.position
     child = child_id(ex.id, index)
@@ -50,17 +62,27 @@ def call(ex: Execution, signature: Any, name: str | None) -> FromOutside[Any]:
             token = recorded.get("token")
             if not isinstance(token, str):
                 token = ""
-            _publish(ex, host, signature, recorded["id"], index, token)
+            _publish(ex, host, signature, recorded["id"], index, token, recorded.get("timeout"))
     else:
         token = secrets.token_hex(16)
-        value = json.dumps({"id": child, "task": task_name, "token": token})
-        index = ex.record("call", name, value)
-        _publish(ex, host, signature, child, index, token)
+        value: dict[str, Any] = {"id": child, "task": task_name, "token": token}
+        if timeout is not None:
+            value["timeout"] = timeout
+        index = ex.record("call", name, json.dumps(value))
+        _publish(ex, host, signature, child, index, token, timeout)
     return FromOutside(ex, index, "call", name)
 
 
-def _publish(ex: Execution, host: Any, signature: Any, child: str, index: int, token: str) -> None:
-    ran_here = host.publish_call(signature, child, index, token)
+def _publish(
+    ex: Execution,
+    host: Any,
+    signature: Any,
+    child: str,
+    index: int,
+    token: str,
+    timeout: float | None,
+) -> None:
+    ran_here = host.publish_call(signature, child, index, token, timeout)
     ex.store.mark_sent(ex.id, ex.fence, index)
     if ran_here:
         ex.refresh_completions()  # an eager child has completed already

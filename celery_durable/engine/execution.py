@@ -23,6 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from celery_durable.codec import Codec
+from celery_durable.engine import cancel
 from celery_durable.engine.observer import Observer, log_pause
 from celery_durable.errors import (
     ContextError,
@@ -31,8 +32,8 @@ from celery_durable.errors import (
     UnreadableJournalError,
 )
 from celery_durable.journal.entries import Unreadable, encode_entry, read_entry
-from celery_durable.journal.failures import rebuild
-from celery_durable.journal.store import JournalStore, Started
+from celery_durable.journal.failures import ErrorRecord, rebuild
+from celery_durable.journal.store import Cancelling, JournalStore, Started
 from celery_durable.policy import RetryPolicy
 from celery_durable.rand import DurableRandom
 
@@ -46,16 +47,33 @@ ASYNC_STEPS = 8
 class Host(Protocol):
     """What an execution needs from the task system it runs in (Celery, for DurableTask)."""
 
-    def publish_call(self, signature: Any, child_id: str, index: int, token: str) -> bool:
+    def publish_call(
+        self,
+        signature: Any,
+        child_id: str,
+        index: int,
+        token: str,
+        timeout: float | None = None,
+    ) -> bool:
         """Start the child task ``signature`` under ``child_id``, wired to complete ``index``
         with ``token``, the secret journaled with the call: the child's outcome brings it.
+        With ``timeout``, the child has a deadline that many seconds after it starts.
 
         Returns True when the child ran in this process already (eager execution).
         """
         ...
 
-    def describe_call(self, signature: Any) -> str:
-        """The task name of a child signature, for the journal and for people."""
+    def describe_call(self, signature: Any, timeout: float | None = None) -> str:
+        """The task name of a child signature, for the journal and for people.
+
+        Raises:
+            ContextError: it is not a child this host can start (with ``timeout``).
+        """
+        ...
+
+    def cancel_children(self, children: list[tuple[int, str]], reason: str) -> None:
+        """Cancel the children ``(journal index, child id)`` for ``reason``: the
+        invocation raised a cancel, and they have not finished."""
         ...
 
 
@@ -63,10 +81,11 @@ class Execution:
     """The state of one execution: where replay stands, and what it may still write."""
 
     __slots__ = (
-        "_active", "_async", "_committed", "_halted", "_pool", "_thread", "call", "codec",
-        "combinators", "completions", "ended", "entries", "fence", "fingerprint", "host", "id",
-        "in_step", "max_value_bytes", "observer", "own_from", "owned", "passthrough", "paused_by",
-        "policy", "position", "rand", "resume", "resume_at", "store", "task_name",
+        "_active", "_async", "_committed", "_halted", "_pool", "_thread", "call", "cancel_entry",
+        "cancel_raised", "cancel_reason", "cancelling", "codec", "combinators", "completions",
+        "ended", "entries", "fence", "fingerprint", "host", "id", "in_step", "max_value_bytes",
+        "observer", "ops", "own_from", "owned", "passthrough", "paused_by", "policy", "position",
+        "rand", "resume", "resume_at", "store", "task_name",
     )  # fmt: skip
 
     def __init__(
@@ -133,10 +152,47 @@ class Execution:
         #: What paused the invocation (a ``NonDeterminismError``, or ``Paused`` when a
         #: policy was exhausted), raised again even if the body swallowed it.
         self.paused_by: BaseException | None = None
+        # A graceful cancel (``engine.cancel``).
+        self.ops = 0
+        """Durable operations the body asked for so far, counted from its top."""
+        self.cancel_reason: str | None = None
+        """Why the invocation was cancelled, once heard of and not yet raised."""
+        self.cancel_entry: tuple[int, int, ErrorRecord] | None = None
+        """The cancel an earlier execution raised: where, at which operation, what."""
+        self.cancel_raised = False
+        """True once a cancel was raised in the body, by this or an earlier execution."""
+        self.cancelling = False
+        """True while a cancel is to be raised: the one test each operation makes."""
+        if started.cancel is not None:
+            self.cancel_entry = cancel.journaled(started.entries)
+            if self.cancel_entry is None:
+                self.cancel_reason = started.cancel
+            self.cancel_raised = self.cancel_entry is not None
+            self.cancelling = True
 
     @property
     def is_replaying(self) -> bool:
         return self.position < len(self.entries)
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the invocation was cancelled, as far as this execution has heard."""
+        return self.cancel_raised or self.cancel_reason is not None
+
+    def heard_of_cancel(self, reason: str) -> None:
+        """A reply said the invocation was cancelled: raise it at the next operation.
+
+        Called from the body's thread, an async step's, or the lease's heartbeat.
+        """
+        if not self.cancel_raised and self.cancel_reason is None:
+            self.cancel_reason = reason
+            self.cancelling = True
+
+    def operation(self) -> None:
+        """The body asks for a durable operation: where a cancel is raised (``engine.cancel``)."""
+        self.ops += 1
+        if self.cancelling:
+            cancel.deliver(self)
 
     def close(self) -> None:
         """End the execution: later use of its context is an error."""
@@ -176,11 +232,17 @@ class Execution:
             # Only the body writes, in order. Only the body's thread starts async steps,
             # and it registers each before its thread runs: no thread can be writing now.
             existing = self.store.append(self.id, self.fence, index, entry, ends_attempts)
+            if isinstance(existing, Cancelling):
+                self.heard_of_cancel(existing.reason)
+                existing = None
             self.entries.append(entry if existing is None else existing)
         else:
             with self._committed:
                 self._wait_for(index)
                 existing = self.store.append(self.id, self.fence, index, entry, ends_attempts)
+                if isinstance(existing, Cancelling):
+                    self.heard_of_cancel(existing.reason)
+                    existing = None
                 self.entries.append(entry if existing is None else existing)
                 self._committed.notify_all()
         if existing is not None:

@@ -76,6 +76,7 @@ class DurableFuture(Generic[T]):
         and is not there yet.
         """
         self._ex.ensure_usable("result()")
+        self._ex.operation()
         value: T = settle(self._ex, self).unwrap()
         return value
 

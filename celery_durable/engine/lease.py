@@ -5,7 +5,8 @@ step path would cost a write per step and would not help a step that runs longer
 than the lease; so a daemon thread renews every lease the process holds, a third of
 the way into it, in one round trip per store. A lease that could not be renewed
 (another execution took it) is marked lost; the execution finds out at its next
-write, which the store refuses, and stops.
+write, which the store refuses, and stops. A renewal also tells the execution of a
+cancel (``Lease.on_cancel``), so that a long step can see it (``ctx.cancelled``).
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from celery_durable.errors import JournalError
+from celery_durable.journal.store import Cancelling
 
 logger = logging.getLogger("celery_durable")
 
@@ -26,7 +28,7 @@ logger = logging.getLogger("celery_durable")
 class Renewing(Protocol):
     """The part of a journal store a heartbeat needs."""
 
-    def renew(self, leases: Sequence[tuple[str, int]], ttl: float) -> list[bool]: ...
+    def renew(self, leases: Sequence[tuple[str, int]], ttl: float) -> list[bool | Cancelling]: ...
 
 
 @dataclass(eq=False)
@@ -40,6 +42,9 @@ class Lease:
     lost: bool = False
     """Set when a renewal found the lease taken: the execution's next write fails."""
     renewed_at: float = field(default_factory=time.monotonic)
+    on_cancel: Callable[[str], None] | None = None
+    """Told the reason when a renewal finds the invocation cancelled (from the heartbeat's
+    thread)."""
 
     @property
     def due_at(self) -> float:
@@ -58,9 +63,16 @@ class LeaseKeeper:
         self._pid = 0
         self._shortest = float("inf")
 
-    def hold(self, store: Renewing, task_id: str, fence: int, ttl: float) -> Lease:
+    def hold(
+        self,
+        store: Renewing,
+        task_id: str,
+        fence: int,
+        ttl: float,
+        on_cancel: Callable[[str], None] | None = None,
+    ) -> Lease:
         """Start renewing the lease that an execution took with ``fence``."""
-        lease = Lease(store, task_id, fence, ttl)
+        lease = Lease(store, task_id, fence, ttl, on_cancel=on_cancel)
         with self._lock:
             if self._pid != os.getpid():
                 # After a fork (a prefork pool child) the parent's thread is not here.
@@ -115,6 +127,8 @@ class LeaseKeeper:
                 continue
             for lease, ok in zip(group, renewed, strict=True):
                 lease.renewed_at = started
+                if isinstance(ok, Cancelling) and lease.on_cancel is not None:
+                    lease.on_cancel(ok.reason)
                 if not ok and not lease.lost:
                     lease.lost = True
                     logger.warning(

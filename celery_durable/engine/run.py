@@ -24,6 +24,7 @@ from celery_durable.errors import (
 )
 from celery_durable.journal.entries import check_size, encode_entry, parse
 from celery_durable.journal.failures import ErrorRecord, rebuild, record_of
+from celery_durable.journal.store import Cancelling
 from celery_durable.policy import RetryPolicy
 
 #: Errors of this library that a step's function may raise by misusing it.
@@ -196,14 +197,20 @@ def _retry_or_give_up(
         return _journal_error(ex, index, name, started_at, record, codec, exc, owned)
     ex.drain()  # the attempt releases the lease: async steps before this one go first
     existing = ex.store.record_attempt(
-        ex.id, ex.fence, index, attempts.to_json(), retry_in=verdict.delay
-    )
-    if existing is not None:
+        ex.id, ex.fence, index, attempts.to_json(), retry_in=verdict.delay,
+        cancellable=not ex.cancel_raised,
+    )  # fmt: skip
+    delay = verdict.delay
+    if isinstance(existing, Cancelling):
+        # Cancelled meanwhile: run again now, to raise the cancel at this step's start.
+        ex.heard_of_cancel(existing.reason)
+        delay = 0.0
+    elif existing is not None:
         return ex.adopt(index, "run", name, existing, codec)
-    log_retry(ex, index, name, attempts.failures, exc, verdict.delay)
+    log_retry(ex, index, name, attempts.failures, exc, delay)
     if ex.observer is not None:
-        ex.observer.step_failed(ex, index, "run", name, attempts.failures, exc, verdict.delay)
-    raise StepRetry(name, verdict.delay, exc)
+        ex.observer.step_failed(ex, index, "run", name, attempts.failures, exc, delay)
+    raise StepRetry(name, delay, exc)
 
 
 def _journal_error(

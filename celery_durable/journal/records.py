@@ -22,7 +22,8 @@ class Step:
     ``paused`` for one whose policy was exhausted with ``on_exhausted="pause"``,
     ``waiting`` for a timer, child or awakeable whose outcome has not come yet, or
     ``unreadable`` for an entry (or an outcome from outside) that is not what
-    celery-durable writes: its ``error`` says what is wrong."""
+    celery-durable writes: its ``error`` says what is wrong; ``cancelled`` for the entry
+    (kind ``cancel``) where the body raised a cancel."""
     attempts: int
     """Attempts so far, the first one included (worker deaths count as attempts)."""
     value: Any
@@ -64,7 +65,18 @@ class Invocation:
     awaiting: list[dict[str, Any]] = field(default_factory=list)
     """What a suspended invocation waits for: ``kind``, ``name``, ``index``; for a timer
     ``until``, when it is due (seconds since the epoch); for an awakeable read through
-    ``get_invocation`` or ``list_invocations``, ``awakeable_id``, which completes it."""
+    ``get_invocation`` or ``list_invocations``, ``awakeable_id``, which completes it; for
+    a slot of its concurrency key (kind ``slot``, named by the key), ``until``, when it
+    looks again."""
+    cancel_reason: str | None = None
+    """Why it was cancelled, once it was (gracefully): its body raises, or raised,
+    ``InvocationCancelled`` with it."""
+    deadline: datetime | None = None
+    """When it is cancelled unless it finished first (``durable_timeout``)."""
+    concurrency_key: str | None = None
+    """The concurrency key it holds a slot of, or waits for (``durable_concurrency_key``)."""
+    concurrency_limit: int | None = None
+    """How many invocations of that key may hold a slot at a time."""
 
     def as_dict(self) -> dict[str, Any]:
         """The invocation as JSON types, its steps as ``Step.as_dict``, times as ISO 8601
@@ -81,6 +93,10 @@ class Invocation:
             "seed": self.seed,
             "paused_reason": self.paused_reason,
             "awaiting": [_awaited(item) for item in self.awaiting],
+            "cancel_reason": self.cancel_reason,
+            "deadline": _iso(self.deadline),
+            "concurrency_key": self.concurrency_key,
+            "concurrency_limit": self.concurrency_limit,
         }
 
 
@@ -157,6 +173,8 @@ def parse_step(index: int, text: str, completion: str | None = None) -> Step:
         finished_at = _when(raw["v"]["until"] / 1000)
         if finished_at is not None and finished_at > datetime.now(UTC):
             status = "waiting"
+    elif kind == "cancel":
+        status = "cancelled"
     return Step(
         index=index,
         name=raw["n"],
@@ -188,6 +206,7 @@ def parse_invocation(
         except Unreadable as exc:
             what = f"its stored outcome is unreadable: {exc}"
             outcome = {"e": {"type": "UnreadableJournalError", "message": what}}
+    limit, _, key = meta.get("ckey", "").partition(":")
     steps = [parse_step(i, text, completions.get(str(i))) for i, text in enumerate(entries)]
     first = _json(meta.get("attempt"))
     # A retry of the body that re-opened several steps at once lists the others in "m".
@@ -228,6 +247,10 @@ def parse_invocation(
         seed=_int(meta.get("seed"), None),
         paused_reason=meta.get("paused_reason"),
         awaiting=[a for a in awaiting if isinstance(a, dict)] if isinstance(awaiting, list) else [],
+        cancel_reason=meta.get("cancel"),
+        deadline=_when(_int(meta.get("deadline"), 0) / 1000) if meta.get("deadline") else None,
+        concurrency_key=key if limit else None,
+        concurrency_limit=_int(limit, None) if limit else None,
     )
 
 

@@ -13,6 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from celery_durable.journal.control import Admission as Admission
+from celery_durable.journal.control import Cancel as Cancel
+from celery_durable.journal.control import Cancelling as Cancelling
+from celery_durable.journal.control import FlowControlStore
 from celery_durable.keys import MetaField
 
 #: An invocation as stored: its metadata, its journal entries, its completions.
@@ -79,6 +83,12 @@ class StartRequest:
     ended_fence: int = 0
     """The fence of an execution that ended in an outage without releasing its lease:
     that lease counts as released, neither live nor a death."""
+    timeout: float = 0.0
+    """Seconds from creation to the invocation's deadline, stored when this start creates
+    it (``durable_timeout``, a child's ``timeout``); 0 for none."""
+    concurrency: str = ""
+    """``<limit>:<key>`` of its concurrency key, stored when this start creates it; ""
+    for none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +125,8 @@ class Started:
     task_name: str = ""
     fingerprint: str = ""
     """What the invocation was started with (``conflict``)."""
+    cancel: str | None = None
+    """Why it was cancelled, if it was (``run``): see ``Cancelling``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +176,7 @@ class Fork:
     """Why it is paused until its first start."""
 
 
-class JournalStore(Protocol):
+class JournalStore(FlowControlStore, Protocol):
     """Where journals live. Every method is one round trip to the store.
 
     Every write of an execution carries its fence and is refused with ``LeaseLost``
@@ -184,13 +196,14 @@ class JournalStore(Protocol):
 
     def append(
         self, task_id: str, fence: int, index: int, entry: str, ends_attempts: bool
-    ) -> str | None:
+    ) -> str | Cancelling | None:
         """Store ``entry`` at ``index`` unless one is there (first writer wins).
 
         ``ends_attempts`` says the step had failed attempts or a guard, to be cleared.
 
         Returns:
-            None when this call wrote the entry, else the entry already at ``index``.
+            None when this call wrote the entry, ``Cancelling`` when it wrote it and the
+            invocation was cancelled, else the entry already at ``index``.
 
         Raises:
             LeaseLost: the invocation is gone, another execution took its lease, or it
@@ -206,7 +219,8 @@ class JournalStore(Protocol):
         attempt: str,
         release: bool = True,
         retry_in: float = 0.0,
-    ) -> str | None:
+        cancellable: bool = True,
+    ) -> str | Cancelling | None:
         """Record failed attempts of the step at ``index``; with ``release``, end cleanly.
 
         Released, the step's retry is due in ``retry_in`` seconds: until then, and
@@ -215,7 +229,10 @@ class JournalStore(Protocol):
         (the execution goes on and runs the step again).
 
         Returns:
-            None when recorded, else the entry another execution journaled at ``index``.
+            None when recorded, ``Cancelling`` when released while the invocation was
+            cancelled and the execution had raised no cancel (``cancellable``): its retry
+            should come at once, for the cancel to be raised at the step. Else the entry
+            another execution journaled at ``index``.
         """
         ...
 
@@ -235,7 +252,8 @@ class JournalStore(Protocol):
         retry_in: float = 0.0,
         call: str = "",
         reopen: Reopening | None = None,
-    ) -> bool:
+        cancellable: bool = True,
+    ) -> bool | Cancelling:
         """End the execution cleanly, keeping the invocation as it is (a Celery retry).
 
         The next delivery is due in ``retry_in`` seconds (the retry's countdown): until
@@ -244,12 +262,15 @@ class JournalStore(Protocol):
         with new arguments). With ``reopen``, in the same atomic write, the entries from
         ``reopen.start`` on are dropped and its attempt record stored, if ``reopen.last``
         is still the journal's last entry. Returns False when the execution no longer
-        held the lease, or the invocation no longer runs (then nothing changed).
+        held the lease, or the invocation no longer runs (then nothing changed), and
+        ``Cancelling`` when released while the invocation was cancelled and the execution
+        had raised no cancel (``cancellable``): its next delivery should come at once.
         """
         ...
 
-    def renew(self, leases: Sequence[tuple[str, int]], ttl: float) -> list[bool]:
-        """Extend the leases ``(task_id, fence)`` by ``ttl`` seconds; False for lost ones.
+    def renew(self, leases: Sequence[tuple[str, int]], ttl: float) -> list[bool | Cancelling]:
+        """Extend the leases ``(task_id, fence)`` by ``ttl`` seconds; False for lost ones,
+        ``Cancelling`` for renewed ones of cancelled invocations.
 
         True, with nothing extended, for a fence newer than the stored one: the store
         lost writes (the start that gave it), and the holder's next write says so.
@@ -314,13 +335,16 @@ class JournalStore(Protocol):
         indexes: Sequence[int],
         wake_at: float,
         call: str,
+        cancellable: bool = True,
     ) -> str:
         """Suspend the invocation until a completion at one of ``indexes`` or ``wake_at``.
 
         ``wake_at`` is seconds since the epoch (0 for no timer); ``awaiting`` describes
         what it waits for (JSON); ``call`` is what a wake-up re-publishes. The lease is
         released. Returns ``suspended``, or ``ready`` when an awaited completion is
-        there already or the timer is due, and the invocation must run again now.
+        there already, the timer is due, or the invocation was cancelled and the execution
+        had raised no cancel (``cancellable``): it must run again now. An index may be a
+        ``DoneField`` name (a slot's grant).
         """
         ...
 
@@ -362,11 +386,12 @@ class JournalStore(Protocol):
         return whether it existed."""
         ...
 
-    # -- Recovery of invocations whose message was lost ----------------------------------
+    # -- Recovery of invocations whose message was lost -----------------------------------
 
-    def take_recovery_turn(self, seconds: float) -> bool:
-        """Whether this process sweeps for lost invocations now; if so, no other process
-        gets a turn for ``seconds``."""
+    def take_recovery_turn(self, seconds: float, holder: str = "") -> bool:
+        """Whether this process sweeps for lost invocations and deadlines now; if so, no
+        other process gets a turn for ``seconds``. A ``holder`` whose turn it is keeps it
+        until then, however often it asks."""
         ...
 
     def recover(self, task_ids: Sequence[str], after: float) -> list[str | None]:

@@ -30,6 +30,7 @@ from celery.local import Proxy
 
 from celery_durable.celery_errors import Escape
 from celery_durable.context import DurableContext
+from celery_durable.engine import cancel
 from celery_durable.engine.execution import Execution
 from celery_durable.engine.futures import DurableFuture
 from celery_durable.errors import NonDeterminismError, Suspended
@@ -212,11 +213,21 @@ class _ReplayContext(DurableContext):
 class _NoHost:
     """Children of a replayed body are never started: their outcomes are in the journal."""
 
-    def describe_call(self, signature: Any) -> str:
+    def describe_call(self, signature: Any, timeout: float | None = None) -> str:
         return str(getattr(signature, "task", signature))
 
-    def publish_call(self, signature: Any, child_id: str, index: int, token: str) -> bool:
+    def publish_call(
+        self,
+        signature: Any,
+        child_id: str,
+        index: int,
+        token: str,
+        timeout: float | None = None,
+    ) -> bool:
         return False
+
+    def cancel_children(self, children: list[tuple[int, str]], reason: str) -> None:
+        pass
 
 
 class _Replay:
@@ -233,9 +244,13 @@ class _Replay:
         fence = store.start(
             recorded.id, StartRequest(task.name, "replay", seed, 3600.0, "replay:0")
         ).fence
+        entries = list(recorded.entries)
+        # A journal where a cancel was raised replays it where it was raised.
+        raised = cancel.journaled(entries)
         started = Started(
-            "run", fence=fence, seed=seed, entries=list(recorded.entries),
+            "run", fence=fence, seed=seed, entries=entries,
             completions=dict(recorded.completions),
+            cancel=None if raised is None else cancel.describe(raised[2]),
         )  # fmt: skip
         ex = _ReplayExecution(
             store, recorded.id, started, codec, task._default_policy(settings.retry)

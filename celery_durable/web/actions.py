@@ -1,4 +1,4 @@
-"""The console's changes: resume, restart, forget, resolve, reject, and bulk jobs.
+"""The console's changes: resume, restart, forget, resolve, reject, cancel, and bulk jobs.
 
 Each is a POST with a CSRF check, in two steps: the first shows what it will do and asks
 for confirmation, the second (``confirmed=yes``) does it through the same admin function
@@ -46,7 +46,7 @@ def routes(console: Console) -> list[BaseRoute]:
         route("/actions/forget", forget),
         route("/actions/resolve", resolve),
         route("/actions/reject", reject),
-        # /actions/cancel goes here, calling admin.cancel_invocation, once it exists.
+        route("/actions/cancel", cancel),
         route("/bulk/start", start_bulk, asks=False),
     ]
 
@@ -66,6 +66,8 @@ def _ask(
     value: str | None = None,
     problem: str | None = None,
     danger: bool = False,
+    value_label: str = "Value",
+    back_label: str = "Cancel",
 ) -> Response:
     """The confirmation page of ``action``: what it does, and a form that does it."""
     fields = {k: v for k, v in form.items() if k not in ("csrf", "confirmed")}
@@ -78,8 +80,10 @@ def _ask(
         explanation=explanation,
         fields=fields,
         value=value,
+        value_label=value_label,
         problem=problem,
         danger=danger,
+        back_label=back_label,
         back=build_url(request.scope.get("root_path", ""), "/invocation", id=form.get("id")),
     )
 
@@ -182,6 +186,55 @@ def forget(console: Console, request: Request, form: dict[str, str]) -> Response
     if not forgotten:
         return ask(problem=f"No invocation {task_id} is kept, so there was nothing to forget.")
     return _done(console, request, None, f"Forgot invocation {task_id}.")
+
+
+def cancel(console: Console, request: Request, form: dict[str, str]) -> Response:
+    task_id = form.get("id", "")
+    reason = form.get("reason", "").strip()
+    kill = form.get("kill") == "yes"
+    if kill:
+        question = f"Kill invocation {task_id}?"
+        explanation = (
+            "It ends now, cancelled, without running anything more of its body: no "
+            "compensation runs. An execution still running it stops at its next write, and "
+            "its unfinished children are killed too. This cannot be undone."
+        )
+    else:
+        question = f"Cancel invocation {task_id}?"
+        explanation = (
+            "Its body raises InvocationCancelled (a TerminalError) at its next durable "
+            "operation, so that its compensation runs; a suspended or paused invocation is "
+            "woken for it. Its unfinished children are cancelled too. It ends cancelled, or "
+            "completed if its body catches the error and returns."
+        )
+
+    def ask(problem: str | None = None) -> Response:
+        return _ask(
+            console, request, form, "cancel", question, explanation,
+            value=reason or "cancelled by an operator", value_label="Reason",
+            problem=problem, danger=True, back_label="Keep it",
+        )  # fmt: skip
+
+    if not _confirmed(form):
+        return ask()
+    app = console.celery_app
+    done, refused = _try(
+        ask, lambda: admin.cancel_invocation(app, task_id, reason or None, kill=kill)
+    )
+    if refused is not None:
+        return refused
+    if done.killed:
+        message = f"Killed invocation {task_id} (it was {done.previous_status})."
+    elif done.already:
+        message = f"Invocation {task_id} was cancelled before; it was woken again if it waited."
+    else:
+        message = (
+            f"Cancelled invocation {task_id} (it was {done.previous_status}): its body raises "
+            "InvocationCancelled at its next durable operation."
+        )
+    if done.children:
+        message += f" {len(done.children)} unfinished child(ren) with it."
+    return _done(console, request, task_id, message)
 
 
 def _awakeable(form: dict[str, str]) -> str:

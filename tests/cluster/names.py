@@ -15,6 +15,8 @@ PIPELINE = "cluster.pipeline"
 FLAKY = "cluster.flaky"
 OVERLAP = "cluster.overlap"
 NAP = "cluster.nap"
+KEYED = "cluster.keyed"
+DEADLINED = "cluster.deadlined"
 
 ENV_REDIS_URL = "DURABLE_CLUSTER_TEST_REDIS_URL"
 ENV_JOURNAL_URL = "DURABLE_CLUSTER_TEST_JOURNAL_URL"
@@ -84,6 +86,10 @@ class Records:
     def outcomes(self, task_id: str) -> str:
         """List: JSON of each delivery that ended (task_postrun)."""
         return self._key("outcomes", task_id)
+
+    def spans(self, key: str) -> str:
+        """List: JSON ``[task id, start, end]`` of each keyed step under a concurrency key."""
+        return self._key("spans", key)
 
     def active(self, task_id: str) -> str:
         """Counter: bodies of the task running right now."""

@@ -126,6 +126,24 @@ def nap(self: DurableTask, seconds: float) -> str:
     return "rested"
 
 
+@app.task(base=DurableTask, bind=True, name=names.KEYED, durable_concurrency_key="account")
+def keyed(self: DurableTask, account: str, duration: float) -> str:
+    """One at a time per account: a step, a sleep (the slot is held through it), a step."""
+    task_id = self.request.id
+    started = self.ctx.run("started", time.time)  # journaled: the same on every replay
+    self.ctx.run("first", slow_step, task_id, "first", 0, duration)
+    self.ctx.sleep(0.1, "between")
+    self.ctx.run("last", slow_step, task_id, "last", 1, duration)
+    r.rpush(rec.spans(account), json.dumps([task_id, started, time.time()]))
+    return account
+
+
+@app.task(base=DurableTask, bind=True, name=names.DEADLINED, durable_timeout=1.5)
+def deadlined(self: DurableTask, seconds: float) -> str:
+    self.ctx.sleep(seconds, "nap")
+    return "rested"
+
+
 def _ours(task: Any) -> bool:
     return getattr(task, "name", "").startswith("cluster.")
 

@@ -24,6 +24,7 @@ from celery_durable.journal.store import StartRequest
 from celery_durable.keys import InvocationKeys, KeySpace
 from celery_durable.stores.redis import RedisJournalStore
 from tests.cluster.cluster import LocalCluster
+from tests.contract.test_flow_contract import *  # noqa: F403
 from tests.contract.test_operator_contract import *  # noqa: F403
 from tests.contract.test_recovery_contract import *  # noqa: F403
 from tests.contract.test_store_contract import *  # noqa: F403

@@ -8,6 +8,7 @@ the journal) and what the journal holds (``get_invocation``).
 
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 from typing import Any
@@ -214,3 +215,25 @@ def test_listing_and_the_cli_see_invocations_on_every_master(world: World) -> No
     assert world.runs(running, "step-0", "step-1") == {"step-0": 1, "step-1": 1}
     assert celery_durable.list_invocations(world.app, status="running") == []
     assert len(celery_durable.list_invocations(world.app, status="completed")) == 7
+
+
+# -- Flow control: a key's line in another slot than its invocations; cancel; deadline --
+
+
+def test_flow_control_on_the_cluster_journal(world: World) -> None:
+    world.start_worker()
+    keyed = [world.send(names.KEYED, "acct", 0.2) for _ in range(3)]
+    napping = world.send(names.NAP, 3600.0)
+    late = world.send(names.DEADLINED, 3600.0)
+
+    assert [r.get(timeout=WAIT_TIMEOUT) for r in keyed] == ["acct"] * 3
+    spans = sorted(json.loads(s)[1:] for s in world.client.lrange(world.rec.spans("acct"), 0, -1))
+    assert len(spans) == 3
+    assert all(start >= end for (_, end), (start, _) in itertools.pairwise(spans))
+    assert celery_durable.concurrency_slots(world.app, "acct").holders == []
+
+    world.wait_status(napping.id, "suspended")
+    celery_durable.cancel_invocation(world.app, napping.id, reason="stop")
+    assert world.wait_status(napping.id, "cancelled").cancel_reason == "stop"
+    ended = world.wait_status(late.id, "cancelled")  # its deadline, 1.5 s after it began
+    assert "its deadline passed" in (ended.cancel_reason or "")

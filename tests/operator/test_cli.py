@@ -29,7 +29,8 @@ from tests.processes import RedisServer
 
 INVOCATION_KEYS = {
     "id", "task_name", "status", "steps", "result", "error", "created_at", "updated_at",
-    "seed", "paused_reason", "awaiting",
+    "seed", "paused_reason", "awaiting", "cancel_reason", "deadline", "concurrency_key",
+    "concurrency_limit",
 }  # fmt: skip
 STEP_KEYS = {
     "index", "name", "kind", "status", "attempts", "value", "error", "started_at", "finished_at",
@@ -452,3 +453,51 @@ def test_json_awaiting_gives_iso_times_and_the_awakeable_id(app: Celery, cli: In
         assert abs(datetime.fromisoformat(second["until"]).timestamp() - until) < 0.001
     shown = cli("show", "inv-1").stdout
     assert f"durable resolve {AwakeableId('inv-1', 0, 'tok')} JSON" in shown
+
+
+# -- cancel, and flow control in show ----------------------------------------------------------
+
+
+def test_cancel_marks_wakes_and_says_so_and_refuses_a_finished_one(
+    app: Celery, cli: Invoke
+) -> None:
+    store = runtime_for(app).store
+    started = store.start("inv-s", StartRequest(PIPELINE, "fp", 1, 30.0, "h:1"))
+    store.suspend("inv-s", started.fence, "[]", [], time.time() + 3600, "")
+    done = cli("cancel", "inv-s", "--reason", "out of stock", "--json")
+    assert done.exit_code == 0, done.output
+    assert loads(done.stdout) == {
+        "id": "inv-s", "previous_status": "suspended", "killed": False, "already": False,
+        "children": [],
+    }  # fmt: skip
+    shown = cli("show", "inv-s")
+    assert "cancelled   out of stock" in shown.stdout
+    assert loads(cli("show", "inv-s", "--json").stdout)["cancel_reason"] == "out of stock"
+    again = cli("cancel", "inv-s")
+    assert again.exit_code == 0
+    assert "was cancelled before" in again.stdout
+
+    killed = cli("cancel", "inv-s", "--kill")
+    assert killed.exit_code == 0 and "Killed invocation inv-s (it was suspended)" in killed.stdout
+    refused = cli("cancel", "inv-s")
+    assert refused.exit_code == 1
+    assert "invocation inv-s is cancelled: it has finished" in refused.stderr
+    gone = cli("cancel", "nobody")
+    assert gone.exit_code == 1 and "nothing to cancel" in gone.stderr
+
+
+def test_show_says_who_holds_a_key_and_who_waits(app: Celery, cli: Invoke) -> None:
+    store = runtime_for(app).store
+    for task_id in ("inv-a", "inv-b", "inv-c"):
+        store.start(task_id, StartRequest(PIPELINE, "fp", 1, 30.0, "h:1", concurrency="1:acct"))
+        store.acquire_slot("acct", task_id, 1)
+    shown = cli("show", "inv-c")
+    assert "key         'acct': waits, 2 of 2 in line; 1 of 1 slot(s) held" in shown.stdout
+    assert "holders     inv-a" in shown.stdout
+    assert "waiting     inv-b, inv-c" in shown.stdout
+    document = loads(cli("show", "inv-a", "--json").stdout)
+    assert (document["concurrency_key"], document["concurrency_limit"]) == ("acct", 1)
+    assert document["concurrency"] == {
+        "key": "acct", "holders": ["inv-a"], "waiting": ["inv-b", "inv-c"],
+    }  # fmt: skip
+    assert "holds one" in cli("show", "inv-a").stdout

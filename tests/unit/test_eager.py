@@ -124,3 +124,32 @@ def test_a_policy_that_never_gives_up_ends_instead_of_hanging(durable_app: Celer
 
     with pytest.raises(RecursionError):
         down.delay()
+
+
+@pytest.mark.durable_replay_each_step
+def test_a_cancel_replays_where_it_was_raised_when_every_step_is_replayed(
+    durable_app: Celery,
+) -> None:
+    from celery_durable import InvocationCancelled
+    from celery_durable.runtime import runtime_for
+
+    runs: Counter[str] = Counter()
+
+    @durable_app.task(base=DurableTask, bind=True, shared=False)
+    def saga(self: DurableTask) -> str:
+        ctx, store = self.ctx, runtime_for(durable_app).eager_store
+        ctx.run("reserve", runs.update, ["reserve"])
+        ctx.run("cancel", lambda: store.cancel(self.request.id, "stop") and None)
+        try:
+            ctx.run("charge", runs.update, ["charge"])
+            ctx.run("ship", runs.update, ["ship"])
+        except InvocationCancelled as exc:
+            ctx.run("refund", runs.update, ["refund"])
+            return f"refunded: {exc.reason}"
+        return "shipped"
+
+    # Every step after the first is reached through a replay, the cancel's entry too: it
+    # is raised at the same operation each time, and no step ran twice. (The execution
+    # after "cancel" hears of it at its start, so "charge", the next new step, raises.)
+    assert saga.delay().get() == "refunded: stop"
+    assert runs == {"reserve": 1, "refund": 1}

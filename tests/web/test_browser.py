@@ -157,6 +157,26 @@ def test_a_paused_invocation_is_resumed_with_the_button_until_it_completes(
     assert runs == {"reserve": 1, "charge": 3}  # reserve replayed; charge 2 failed + 1
 
 
+def test_a_waiting_invocation_is_cancelled_with_the_button_and_ends_cancelled(
+    world: World, console: Served, page: Page
+) -> None:
+    task_id = world.send(APPROVAL, "o-cancel")
+    world.wait_status(task_id, "suspended")
+    page.goto(f"{console.url}/invocation?id={task_id}")
+    page.fill("form.cancel input[name=reason]", "the customer left")
+    page.click("form.cancel button")
+    expect(page.locator("h1")).to_have_text(f"Cancel invocation {task_id}?")
+    expect(page.locator("pre.json")).to_have_text("the customer left")
+    page.click("button:has-text('Yes, cancel')")
+    expect(page.locator(".flash")).to_contain_text(f"Cancelled invocation {task_id}")
+    # Woken at once, it raised the cancel where it waited: the page refreshes until then.
+    expect(page.locator(".facts .status")).to_have_text("cancelled", timeout=TIMEOUT_MS)
+    expect(page.locator(".facts")).to_contain_text("the customer left")
+    expect(page.locator("form.cancel")).to_have_count(0)  # nothing left to cancel
+    inv = world.wait_status(task_id, "cancelled")
+    assert inv.error is not None and inv.error["type"] == "InvocationCancelled"
+
+
 def test_an_awakeable_is_resolved_through_the_form(
     world: World, console: Served, page: Page
 ) -> None:

@@ -260,9 +260,10 @@ def test_read_only_shows_no_action_and_accepts_none(
         assert "read-only" in html
         assert "/actions/" not in html and "Bulk actions" not in html
         csrf = web.cookies.get("durable_csrf")
-        refused = web.post("/actions/resume", data={"id": "inv-p", "confirmed": "yes",
-                                                   "csrf": csrf or ""})  # fmt: skip
-        assert refused.status_code in (404, 405)
+        for action in ("resume", "cancel"):
+            refused = web.post(f"/actions/{action}", data={"id": "inv-p", "confirmed": "yes",
+                                                          "csrf": csrf or ""})  # fmt: skip
+            assert refused.status_code in (404, 405)
         assert web.get("/bulk").status_code == 403
     assert get_invocation(app, "inv-p").status == "paused"  # type: ignore[union-attr]
 
@@ -311,6 +312,31 @@ def test_every_action_asks_first_then_does_what_the_cli_does(
     assert post(web, "/actions/forget", id="inv-r", confirmed="yes").status_code == 303
     assert get_invocation(app, "inv-r") is None
     assert "nothing to forget" in post(web, "/actions/forget", id="inv-r", confirmed="yes").text
+
+
+def test_cancel_asks_first_then_cancels_or_kills_as_the_cli_does(
+    app: Celery, web: httpx.Client, redis_client: redis.Redis, key_prefix: str
+) -> None:
+    paused(app, redis_client, key_prefix, "inv-p")
+    page = web.get("/invocation", params={"id": "inv-p"}).text
+    assert 'action="/actions/cancel"' in page
+    asked = post(web, "/actions/cancel", id="inv-p", reason="out of stock")
+    assert asked.status_code == 200
+    assert "Cancel invocation inv-p?" in asked.text and "out of stock" in asked.text
+    assert "Keep it" in asked.text  # going back is not another "cancel"
+    assert get_invocation(app, "inv-p").cancel_reason is None  # type: ignore[union-attr]
+    done = post(web, "/actions/cancel", id="inv-p", reason="out of stock", confirmed="yes")
+    assert done.status_code == 303
+    inv = get_invocation(app, "inv-p")
+    assert inv is not None and inv.cancel_reason == "out of stock"  # released, woken
+
+    killed = post(web, "/actions/cancel", id="inv-p", kill="yes")
+    assert "Kill invocation inv-p?" in killed.text
+    assert post(web, "/actions/cancel", id="inv-p", kill="yes", confirmed="yes").status_code == 303
+    assert get_invocation(app, "inv-p").status == "cancelled"  # type: ignore[union-attr]
+    assert 'action="/actions/cancel"' not in web.get("/invocation", params={"id": "inv-p"}).text
+    again = post(web, "/actions/cancel", id="inv-p", confirmed="yes")
+    assert again.status_code == 409 and "it has finished" in again.text  # the CLI's message
 
 
 def test_an_awakeable_is_resolved_with_json_checked_in_the_form(

@@ -22,6 +22,11 @@ class MemoryBase:
         self.expires_at: dict[str, float] = {}
         self.tombstones: dict[str, tuple[int, float]] = {}
         """The last fence of forgotten invocations, and when it is dropped (monotonic)."""
+        self.deadlines: dict[str, int] = {}
+        """Invocations with a deadline, by when it is (ms; a sorted set in Redis)."""
+        self.holders: dict[str, dict[str, int]] = {}
+        self.waiting: dict[str, dict[str, int]] = {}
+        """By concurrency key: who holds a slot (by when), who waits (by when they asked)."""
         self.round_trips = 0
         self._swept_at = time.monotonic()
         # Executions of one process may run in threads (a threads pool, eager tasks).

@@ -16,13 +16,15 @@ class Recovery(MemoryBase):
     """The recovery sweep's turn and claims (``JournalStore``)."""
 
     _turn_until = 0.0
+    _turn_holder = ""
 
-    def take_recovery_turn(self, seconds: float) -> bool:
+    def take_recovery_turn(self, seconds: float, holder: str = "") -> bool:
         with self._lock:
             self.round_trips += 1
             if time.monotonic() < self._turn_until:
-                return False
+                return bool(holder) and holder == self._turn_holder
             self._turn_until = time.monotonic() + seconds
+            self._turn_holder = holder
             return True
 
     def recover(self, task_ids: Sequence[str], after: float) -> list[str | None]:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from celery_durable.errors import JournalError, LeaseLost
 from celery_durable.journal.store import (
     FINISHED,
+    Cancelling,
     Reopening,
     Started,
     StartRequest,
@@ -16,12 +17,13 @@ from celery_durable.journal.store import (
 )
 from celery_durable.keys import MetaField as F
 from celery_durable.stores.memory.base import now_ms
+from celery_durable.stores.memory.flow_control import FlowControl
 from celery_durable.stores.memory.operators import Operators
 from celery_durable.stores.memory.recovery import Recovery
 from celery_durable.stores.memory.waiting import Waiting
 
 
-class MemoryJournalStore(Waiting, Operators, Recovery):
+class MemoryJournalStore(Waiting, Operators, Recovery, FlowControl):
     """The ``JournalStore`` of one process, in memory (``stores/memory/__init__``)."""
 
     def start(self, task_id: str, request: StartRequest) -> Started:
@@ -44,6 +46,12 @@ class MemoryJournalStore(Waiting, Operators, Recovery):
                 }  # fmt: skip
                 if request.call:
                     self.meta[task_id][F.CALL] = request.call
+                if request.timeout > 0:
+                    deadline = at_ms + int(request.timeout * 1000)
+                    self.meta[task_id][F.DEADLINE] = str(deadline)
+                    self.deadlines[task_id] = deadline
+                if request.concurrency:
+                    self.meta[task_id][F.CONCURRENCY_KEY] = request.concurrency
                 self.journals[task_id] = []
                 self.done[task_id] = {}
                 self.expires_at.pop(task_id, None)
@@ -93,11 +101,12 @@ class MemoryJournalStore(Waiting, Operators, Recovery):
                 attempt=meta.get(F.ATTEMPT),
                 guard=int(meta[F.GUARD]) if F.GUARD in meta else None,
                 completions=dict(self.done[task_id]),
+                cancel=meta.get(F.CANCEL),
             )
 
     def append(
         self, task_id: str, fence: int, index: int, entry: str, ends_attempts: bool
-    ) -> str | None:
+    ) -> str | Cancelling | None:
         with self._lock:
             meta = self._running(task_id, fence, f"write step {index} of")
             journal = self.journals[task_id]
@@ -106,7 +115,7 @@ class MemoryJournalStore(Waiting, Operators, Recovery):
                 if ends_attempts:
                     meta.pop(F.ATTEMPT, None)
                     meta.pop(F.GUARD, None)
-                return None
+                return _cancelling(meta)
             if len(journal) > index:
                 return journal[index]
             raise JournalError(f"entry {index} written while the journal holds {len(journal)}")
@@ -119,7 +128,8 @@ class MemoryJournalStore(Waiting, Operators, Recovery):
         attempt: str,
         release: bool = True,
         retry_in: float = 0.0,
-    ) -> str | None:
+        cancellable: bool = True,
+    ) -> str | Cancelling | None:
         with self._lock:
             meta = self._running(task_id, fence, f"record a failed attempt of step {index} of")
             journal = self.journals[task_id]
@@ -129,7 +139,10 @@ class MemoryJournalStore(Waiting, Operators, Recovery):
             if release:
                 for name in (F.GUARD, F.LEASE, F.LEASE_UNTIL):
                     meta.pop(name, None)
-                meta[F.DUE] = str(now_ms() + max(0, int(retry_in * 1000)))
+                cancelled = _cancelling(meta) if cancellable else None
+                due_in = 0 if cancelled else max(0, int(retry_in * 1000))
+                meta[F.DUE] = str(now_ms() + due_in)
+                return cancelled
             return None
 
     def guard(self, task_id: str, fence: int, index: int) -> str | None:
@@ -149,7 +162,8 @@ class MemoryJournalStore(Waiting, Operators, Recovery):
         retry_in: float = 0.0,
         call: str = "",
         reopen: Reopening | None = None,
-    ) -> bool:
+        cancellable: bool = True,
+    ) -> bool | Cancelling:
         with self._lock:
             self.round_trips += 1
             meta = self._live(task_id)
@@ -158,7 +172,8 @@ class MemoryJournalStore(Waiting, Operators, Recovery):
             meta.pop(F.LEASE, None)
             meta.pop(F.LEASE_UNTIL, None)
             meta[F.UPDATED_AT] = now()
-            meta[F.DUE] = str(now_ms() + max(0, int(retry_in * 1000)))
+            cancelled = _cancelling(meta) if cancellable else None
+            meta[F.DUE] = str(now_ms() + (0 if cancelled else max(0, int(retry_in * 1000))))
             if fingerprint:
                 meta[F.FINGERPRINT] = fingerprint
             if call:
@@ -167,12 +182,12 @@ class MemoryJournalStore(Waiting, Operators, Recovery):
             if reopen is not None and reopen.start < len(journal) and journal[-1] == reopen.last:
                 del journal[reopen.start :]
                 meta[F.ATTEMPT] = reopen.attempt
-            return True
+            return cancelled or True
 
-    def renew(self, leases: Sequence[tuple[str, int]], ttl: float) -> list[bool]:
+    def renew(self, leases: Sequence[tuple[str, int]], ttl: float) -> list[bool | Cancelling]:
         with self._lock:
             self.round_trips += 1
-            renewed = []
+            renewed: list[bool | Cancelling] = []
             for task_id, fence in leases:
                 meta = self._live(task_id)
                 if meta is not None and int(meta[F.FENCE]) < fence:
@@ -181,7 +196,9 @@ class MemoryJournalStore(Waiting, Operators, Recovery):
                 ok = meta is not None and meta[F.FENCE] == str(fence) and F.LEASE in meta
                 if meta is not None and ok:
                     meta[F.LEASE_UNTIL] = str(now_ms() + int(ttl * 1000))
-                renewed.append(ok)
+                    renewed.append(_cancelling(meta) or True)
+                else:
+                    renewed.append(False)
             return renewed
 
     def break_lease(self, task_id: str, holder: str) -> bool:
@@ -255,3 +272,9 @@ class MemoryJournalStore(Waiting, Operators, Recovery):
             meta.update({F.STATUS: "paused", F.PAUSED_REASON: reason, F.UPDATED_AT: now()})
             self.expires_at.pop(task_id, None)
             return "paused"
+
+
+def _cancelling(meta: dict[str, str]) -> Cancelling | None:
+    """What a write's reply says of a cancel: ``Cancelling`` when there is one."""
+    reason = meta.get(F.CANCEL)
+    return None if reason is None else Cancelling(reason)

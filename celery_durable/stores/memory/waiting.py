@@ -21,6 +21,7 @@ class Waiting(MemoryBase):
         indexes: Sequence[int],
         wake_at: float,
         call: str,
+        cancellable: bool = True,
     ) -> str:
         with self._lock:
             meta = self._running(task_id, fence, "suspend")
@@ -28,6 +29,8 @@ class Waiting(MemoryBase):
             meta.pop(F.LEASE_UNTIL, None)
             meta[F.UPDATED_AT] = now()
             meta[F.CALL] = call
+            if cancellable and F.CANCEL in meta:  # it raises the cancel where it waits
+                return "ready"
             if any(str(i) in self.done[task_id] for i in indexes):
                 return "ready"
             wake_ms = int(wake_at * 1000) if wake_at else 0

@@ -46,8 +46,16 @@ RESUME = Script("resume")
 FORK = Script("fork")
 FORGET_IF = Script("forget_if")
 RECOVER = Script("recover")
+# Flow control: cancel, deadlines, concurrency keys.
+CANCEL = Script("cancel")
+DEADLINES = Script("deadlines")
+ACQUIRE_SLOT = Script("acquire_slot")
+RELEASE_SLOTS = Script("release_slots")
+CHECK_HOLDER = Script("check_holder")
+GRANT_SLOT = Script("grant_slot")
 
 ALL = (
     START, APPEND, ATTEMPT, GUARD, RELEASE, RENEW, BREAK_LEASE, FINISH, PAUSE, PAUSE_FINISHED,
     FORGET, SUSPEND, COMPLETE, SENT, CLAIM, ACK_WAKEUP, RESUME, FORK, FORGET_IF, RECOVER,
+    CANCEL, DEADLINES, ACQUIRE_SLOT, RELEASE_SLOTS, CHECK_HOLDER, GRANT_SLOT,
 )  # fmt: skip

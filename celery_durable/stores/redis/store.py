@@ -13,20 +13,21 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from celery_durable.errors import JournalError
-from celery_durable.journal.store import Reopening, Started, StartRequest, now
+from celery_durable.journal.store import Cancelling, Reopening, Started, StartRequest, now
 from celery_durable.keys import KeySpace
 from celery_durable.stores.redis import scripts
 from celery_durable.stores.redis.base import ms, redact
 from celery_durable.stores.redis.connect import client_for
 from celery_durable.stores.redis.durability import Durability
 from celery_durable.stores.redis.errors import REDIS_ERRORS
+from celery_durable.stores.redis.flow_control import FlowControl, cancelling
 from celery_durable.stores.redis.lean import bulk, transaction, transaction_replies
 from celery_durable.stores.redis.operators import Operators
 from celery_durable.stores.redis.recovery import Recovery
 from celery_durable.stores.redis.waiting import Waiting
 
 
-class RedisJournalStore(Waiting, Operators, Recovery):
+class RedisJournalStore(Waiting, Operators, Recovery, FlowControl):
     """Keeps journals in Redis (one server, a Sentinel-managed primary, or a cluster)."""
 
     _append_head: tuple[str, int, bytes] = ("", 0, b"")
@@ -52,17 +53,17 @@ class RedisJournalStore(Waiting, Operators, Recovery):
         k = self._keys.invocation(task_id)
         args = (
             k.meta, k.journal, k.done, *self._keys.indexes(task_id), self._keys.wakeups_of(task_id),
-            k.tombstone,
+            k.tombstone, self._keys.deadlines_of(task_id),
             task_id, request.task_name, request.fingerprint, str(request.seed),
             now(), ms(request.lease_ttl), request.holder, request.nesting, request.call,
-            request.ended_fence,
+            request.ended_fence, int(request.timeout * 1000), request.concurrency,
         )  # fmt: skip
 
         # MULTI makes the journal read exactly the one the script saw. A durability
         # level waits after EXEC, on the same connection: the entries handed back must
         # be as durable as a step's write before the body sees them.
         commands = (
-            ("EVALSHA", scripts.START.sha, 9, *args),
+            ("EVALSHA", scripts.START.sha, 10, *args),
             ("LRANGE", k.journal, 0, -1),
             ("HGETALL", k.done),
         )
@@ -102,7 +103,10 @@ class RedisJournalStore(Waiting, Operators, Recovery):
             if reply[2] != "running":  # woken: its wake-up copy is not needed any more
                 with self._errors(task_id, "start"):
                     self._drop_wakeup_copy(task_id)
-            _, fence, status, seed, length, deaths, attempt, guard, created = reply
+            _, fence, status, seed, length, deaths, attempt, guard, created, cancel = reply
+            if created and request.timeout:
+                with self._errors(task_id, "note the deadline of"):
+                    self._copy_deadline(task_id, request.timeout)
             return Started(
                 "run",
                 created=bool(created),
@@ -114,6 +118,7 @@ class RedisJournalStore(Waiting, Operators, Recovery):
                 attempt=attempt,
                 guard=None if guard is None else int(guard),
                 completions=completions,
+                cancel=cancel,
             )
         if state == "done":
             return Started("done", status=reply[1], outcome=reply[2] or None)
@@ -126,16 +131,16 @@ class RedisJournalStore(Waiting, Operators, Recovery):
 
     def append(
         self, task_id: str, fence: int, index: int, entry: str, ends_attempts: bool
-    ) -> str | None:
+    ) -> str | Cancelling | None:
         # The hot path: one EVALSHA, and nothing else that can be avoided.
         flag = "1" if ends_attempts else "0"
         try:
             if self._lean is None:
                 k = self._keys.invocation(task_id)
-                reply: str | None = self._write(
+                reply: Any = self._write(
                     scripts.APPEND, 2, k.meta, k.journal, fence, index, entry, flag
                 )
-                return reply
+                return cancelling(reply)
             # Packed by hand: what is the same for every step of an execution once.
             cached_id, cached_fence, head = self._append_head
             if (cached_id, cached_fence) != (task_id, fence):
@@ -147,7 +152,7 @@ class RedisJournalStore(Waiting, Operators, Recovery):
             reply = self._send_write(
                 packed, scripts.APPEND, 2, k.meta, k.journal, fence, index, entry, flag
             )
-            return reply
+            return cancelling(reply)
         except REDIS_ERRORS as exc:
             raise self._error(exc, task_id, f"write step {index} of") from exc
 
@@ -165,15 +170,17 @@ class RedisJournalStore(Waiting, Operators, Recovery):
         attempt: str,
         release: bool = True,
         retry_in: float = 0.0,
-    ) -> str | None:
+        cancellable: bool = True,
+    ) -> str | Cancelling | None:
         k = self._keys.invocation(task_id)
         flag = "1" if release else "0"
         due_in = max(0, int(retry_in * 1000))
         with self._errors(task_id, f"record a failed attempt of step {index} of"):
-            reply: str | None = self._write(
-                scripts.ATTEMPT, 2, k.meta, k.journal, fence, index, attempt, now(), flag, due_in
-            )
-        return reply
+            reply: Any = self._write(
+                scripts.ATTEMPT, 2, k.meta, k.journal, fence, index, attempt, now(), flag, due_in,
+                "1" if cancellable else "0",
+            )  # fmt: skip
+        return cancelling(reply)
 
     def guard(self, task_id: str, fence: int, index: int) -> str | None:
         k = self._keys.invocation(task_id)
@@ -189,20 +196,22 @@ class RedisJournalStore(Waiting, Operators, Recovery):
         retry_in: float = 0.0,
         call: str = "",
         reopen: Reopening | None = None,
-    ) -> bool:
+        cancellable: bool = True,
+    ) -> bool | Cancelling:
         k = self._keys.invocation(task_id)
         due_in = max(0, int(retry_in * 1000))
         args = (k.meta, k.journal, fence, fingerprint, now(), due_in, call)
+        news = "1" if cancellable else "0"
         with self._errors(task_id, "release"):
             if reopen is None:
-                reply = self._eval(scripts.RELEASE, 2, *args, -1, "", "")
+                reply = self._eval(scripts.RELEASE, 2, *args, -1, "", "", news)
             else:  # it writes the journal: as durable as any journal write
                 reply = self._write(
-                    scripts.RELEASE, 2, *args, reopen.start, reopen.last, reopen.attempt
+                    scripts.RELEASE, 2, *args, reopen.start, reopen.last, reopen.attempt, news
                 )
-        return bool(reply)
+        return Cancelling(reply[1]) if isinstance(reply, list) else bool(reply)
 
-    def renew(self, leases: Sequence[tuple[str, int]], ttl: float) -> list[bool]:
+    def renew(self, leases: Sequence[tuple[str, int]], ttl: float) -> list[bool | Cancelling]:
         if not leases:
             return []
         ttl_ms = ms(ttl)
@@ -218,7 +227,8 @@ class RedisJournalStore(Waiting, Operators, Recovery):
 
         with self._errors(leases[0][0], "renew the lease of"):
             replies = self._loading_scripts(call)
-        return [bool(r) for r in replies]
+        # A text reply is the reason of a cancel: renewed, and cancelled.
+        return [Cancelling(r) if isinstance(r, str) else bool(r) for r in replies]
 
     def break_lease(self, task_id: str, holder: str) -> bool:
         k = self._keys.invocation(task_id)

@@ -35,6 +35,7 @@ class Waiting(RedisBase):
         indexes: Sequence[int],
         wake_at: float,
         call: str,
+        cancellable: bool = True,
     ) -> str:
         k = self._keys.invocation(task_id)
         ix = self._keys.indexes(task_id)
@@ -44,6 +45,7 @@ class Waiting(RedisBase):
                 scripts.SUSPEND, 5, k.meta, k.done, ix.running, ix.suspended,
                 self._keys.wakeups_of(task_id),
                 task_id, fence, awaiting, ",".join(map(str, indexes)), wake_ms, call, now(),
+                "1" if cancellable else "0",
             )  # fmt: skip
             if state == "suspended" and wake_ms:
                 self._copy_wakeup(task_id, wake_ms)

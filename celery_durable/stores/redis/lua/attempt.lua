@@ -10,12 +10,15 @@
 -- ARGV[5]  '1' to release the lease (the execution ends), '0' to keep it
 -- ARGV[6]  when released: milliseconds until the retry is due (its countdown), which the
 --          recovery sweep waits for
--- Fields: fence status (read); attempt updated_at deaths (set); due (set when released);
---         guard lease lease_until (deleted when released)
--- Returns  nil when recorded, else the entry another execution journaled at that index.
+-- ARGV[7]  '1' while the execution has raised no cancel, else '0' (suspend.lua)
+-- Fields: fence status cancel (read); attempt updated_at deaths (set); due (set when
+--         released); guard lease lease_until (deleted when released)
+-- Returns  nil when recorded ({'cancel', reason} when released while the invocation is
+--          cancelled: its retry is due now, for the cancel to be raised at the step), else
+--          the entry another execution journaled at that index.
 --          Errors: GONE, FENCED, NOTRUNNING, as append.lua.
 local meta, journal = KEYS[1], KEYS[2]
-local f = redis.call('HMGET', meta, 'fence', 'status')
+local f = redis.call('HMGET', meta, 'fence', 'status', 'cancel')
 if f[1] ~= ARGV[1] then
   return fenced(f[1], ARGV[1])
 end
@@ -31,7 +34,11 @@ if ARGV[5] == '1' then
   -- The step returned (by raising): an at-most-once guard has nothing left to guard.
   redis.call('HDEL', meta, 'guard', 'lease', 'lease_until')
   local t = redis.call('TIME')
-  local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[6])
-  redis.call('HSET', meta, 'due', due)
+  local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if f[3] and ARGV[7] == '1' then
+    redis.call('HSET', meta, 'due', due)
+    return {'cancel', f[3]}
+  end
+  redis.call('HSET', meta, 'due', due + tonumber(ARGV[6]))
 end
 return false

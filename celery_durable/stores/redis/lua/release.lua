@@ -16,14 +16,16 @@
 -- ARGV[7]  the journal's last entry as the holder wrote it: nothing is dropped unless
 --          it is still the last one
 -- ARGV[8]  the attempt record of the re-opened step(s), JSON, set with the drop
--- Fields: fence status (read); updated_at due fingerprint call attempt (set); lease
---         lease_until (deleted)
+-- ARGV[9]  '1' while the execution has raised no cancel, else '0' (suspend.lua)
+-- Fields: fence status cancel (read); updated_at due fingerprint call attempt (set);
+--         lease lease_until (deleted)
 -- Deaths before it at this frontier still count: this clean end adds none.
--- Returns  1 when released; 0 when the invocation is gone, another execution holds it,
---          or it no longer runs (a finished one keeps the fingerprint of its outcome);
---          then nothing changed.
+-- Returns  1 when released ({'cancel', reason} when the invocation is cancelled: its next
+--          delivery is due now, for the cancel to be raised); 0 when the invocation is
+--          gone, another execution holds it, or it no longer runs (a finished one keeps
+--          the fingerprint of its outcome); then nothing changed.
 local meta, journal = KEYS[1], KEYS[2]
-local f = redis.call('HMGET', meta, 'fence', 'status')
+local f = redis.call('HMGET', meta, 'fence', 'status', 'cancel')
 if f[1] ~= ARGV[1] then
   return 0
 end
@@ -31,7 +33,11 @@ if f[2] ~= 'running' then
   return 0
 end
 local t = redis.call('TIME')
-local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[4])
+local cancelled = f[3] and ARGV[9] == '1'
+local due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if not cancelled then
+  due = due + tonumber(ARGV[4])
+end
 redis.call('HDEL', meta, 'lease', 'lease_until')
 redis.call('HSET', meta, 'updated_at', ARGV[3], 'due', due)
 if ARGV[2] ~= '' then
@@ -49,5 +55,8 @@ if start >= 0 and start < redis.call('LLEN', journal)
     redis.call('LTRIM', journal, 0, start - 1)
   end
   redis.call('HSET', meta, 'attempt', ARGV[8])
+end
+if cancelled then
+  return {'cancel', f[3]}
 end
 return 1

@@ -7,6 +7,7 @@
 -- KEYS[6]  index of suspended ones              KEYS[7]  index of paused ones
 -- KEYS[8]  the wake-ups sorted set of its slot (the one wake-ups set on one Redis)
 -- KEYS[9]  its tombstone: the last fence of a forgotten incarnation (forget.lua)
+-- KEYS[10] the deadlines sorted set of its slot (the one deadlines set on one Redis)
 -- ARGV[1]  task id (the index member)           ARGV[2]  task name
 -- ARGV[3]  argument fingerprint                 ARGV[4]  seed, stored on creation only
 -- ARGV[5]  now, seconds since the epoch         ARGV[6]  lease ttl, milliseconds
@@ -15,12 +16,18 @@
 -- ARGV[10] the fence of an execution that ended in an outage unable to release its
 --          lease (a header of the retry it published), or 0: that lease counts as
 --          released, neither live nor a death
+-- ARGV[11] milliseconds from creation to its deadline (durable_timeout), or 0: stored on
+--          creation, with the deadline in KEYS[10]
+-- ARGV[12] '<limit>:<key>' of its concurrency key, or '': stored on creation
 -- Fields: task fingerprint seed status outcome created_at updated_at fence lease
 --         lease_until frontier deaths attempt guard nesting paused_reason call released
+--         cancel (read); deadline ckey (set on creation)
 -- Returns one of
---   {'run', fence, status, seed, length, deaths, attempt|false, guard|false, created}
+--   {'run', fence, status, seed, length, deaths, attempt|false, guard|false, created,
+--    cancel|false}
 --        this execution holds the lease; deaths counts executions that died in a row
---        with the journal at this length (an expired lease never released)
+--        with the journal at this length (an expired lease never released); cancel is
+--        the reason of a cancel (cancel.lua), which it raises at its next operation
 --   {'done', status, outcome|false}   finished, or replaced by a later request
 --   {'busy', remaining ms, holder}    another execution holds a live lease
 --   {'conflict', task, fingerprint, status}   the id names another task or arguments
@@ -54,14 +61,22 @@ local function create(floor)
   if ARGV[9] ~= '' then
     redis.call('HSET', meta, 'call', ARGV[9])
   end
+  -- Flow control, on creation only: the deadline counts from here, whatever comes after.
+  if tonumber(ARGV[11]) > 0 then
+    redis.call('HSET', meta, 'deadline', now_ms + tonumber(ARGV[11]))
+    redis.call('ZADD', KEYS[10], now_ms + tonumber(ARGV[11]), id)
+  end
+  if ARGV[12] ~= '' then
+    redis.call('HSET', meta, 'ckey', ARGV[12])
+  end
   redis.call('ZADD', KEYS[4], ARGV[5], id)
   redis.call('ZADD', KEYS[5], ARGV[5], id)
-  return {'run', fence, 'running', ARGV[4], 0, 0, false, false, 1}
+  return {'run', fence, 'running', ARGV[4], 0, 0, false, false, 1, false}
 end
 
 local f = redis.call('HMGET', meta, 'task', 'fingerprint', 'seed', 'status', 'outcome',
                      'fence', 'lease', 'lease_until', 'frontier', 'deaths', 'attempt',
-                     'guard', 'nesting', 'created_at', 'released')
+                     'guard', 'nesting', 'created_at', 'released', 'cancel')
 if not f[1] then
   return create(tonumber(redis.call('GET', KEYS[9])) or 0)
 end
@@ -111,4 +126,5 @@ if status ~= 'running' then
   redis.call('ZREM', KEYS[8], id)  -- it is awake: a wake-up due later is not needed
   redis.call('ZADD', KEYS[5], f[14] or ARGV[5], id)
 end
-return {'run', fence, status, f[3], n, deaths, f[11] or false, f[12] or false, 0}
+return {'run', fence, status, f[3], n, deaths, f[11] or false, f[12] or false, 0,
+        f[16] or false}

@@ -12,13 +12,15 @@
 -- ARGV[6]  the call a wake-up re-publishes (JSON): this delivery's, which a retry
 --          with new arguments may have changed since the last suspension
 -- ARGV[7]  now, seconds since the epoch
--- Fields: fence status created_at (read); status awaiting updated_at call (set);
+-- ARGV[8]  '1' while the execution has raised no cancel (a cancel would be news to it),
+--          else '0': it raised it already, and runs its compensation
+-- Fields: fence status created_at cancel (read); status awaiting updated_at call (set);
 --         lease lease_until (deleted)
--- Returns  'suspended', or 'ready' when an awaited completion is there or the timer is
---          due (the lease is released either way). Errors: GONE, FENCED, NOTRUNNING, as
---          append.lua.
+-- Returns  'suspended', or 'ready' when an awaited completion is there, the timer is due,
+--          or the invocation was cancelled meanwhile (the lease is released either way).
+--          Errors: GONE, FENCED, NOTRUNNING, as append.lua.
 local meta, done = KEYS[1], KEYS[2]
-local f = redis.call('HMGET', meta, 'fence', 'status', 'created_at')
+local f = redis.call('HMGET', meta, 'fence', 'status', 'created_at', 'cancel')
 if f[1] ~= ARGV[2] then
   return fenced(f[1], ARGV[2])
 end
@@ -27,6 +29,11 @@ if f[2] ~= 'running' then
 end
 redis.call('HDEL', meta, 'lease', 'lease_until')
 redis.call('HSET', meta, 'updated_at', ARGV[7], 'call', ARGV[6])
+-- A cancel that came while it ran woke nothing (cancel.lua wakes only the suspended): it
+-- runs again now, and raises the cancel where it waits.
+if f[4] and ARGV[8] == '1' then
+  return 'ready'
+end
 for index in string.gmatch(ARGV[4], '[^,]+') do
   if redis.call('HEXISTS', done, index) == 1 then
     return 'ready'
