@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from celery_durable.runtime import release_runtime
 from celery_durable.stores.redis import RedisJournalStore
 from celery_durable.stores.redis.durability import Durability
 from tests.integration.test_redis_store import commands_sent
-from tests.processes import RedisServer
+from tests.processes import RedisServer, valkey_server
 
 REQUEST = StartRequest("t", "fp", 1, 30.0, "host:1")
 ENTRY = '{"k":"run","n":"s","t":0,"d":0,"s":"ok","v":1}'
@@ -25,8 +26,8 @@ ENTRY = '{"k":"run","n":"s","t":0,"d":0,"s":"ok","v":1}'
 
 @pytest.fixture
 def replica(spare_redis: RedisServer) -> Iterator[RedisServer]:
-    """A replica of ``spare_redis``, in sync before the test goes on."""
-    follower = RedisServer()
+    """A replica of ``spare_redis`` (the same server), in sync before the test goes on."""
+    follower = RedisServer(binary=spare_redis.binary)
     follower.start("--replicaof", "127.0.0.1", str(spare_redis.port))
     client = redis.Redis(port=follower.port, decode_responses=True)
     deadline = time.monotonic() + 20
@@ -105,7 +106,7 @@ def test_a_task_whose_step_is_not_durable_is_retried_until_it_is(
     def careful(self: DurableTask) -> int:
         return int(self.ctx.run("count", lambda: runs.append(1) or len(runs)))
 
-    follower = RedisServer()
+    follower = RedisServer(binary=spare_redis.binary)
     with worker():
         result = careful.delay()
         deadline = time.monotonic() + 20
@@ -120,10 +121,10 @@ def test_a_task_whose_step_is_not_durable_is_retried_until_it_is(
     assert runs == [1]  # the write survived on the primary: the step ran once
 
 
+@pytest.mark.parametrize("server_kind", ["redis"])  # Redis 7.0: WAITAOF came in 7.2
 def test_waiting_for_the_aof_needs_a_redis_that_has_waitaof(spare_redis: RedisServer) -> None:
     version = redis.Redis(port=spare_redis.port).info("server")["redis_version"]
-    if tuple(int(part) for part in version.split(".")[:2]) >= (7, 2):
-        pytest.skip(f"this Redis ({version}) has WAITAOF")
+    assert version.startswith("7.0."), version
     store = store_on(spare_redis, Durability(aof=True))
     with pytest.raises(ConfigurationError, match=r"WAITAOF.*7\.2"):
         store.start("inv", REQUEST)
@@ -133,6 +134,24 @@ def test_waiting_for_the_aof_needs_a_redis_that_has_waitaof(spare_redis: RedisSe
     with pytest.raises(ConfigurationError, match=r"WAITAOF.*7\.2"):
         store.append("inv2", started.fence, 0, ENTRY, False)
     store.close()
+
+
+def test_a_step_waits_for_the_aof_in_the_same_round_trip(tmp_path: Path) -> None:
+    # Valkey 8.1 has WAITAOF, with its AOF on.
+    server = RedisServer(
+        data_dir=tmp_path / "aof", options=("--appendonly", "yes"), binary=valkey_server()
+    )
+    server.start()
+    try:
+        store = store_on(server, Durability(aof=True))
+        started = store.start("inv", REQUEST)
+        sent = commands_sent(server, lambda: store.append("inv", started.fence, 0, ENTRY, False))
+        assert sent == ["EVALSHA", "WAITAOF"]
+        stored = store.read("inv")
+        assert stored is not None and stored[1] == [ENTRY]
+        store.close()
+    finally:
+        server.kill()
 
 
 def test_the_durability_settings_are_validated() -> None:
