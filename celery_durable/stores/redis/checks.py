@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from redis.exceptions import RedisError, ResponseError
 
@@ -32,7 +34,9 @@ def check_eviction_policy(client: redis.Redis, where: str, mode: str) -> str | N
     if mode == "ignore":
         return None
     try:
-        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
+        # Any: redis-py 6 types the reply as maybe an Awaitable, as for its asyncio client.
+        reply: Any = client.config_get("maxmemory-policy")
+        policy = reply.get("maxmemory-policy", "")
     except ResponseError as exc:  # managed Redis often forbids CONFIG
         return (
             f"could not read maxmemory-policy of {where} ({exc}); make sure it is "
