@@ -96,6 +96,23 @@ def require_rabbitmq(url: str) -> None:
         connection.release()
 
 
+#: The test directories whose tests take longest (worker subprocesses, failovers, a
+#: wheel build), slowest first. The suite runs in parallel processes (pytest-xdist,
+#: addopts in pyproject.toml), which take tests in collection order as they free up:
+#: started first, the long ones do not leave one process finishing alone at the end.
+SLOW_FIRST = ("chaos", "sentinel", "outage", "system", "awaitables", "packaging", "cluster")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: index for index, name in enumerate(SLOW_FIRST)}
+
+    def slowness(item: pytest.Item) -> int:
+        parts = item.path.relative_to(config.rootpath).parts
+        return rank.get(parts[1], len(rank)) if len(parts) > 2 else len(rank)
+
+    items.sort(key=slowness)  # stable: the order within a directory stays
+
+
 #: Where a test's fixture leaves how to read its subprocesses' logs (name, text).
 PROCESS_LOGS = pytest.StashKey[Callable[[], list[tuple[str, str]]]]()
 #: At most this much of each log goes into a failed test's report.
