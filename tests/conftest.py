@@ -101,16 +101,28 @@ def require_rabbitmq(url: str) -> None:
 #: addopts in pyproject.toml), which take tests in collection order as they free up:
 #: started first, the long ones do not leave one process finishing alone at the end.
 SLOW_FIRST = ("chaos", "sentinel", "outage", "system", "awaitables", "packaging", "cluster")
+#: Directories whose session fixture is costly to start in every process (a six-server
+#: Redis Cluster; the compat suite's prefork worker), and how many processes share
+#: their tests. Each such share is an ``xdist_group`` (``--dist loadgroup``), which the
+#: scheduler hands out before single tests, as it has the most tests.
+SHARED_BY = {"cluster": 1, "compat": 2}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     rank = {name: index for index, name in enumerate(SLOW_FIRST)}
 
-    def slowness(item: pytest.Item) -> int:
+    def directory(item: pytest.Item) -> str:
         parts = item.path.relative_to(config.rootpath).parts
-        return rank.get(parts[1], len(rank)) if len(parts) > 2 else len(rank)
+        return parts[1] if len(parts) > 2 else ""
 
-    items.sort(key=slowness)  # stable: the order within a directory stays
+    items.sort(key=lambda item: rank.get(directory(item), len(rank)))  # stable
+    seen: dict[str, int] = {}
+    for item in items:
+        name = directory(item)
+        if name in SHARED_BY:
+            share = seen.setdefault(name, 0) % SHARED_BY[name]
+            seen[name] += 1
+            item.add_marker(pytest.mark.xdist_group(f"{name}-{share}"))
 
 
 #: Where a test's fixture leaves how to read its subprocesses' logs (name, text).
