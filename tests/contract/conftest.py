@@ -1,4 +1,4 @@
-"""One store behaviour, two stores: every contract test runs against each of them."""
+"""One store behaviour, three stores: every contract test runs against each of them."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from celery_durable.keys import KeySpace
 from celery_durable.stores.memory import MemoryJournalStore
 from celery_durable.stores.redis import RedisJournalStore
 from tests import acl
-from tests.conftest import REDIS_URL
+from tests.conftest import SERVERS
 from tests.processes import RedisServer
 
 
@@ -31,15 +31,27 @@ def acl_redis_url() -> Iterator[str]:
         server.kill()
 
 
-@pytest.fixture(params=["memory", "redis", "redis-acl"])
-def store(request: pytest.FixtureRequest, key_prefix: str) -> Iterator[JournalStore]:
-    """The in-memory store, and the Redis store on the real Redis under a unique prefix:
-    as its default user, and (``redis-acl``) on a Redis of its own as a user with only
-    the documented ACL, so that every store operation shows that the ACL is enough."""
-    if request.param == "memory":
+@pytest.fixture(params=["memory", *SERVERS, "redis-acl"])
+def server_kind(request: pytest.FixtureRequest) -> str:
+    """``memory``, the server (``SERVERS``) the Redis store runs on, or ``redis-acl``."""
+    kind: str = request.param
+    return kind
+
+
+@pytest.fixture
+def store(request: pytest.FixtureRequest, server_kind: str) -> Iterator[JournalStore]:
+    """The in-memory store, and the Redis store under a unique prefix: on Redis 7.0 and
+    on Valkey 8.1 as their default user, and (``redis-acl``) on a Redis of its own as a
+    user with only the documented ACL, so that every store operation shows that the ACL
+    is enough."""
+    if server_kind == "memory":
         yield MemoryJournalStore()
         return
-    url = request.getfixturevalue("acl_redis_url") if request.param == "redis-acl" else REDIS_URL
-    redis_store = RedisJournalStore.from_url(url, KeySpace(key_prefix))
+    prefix: str = request.getfixturevalue("key_prefix")
+    if server_kind == "redis-acl":
+        url: str = request.getfixturevalue("acl_redis_url")
+    else:
+        url = request.getfixturevalue("redis_url")
+    redis_store = RedisJournalStore.from_url(url, KeySpace(prefix))
     yield redis_store
     redis_store.close()

@@ -1,4 +1,4 @@
-"""An app per test on the real Redis, and an in-thread worker for it."""
+"""An app per test on the real Redis (and again on Valkey), and an in-thread worker for it."""
 
 from __future__ import annotations
 
@@ -13,17 +13,25 @@ from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
 from celery_durable.runtime import release_runtime
-from tests.conftest import REDIS_URL
+from tests.conftest import SERVERS
+
+
+@pytest.fixture(params=SERVERS)
+def server_kind(request: pytest.FixtureRequest) -> str:
+    """Each integration test that uses a server runs on Redis 7.0 and on Valkey 8.1."""
+    kind: str = request.param
+    return kind
 
 
 @pytest.fixture
-def app(key_prefix: str) -> Iterator[Celery]:
-    """A Celery app whose queue and journal keys belong to this test alone."""
-    app = Celery(f"it-{key_prefix}", broker=REDIS_URL, backend=REDIS_URL, set_as_current=False)
+def app(key_prefix: str, redis_url: str) -> Iterator[Celery]:
+    """A Celery app whose queue and journal keys belong to this test alone; broker,
+    result backend and journal on the ``server_kind`` server."""
+    app = Celery(f"it-{key_prefix}", broker=redis_url, backend=redis_url, set_as_current=False)
     app.conf.update(
         task_default_queue=key_prefix,
         durable_key_prefix=key_prefix,
-        durable_redis_url=REDIS_URL,
+        durable_redis_url=redis_url,
         # These tests are about the Redis store: apply() journals there too.
         durable_eager_journal="redis",
         broker_connection_retry_on_startup=True,

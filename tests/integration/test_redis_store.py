@@ -30,7 +30,6 @@ from celery_durable.runtime import release_runtime, runtime_for
 from celery_durable.stores.redis import RedisJournalStore
 from celery_durable.testing import isolated
 from celery_durable.worker import WakeUps
-from tests.conftest import REDIS_URL
 from tests.processes import RedisServer, free_port, wait_for
 
 
@@ -149,11 +148,11 @@ def idle(self):
 
 
 def test_a_worker_refuses_to_start_on_an_evicting_redis(
-    spare_redis: RedisServer, tmp_path: Path, key_prefix: str
+    spare_redis: RedisServer, tmp_path: Path, key_prefix: str, redis_url: str
 ) -> None:
     redis.Redis(port=spare_redis.port).config_set("maxmemory-policy", "allkeys-lru")
     (tmp_path / "evicting_app.py").write_text(
-        WORKER_APP.format(broker=REDIS_URL, journal=spare_redis.url, queue=key_prefix)
+        WORKER_APP.format(broker=redis_url, journal=spare_redis.url, queue=key_prefix)
     )
     worker = subprocess.run(
         [sys.executable, "-m", "celery", "-A", "evicting_app", "worker", "--pool=solo"],

@@ -39,7 +39,9 @@ class World:
 
     # -- Workers ------------------------------------------------------------------------
 
-    def start_worker(self, pool: str = "solo", visibility_timeout: float = 60.0) -> Worker:
+    def start_worker(
+        self, pool: str = "solo", visibility_timeout: float = 60.0, concurrency: int = 1
+    ) -> Worker:
         name = f"{self.queue}-{len(self.workers) + 1}"
         environ = {
             names.ENV_SHARED_URL: self.shared_url,
@@ -48,7 +50,9 @@ class World:
             names.ENV_VISIBILITY: str(visibility_timeout),
         }
         log_path = self.tmp_path / f"{name}.log"
-        worker = start_worker("tests.outage.proj", name, [self.queue], log_path, environ, pool)
+        worker = start_worker(
+            "tests.outage.proj", name, [self.queue], log_path, environ, pool, concurrency
+        )
         self.workers.append(worker)
         return worker
 

@@ -191,12 +191,16 @@ class SentinelTrio:
         def seen() -> bool:
             with client_of(self.sentinel) as client:
                 found = client.execute_command("SENTINEL", "REPLICAS", MASTER_NAME)
+            # redis-py 8 gives each replica as a dict of strings; 7, as a flat list.
+            replicas = [
+                f if isinstance(f, dict) else dict(zip(f[::2], f[1::2], strict=True)) for f in found
+            ]
             return any(
                 int(fields["port"]) == replica.port
                 and fields["flags"] == "slave"
                 and fields["master-link-status"] == "ok"
                 and int(fields["master-port"]) == primary.port
-                for fields in found  # redis-py gives each as a dict of strings
+                for fields in replicas
             )
 
         wait_for(linked, f"the replica on {replica.port} to sync with {primary.port}", 30)
@@ -220,7 +224,8 @@ class SentinelTrio:
             except MasterNotFoundError:
                 return False
             finally:
-                sentinel.close()
+                for client in sentinel.sentinels:  # Sentinel.close() came in redis-py 8
+                    client.close()
 
         wait_for(promoted, f"the sentinel to promote the server on {server.port}", FAILOVER_WAIT)
 

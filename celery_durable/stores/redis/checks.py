@@ -35,7 +35,9 @@ def check_eviction_policy(client: redis.Redis, where: str, mode: str) -> str | N
     if mode == "ignore":
         return None
     try:
-        policy = client.config_get("maxmemory-policy").get("maxmemory-policy", "")
+        # Any: redis-py 6 types the reply as maybe an Awaitable, as for its asyncio client.
+        reply: Any = client.config_get("maxmemory-policy")
+        policy = reply.get("maxmemory-policy", "")
     except ResponseError as exc:  # an ACL without CONFIG GET, a managed Redis
         # Not knowing is not safe: refuse, as for a policy known to evict, unless told.
         message = (

@@ -42,7 +42,8 @@ def client_for(url: str, cluster: bool, options: Mapping[str, Any]) -> Any:
             )
         return _sentinel_primary(url, settings)
     if cluster:
-        return RedisCluster.from_url(url, **settings)
+        cluster_from_url: Any = RedisCluster.from_url  # untyped before redis-py 7
+        return cluster_from_url(url, **settings)
     return redis.Redis.from_url(url, **settings)
 
 

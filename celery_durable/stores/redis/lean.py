@@ -70,6 +70,13 @@ def exchange(conn: Any, packed: bytes, count: int) -> list[Any]:
     return replies
 
 
+def _is_connected(conn: Any) -> bool:
+    """Whether ``conn`` has its socket: ``is_connected`` from redis-py 8 on (its caching
+    proxy too), the socket itself before."""
+    connected = getattr(conn, "is_connected", None)
+    return bool(conn._sock is not None if connected is None else connected)
+
+
 class LeanConnection:
     """A connection of the store's pool held by each thread that uses it."""
 
@@ -85,7 +92,7 @@ class LeanConnection:
         if conn is None or conn.pid != os.getpid():  # new thread, or a forked child
             conn = self._local.conn = self._pool.make_connection()
             self._made.add(conn)
-        if not conn.is_connected:
+        if not _is_connected(conn):
             # Before a send would: send_packed_command connects without connect(), where
             # a Sentinel-managed connection asks the sentinels for the primary.
             conn.connect()
