@@ -229,7 +229,7 @@ def store_on_port(store: RedisJournalStore, durability: Durability) -> RedisJour
 
 
 @pytest.fixture
-def valkey(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
+def aof_valkey(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisServer]:
     """A valkey-server 8.1 with the options the test's parameter names, its data in
     ``tmp_path`` (so that a restart in place reloads its AOF)."""
     server = RedisServer(binary=valkey_server(), data_dir=tmp_path, options=request.param)
@@ -245,28 +245,32 @@ FSYNC_NEVER = ("--appendonly", "yes", "--appendfsync", "no")
 NO_AOF = ("--appendonly", "no")
 
 
-@pytest.mark.parametrize("valkey", [FSYNC_ALWAYS], indirect=True, ids=["appendfsync-always"])
-def test_a_write_the_aof_acknowledged_is_durable_and_survives_a_kill(valkey: RedisServer) -> None:
-    store = store_on(valkey, Durability(aof=True, timeout=5))
+@pytest.mark.parametrize("aof_valkey", [FSYNC_ALWAYS], indirect=True, ids=["appendfsync-always"])
+def test_a_write_the_aof_acknowledged_is_durable_and_survives_a_kill(
+    aof_valkey: RedisServer,
+) -> None:
+    store = store_on(aof_valkey, Durability(aof=True, timeout=5))
     started = store.start("inv", REQUEST)
-    sent = commands_sent(valkey, lambda: store.append("inv", started.fence, 0, ENTRY, False))
+    sent = commands_sent(aof_valkey, lambda: store.append("inv", started.fence, 0, ENTRY, False))
     assert sent == ["EVALSHA", "WAITAOF"]  # in the same round trip as the write
     assert store.record_attempt("inv", started.fence, 1, '{"a":1}', release=False) is None
     assert store.finish("inv", started.fence, "completed", '{"s":"ok","v":1}', 60) is None
     store.close()
 
-    valkey.kill()  # no shutdown, no save: only what the AOF holds comes back
-    valkey.start()
-    back = store_on(valkey, Durability())
+    aof_valkey.kill()  # no shutdown, no save: only what the AOF holds comes back
+    aof_valkey.start()
+    back = store_on(aof_valkey, Durability())
     stored = back.read("inv")
     assert stored is not None
     assert (stored[0]["status"], stored[1]) == ("completed", [ENTRY])
     back.close()
 
 
-@pytest.mark.parametrize("valkey", [FSYNC_NEVER], indirect=True, ids=["appendfsync-no"])
-def test_a_write_the_aof_did_not_acknowledge_in_time_is_not_durable(valkey: RedisServer) -> None:
-    store = store_on(valkey, Durability(aof=True, timeout=0.05))
+@pytest.mark.parametrize("aof_valkey", [FSYNC_NEVER], indirect=True, ids=["appendfsync-no"])
+def test_a_write_the_aof_did_not_acknowledge_in_time_is_not_durable(
+    aof_valkey: RedisServer,
+) -> None:
+    store = store_on(aof_valkey, Durability(aof=True, timeout=0.05))
     with pytest.raises(JournalUnavailableError, match=r"start invocation inv: .* AOF within"):
         store.start("inv", REQUEST)
     assert_lease_given_back(store, "inv")
@@ -279,9 +283,9 @@ def test_a_write_the_aof_did_not_acknowledge_in_time_is_not_durable(valkey: Redi
     store.close()
 
 
-@pytest.mark.parametrize("valkey", [NO_AOF], indirect=True, ids=["appendonly-no"])
-def test_waiting_for_an_aof_that_is_off_is_a_clear_error(valkey: RedisServer) -> None:
-    store = store_on(valkey, Durability(aof=True))
+@pytest.mark.parametrize("aof_valkey", [NO_AOF], indirect=True, ids=["appendonly-no"])
+def test_waiting_for_an_aof_that_is_off_is_a_clear_error(aof_valkey: RedisServer) -> None:
+    store = store_on(aof_valkey, Durability(aof=True))
     with pytest.raises(ConfigurationError, match=r"appendonly no.*appendonly yes"):
         store.start("inv", REQUEST)
     assert_lease_given_back(store, "inv")
@@ -293,17 +297,17 @@ def test_waiting_for_an_aof_that_is_off_is_a_clear_error(valkey: RedisServer) ->
     store.close()
 
 
-@pytest.mark.parametrize("valkey", [FSYNC_ALWAYS], indirect=True, ids=["appendfsync-always"])
+@pytest.mark.parametrize("aof_valkey", [FSYNC_ALWAYS], indirect=True, ids=["appendfsync-always"])
 def test_a_wait_that_redis_refuses_is_a_journal_error_and_the_lease_is_released(
-    valkey: RedisServer,
+    aof_valkey: RedisServer,
 ) -> None:
     # A user allowed everything but WAITAOF: Valkey answers the wait with NOPERM.
-    admin = redis.Redis(port=valkey.port)
+    admin = redis.Redis(port=aof_valkey.port)
     admin.acl_setuser(
         "app", enabled=True, passwords=["+pw"], keys=["*"], commands=["+@all", "-waitaof"]
     )
     admin.close()
-    url = f"redis://app:pw@127.0.0.1:{valkey.port}/0"
+    url = f"redis://app:pw@127.0.0.1:{aof_valkey.port}/0"
     store = RedisJournalStore.from_url(url, KeySpace("dur"), durability=Durability(aof=True))
     with pytest.raises(JournalRefusedError, match=r"start invocation inv: .*permission.*waitaof"):
         store.start("inv", REQUEST)
@@ -323,12 +327,12 @@ def test_the_durability_settings_are_validated() -> None:
         DurableSettings.from_conf({"durable_wait_aof": "yes"})
 
 
-@pytest.mark.parametrize("valkey", [NO_AOF], indirect=True, ids=["appendonly-no"])
+@pytest.mark.parametrize("aof_valkey", [NO_AOF], indirect=True, ids=["appendonly-no"])
 def test_a_task_whose_aof_is_off_fails_clearly_before_its_steps_and_holds_no_lease(
-    app: Celery, worker: Any, valkey: RedisServer
+    app: Celery, worker: Any, aof_valkey: RedisServer
 ) -> None:
     app.conf.update(
-        durable_redis_url=valkey.url, durable_wait_aof=True, durable_eviction_check="ignore"
+        durable_redis_url=aof_valkey.url, durable_wait_aof=True, durable_eviction_check="ignore"
     )
     release_runtime(app)
     runs: list[int] = []
@@ -342,7 +346,7 @@ def test_a_task_whose_aof_is_off_fails_clearly_before_its_steps_and_holds_no_lea
         with pytest.raises(ConfigurationError, match=r"appendonly no.*appendonly yes"):
             result.get(timeout=30)
     assert runs == []
-    meta = redis.Redis(port=valkey.port, decode_responses=True).hgetall(
+    meta = redis.Redis(port=aof_valkey.port, decode_responses=True).hgetall(
         KeySpace(app.conf.durable_key_prefix).invocation(result.id).meta
     )
     # The start's lease was given back: once the AOF is on, the next delivery (or the
