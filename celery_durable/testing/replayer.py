@@ -24,24 +24,29 @@ import inspect
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import Any
 
 from celery.local import Proxy
 
 from celery_durable.celery_errors import Escape
-from celery_durable.context import DurableContext
 from celery_durable.engine import cancel
 from celery_durable.engine.execution import Execution
-from celery_durable.engine.futures import DurableFuture
 from celery_durable.errors import NonDeterminismError, Suspended
 from celery_durable.flow import CONTROL_FLOW, current
-from celery_durable.journal.entries import parse
 from celery_durable.journal.failures import record_of
 from celery_durable.journal.store import Started, StartRequest
 from celery_durable.runtime import runtime_for
 from celery_durable.stores.memory import MemoryJournalStore
 from celery_durable.task import DurableTask
 from celery_durable.testing.journals import RecordedJournal, load_journal
+from celery_durable.testing.sandbox import (
+    Beyond,
+    Diverged,
+    NoHost,
+    ReplayContext,
+    ReplayExecution,
+    describe,
+)
 
 #: Failures that come from outside the body; a replay cannot reproduce them.
 OUTSIDE_FAILURES = frozenset({"WorkerLostError", "TimeLimitExceeded", "TaskRevokedError"})
@@ -146,90 +151,6 @@ def replay(
 # -- The replay ---------------------------------------------------------------------------
 
 
-class _Beyond(BaseException):
-    """The code asked for an operation past the end of the recorded journal."""
-
-    def __init__(self, index: int, asked: str) -> None:
-        super().__init__(asked)
-        self.index, self.asked = index, asked
-
-
-class _Diverged(BaseException):
-    """The code asked for another operation than the recorded one."""
-
-    def __init__(self, index: int, recorded: str, asked: str) -> None:
-        super().__init__(asked)
-        self.index, self.recorded, self.asked = index, recorded, asked
-
-
-class _ReplayExecution(Execution):
-    """An execution over a recorded journal that can write nothing new."""
-
-    __slots__ = ("lenient_codecs",)
-    lenient_codecs: bool
-
-    def commit(self, index: int, entry: str, ends_attempts: bool, owned: Any = None) -> bool:
-        raise _Beyond(index, _describe(entry))
-
-    def mismatch(self, index: int, recorded: str, asked: str) -> NoReturn:
-        raise _Diverged(index, recorded, asked)
-
-    def refresh_completions(self) -> None:
-        pass  # the journal's completions are all there will be
-
-    def expect(self, index: int, kind: str, name: str, codec: Any = None) -> dict[str, Any]:
-        if self.lenient_codecs and codec is not None and codec.name != "json":
-            # The invocation form does not say which codec stored a value: take the one
-            # the code asks for.
-            entry = parse(self.entries[index])
-            if "c" not in entry:
-                entry["c"] = codec.name
-                self.entries[index] = json.dumps(entry)
-        return super().expect(index, kind, name, codec)
-
-
-class _ReplayContext(DurableContext):
-    """The context a replayed body gets: steps past the journal's end are not run."""
-
-    __slots__ = ()
-
-    def run(self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-        self._stop_past_the_end("run", name)
-        return super().run(name, fn, *args, **kwargs)
-
-    def run_async(
-        self, name: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
-    ) -> DurableFuture[Any]:
-        self._stop_past_the_end("run", name)
-        return super().run_async(name, fn, *args, **kwargs)
-
-    def _stop_past_the_end(self, kind: str, name: str) -> None:
-        ex = self._ex
-        if ex.position >= len(ex.entries):
-            ex.ensure_usable(f"ctx.{kind}")
-            raise _Beyond(ex.position, f"{kind} {name!r}")
-
-
-class _NoHost:
-    """Children of a replayed body are never started: their outcomes are in the journal."""
-
-    def describe_call(self, signature: Any, timeout: float | None = None) -> str:
-        return str(getattr(signature, "task", signature))
-
-    def publish_call(
-        self,
-        signature: Any,
-        child_id: str,
-        index: int,
-        token: str,
-        timeout: float | None = None,
-    ) -> bool:
-        return False
-
-    def cancel_children(self, children: list[tuple[int, str]], reason: str) -> None:
-        pass
-
-
 class _Replay:
     def __init__(self, task: DurableTask, recorded: RecordedJournal) -> None:
         self.task = task
@@ -252,13 +173,13 @@ class _Replay:
             completions=dict(recorded.completions),
             cancel=None if raised is None else cancel.describe(raised[2]),
         )  # fmt: skip
-        ex = _ReplayExecution(
+        ex = ReplayExecution(
             store, recorded.id, started, codec, task._default_policy(settings.retry)
         )
         ex.lenient_codecs = not recorded.exact_codecs
         ex.passthrough = CONTROL_FLOW
-        ex.host = _NoHost()
-        token = current.set((ex, _ReplayContext(ex)))
+        ex.host = NoHost()
+        token = current.set((ex, ReplayContext(ex)))
         task.push_request(id=recorded.id, args=args, kwargs=kwargs, task=task.name)
         try:
             return self._judge(ex, codec, compare_result, lambda: _body_of(task)(*args, **kwargs))
@@ -280,11 +201,11 @@ class _Replay:
                 value = body()
             except Escape as escape:
                 raise escape.error from None
-        except _Diverged as diverged:
+        except Diverged as diverged:
             return self._result(ex, "diverged", divergence=self._divergence(
                 diverged.index, diverged.recorded, f"asked for {diverged.asked}"
             ))  # fmt: skip
-        except _Beyond as beyond:
+        except Beyond as beyond:
             if finished:
                 return self._result(ex, "beyond", next=beyond.asked, divergence=self._past_end(
                     f"asked for {beyond.asked}"
@@ -378,7 +299,7 @@ class _Replay:
 
     def _left_over(self, ex: Execution, did: str) -> Divergence:
         index = ex.position
-        return self._divergence(index, _describe(ex.entries[index]), did)
+        return self._divergence(index, describe(ex.entries[index]), did)
 
     def _outcome(self, recorded: str, did: str) -> Divergence:
         return self._divergence(len(self.recorded.entries), recorded, did)
@@ -389,11 +310,6 @@ def _body_of(task: DurableTask) -> Callable[..., Any]:
     run = inspect.getattr_static(type(task), "run")
     body: Callable[..., Any] = run.__get__(task, type(task))
     return body
-
-
-def _describe(entry: str) -> str:
-    parsed = parse(entry)
-    return f"{parsed['k']} {parsed['n']!r}"
 
 
 def _different_result(codec: Any, recorded: Any, value: Any) -> str | None:
