@@ -9,11 +9,14 @@ server is Redis 7.0: the shared one at 6379, or redis-servers of a test's own.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
 import redis
+from celery import Celery
+from celery.contrib.testing.worker import TestWorkController as WorkController
+from celery.contrib.testing.worker import start_worker
 from kombu import Connection
 
 from tests.processes import RedisServer, valkey_server
@@ -83,6 +86,39 @@ def spare_redis(server_kind: str) -> Iterator[RedisServer]:
     spare.start()
     yield spare
     spare.kill()
+
+
+# -- Celery's own pytest fixtures (pytest-celery's plugin re-exports celery.contrib.pytest) --
+
+
+@pytest.fixture(scope="session")
+def celery_config() -> dict[str, Any]:
+    """Celery's ``celery_app`` on the real Redis: a queue and a key prefix of this
+    session's (each xdist process is a session of its own)."""
+    prefix = f"t-{uuid.uuid4().hex[:12]}"
+    return {
+        "broker_url": REDIS_URL,
+        "result_backend": REDIS_URL,
+        "task_default_queue": prefix,
+        "durable_key_prefix": prefix,
+        "durable_redis_url": REDIS_URL,
+        "result_expires": 600,
+    }
+
+
+@pytest.fixture
+def celery_worker(
+    celery_app: Celery,
+    celery_includes: Sequence[str],
+    celery_worker_pool: str,
+    celery_worker_parameters: Mapping[str, Any],
+) -> Iterator[WorkController]:
+    """Celery's in-process worker, as ``celery.contrib.pytest`` defines it. pytest-celery
+    1.x gives this name to a worker in a Docker container, and no Docker runs here."""
+    for module in celery_includes:
+        celery_app.loader.import_task_module(module)
+    with start_worker(celery_app, pool=celery_worker_pool, **celery_worker_parameters) as worker:
+        yield worker
 
 
 def require_rabbitmq(url: str) -> None:
