@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -13,7 +12,6 @@ from celery_durable import TerminalError
 from celery_durable.keys import MetaField
 from tests.hardening import harness
 from tests.hardening.world import World
-from tests.processes import wait_for
 
 pytestmark = pytest.mark.system
 
@@ -36,19 +34,8 @@ def test_a_forged_error_record_does_not_import_the_module_it_names(
     }  # fmt: skip
     forged = json.dumps({"s": "error", "e": record})
     world.journal.hset(world.invocation_keys(task_id).meta, MetaField.OUTCOME, forged)
-    world.app.AsyncResult(task_id).forget()
-    world.send(harness.ECHO, "hello", task_id=task_id)
-
-    # Read from the backend's key, not through AsyncResult.get(): the app's result
-    # consumer may still hold the first delivery's SUCCESS for this task id.
-    meta = wait_for(lambda: _failed(world, task_id), "the second delivery to fail", TIMEOUT)
-    error = world.app.backend.exception_to_python(meta["result"])
+    error = world.resend_for_failure(harness.ECHO, "hello", task_id=task_id)
     assert not marker.exists()
     assert isinstance(error, TerminalError)
     assert error.error_type == "PlantedError"
     assert PLANTED not in sys.modules  # nor in this process, which rebuilt it too
-
-
-def _failed(world: World, task_id: str) -> dict[str, Any] | None:
-    meta: dict[str, Any] = world.app.backend.get_task_meta(task_id, cache=False)
-    return meta if meta["status"] == "FAILURE" else None

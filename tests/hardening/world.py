@@ -110,6 +110,23 @@ class World:
 
         return wait_for(reached, f"{task_id} to be {' or '.join(statuses)}", timeout)
 
+    def resend_for_failure(self, name: str, *args: Any, task_id: str) -> BaseException:
+        """Deliver ``task_id`` again and return the exception its delivery stored.
+
+        Read from the backend's key, not through ``AsyncResult.get()``: the app's result
+        consumer may still hand back the first delivery's SUCCESS for the same id.
+        """
+        self.app.AsyncResult(task_id).forget()
+        self.send(name, *args, task_id=task_id)
+
+        def failed() -> dict[str, Any] | None:
+            meta: dict[str, Any] = self.app.backend.get_task_meta(task_id, cache=False)
+            return meta if meta["status"] == "FAILURE" else None
+
+        meta = wait_for(failed, f"the delivery of {task_id} to fail", WAIT_TIMEOUT)
+        error: BaseException = self.app.backend.exception_to_python(meta["result"])
+        return error
+
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         """Run ``celery -A tests.hardening.proj durable ARGS`` as an operator would."""
         command = [sys.executable, "-m", "celery", "-A", "tests.hardening.proj", "durable", *args]
