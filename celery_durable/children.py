@@ -39,7 +39,7 @@ TIMEOUT_HEADER = "durable_timeout"
 
 
 class CeleryHost:
-    """Starts the children of one execution (``engine.execution.Host``)."""
+    """Starts the children of one execution (``engine.host.Host``)."""
 
     def __init__(self, app: Any, parent_id: str, store: JournalStore, eager: bool) -> None:
         self._app = app

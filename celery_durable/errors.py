@@ -117,6 +117,21 @@ class RetryableError(DurableError):
 class NonDeterminismError(DurableError):
     """Raised when replayed code asks for a different step than the journal recorded."""
 
+    @classmethod
+    def at(cls, invocation_id: str, index: int, recorded: str, asked: str) -> NonDeterminismError:
+        """The error of a journal that recorded ``recorded`` at ``index`` where the code
+        asked for ``asked``: what went wrong, and what the operator can do."""
+        return cls(
+            f"invocation {invocation_id} is not deterministic at journal index {index}: "
+            f"the journal recorded {recorded}, but the code asked for {asked}. "
+            "Steps are matched by (index, kind, name), so renaming, adding or reordering "
+            "steps breaks replay of invocations already running (guard a change with "
+            "ctx.patched). It is paused, and deliveries of it run nothing until an operator "
+            "moves it on: deploy code that asks for the recorded step, then resume it from "
+            f"the journal with `celery -A <your app> durable resume {invocation_id}`, or "
+            f"forget it with `celery -A <your app> durable forget {invocation_id}`."
+        )
+
 
 class InvocationConflictError(DurableError):
     """Raised when a task id is reused for another task or other arguments."""
@@ -142,6 +157,19 @@ class UnreadableJournalError(JournalError):
     """Raised when a stored entry, completion or outcome is not what celery-durable
     writes (corrupted, or written by someone else), or names a codec that neither the
     task nor the app configured. The invocation is paused; nothing stored is changed."""
+
+    @classmethod
+    def at(cls, invocation_id: str, where: str, what: str) -> UnreadableJournalError:
+        """The error of an invocation whose ``where`` (an entry, a completion) cannot be
+        read because of ``what``."""
+        return cls(
+            f"invocation {invocation_id} cannot be replayed: its {where} is unreadable "
+            f"({what}). celery-durable did not write it so: the journal was corrupted or "
+            "edited by hand. Nothing was changed, and nothing ran in its place. It is "
+            "paused: repair or remove what is wrong, then resume it with "
+            f"`celery -A <your app> durable resume {invocation_id}`, or forget it with "
+            f"`celery -A <your app> durable forget {invocation_id}`."
+        )
 
 
 class CodecError(DurableError):

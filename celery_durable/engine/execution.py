@@ -20,10 +20,11 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any, NoReturn, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from celery_durable.codec import Codec
 from celery_durable.engine import cancel
+from celery_durable.engine.host import Host
 from celery_durable.engine.observer import Observer, log_pause
 from celery_durable.errors import (
     ContextError,
@@ -42,39 +43,6 @@ if TYPE_CHECKING:
 
 #: Threads of one execution's ``run_async`` steps.
 ASYNC_STEPS = 8
-
-
-class Host(Protocol):
-    """What an execution needs from the task system it runs in (Celery, for DurableTask)."""
-
-    def publish_call(
-        self,
-        signature: Any,
-        child_id: str,
-        index: int,
-        token: str,
-        timeout: float | None = None,
-    ) -> bool:
-        """Start the child task ``signature`` under ``child_id``, wired to complete ``index``
-        with ``token``, the secret journaled with the call: the child's outcome brings it.
-        With ``timeout``, the child has a deadline that many seconds after it starts.
-
-        Returns True when the child ran in this process already (eager execution).
-        """
-        ...
-
-    def describe_call(self, signature: Any, timeout: float | None = None) -> str:
-        """The task name of a child signature, for the journal and for people.
-
-        Raises:
-            ContextError: it is not a child this host can start (with ``timeout``).
-        """
-        ...
-
-    def cancel_children(self, children: list[tuple[int, str]], reason: str) -> None:
-        """Cancel the children ``(journal index, child id)`` for ``reason``: the
-        invocation raised a cancel, and they have not finished."""
-        ...
 
 
 class Execution:
@@ -397,30 +365,12 @@ class Execution:
 
     def mismatch(self, index: int, recorded: str, asked: str) -> NoReturn:
         """Pause the invocation and raise: the code and the journal disagree at ``index``."""
-        message = (
-            f"invocation {self.id} is not deterministic at journal index {index}: "
-            f"the journal recorded {recorded}, but the code asked for {asked}. "
-            "Steps are matched by (index, kind, name), so renaming, adding or reordering "
-            "steps breaks replay of invocations already running (guard a change with "
-            "ctx.patched). It is paused, and deliveries of it run nothing until an operator "
-            "moves it on: deploy code that asks for the recorded step, then resume it from "
-            f"the journal with `celery -A <your app> durable resume {self.id}`, or forget it "
-            f"with `celery -A <your app> durable forget {self.id}`."
-        )
-        self._stop(NonDeterminismError(message))
+        self._stop(NonDeterminismError.at(self.id, index, recorded, asked))
 
     def unreadable(self, where: str, what: str) -> NoReturn:
         """Pause the invocation and raise: ``where`` (an entry, a completion) cannot be
         read, because of ``what``."""
-        message = (
-            f"invocation {self.id} cannot be replayed: its {where} is unreadable ({what}). "
-            "celery-durable did not write it so: the journal was corrupted or edited by "
-            "hand. Nothing was changed, and nothing ran in its place. It is paused: repair "
-            "or remove what is wrong, then resume it with "
-            f"`celery -A <your app> durable resume {self.id}`, or forget it with "
-            f"`celery -A <your app> durable forget {self.id}`."
-        )
-        self._stop(UnreadableJournalError(message))
+        self._stop(UnreadableJournalError.at(self.id, where, what))
 
     def _stop(self, error: NonDeterminismError | UnreadableJournalError) -> NoReturn:
         """Pause the invocation because of ``error``, end this execution, raise ``error``."""
