@@ -20,8 +20,8 @@ from starlette.routing import BaseRoute, Route
 from celery_durable import admin, display
 from celery_durable.errors import DurableError, JournalUnavailableError
 from celery_durable.web import pages, present
-from celery_durable.web.app import Console, build_url, form_of
 from celery_durable.web.bulk import BATCH, Job
+from celery_durable.web.console import Console, build_url, form_of
 
 Handler = Callable[[Console, Request, dict[str, str]], Response]
 

@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from celery_durable import admin
 from celery_durable.web import present
-from celery_durable.web.app import Console
+from celery_durable.web.console import Console
 
 
 def routes(console: Console) -> list[BaseRoute]:

@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from celery_durable import admin, display
 from celery_durable.web import present
-from celery_durable.web.app import Console
+from celery_durable.web.console import Console
 
 #: Invocations on a page of the list.
 PAGE = 50
