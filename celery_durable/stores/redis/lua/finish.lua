@@ -4,18 +4,22 @@
 -- KEYS[4]  index of all invocations             KEYS[5]  index of running ones
 -- KEYS[6]  index of suspended ones              KEYS[7]  index of paused ones
 -- KEYS[8]  the wake-ups sorted set of its slot (the one wake-ups set on one Redis)
+-- KEYS[9]  its call (a string)
 -- ARGV[1]  task id (the index member)
 -- ARGV[2]  the finisher's fencing token, or '' when the worker finishes it for a
 --          holder that cannot (revoked, hard time limit): the holder is fenced out
 -- ARGV[3]  final status: completed, failed, cancelled or replaced
 -- ARGV[4]  the outcome, JSON text, or ''
 -- ARGV[5]  now, seconds since the epoch
--- ARGV[6]  retention in milliseconds
+-- ARGV[6]  retention in milliseconds (durable_retention): the meta hash's
 -- ARGV[7]  replaced_task_nesting of the request (kept for 'replaced')
 -- ARGV[8]  the call, to re-publish it when resumed (JSON), or '' to keep what is stored
+-- ARGV[9]  journal retention in milliseconds (durable_journal_retention), at most ARGV[6]:
+--          the steps' (journal, completions, call); 0 deletes them now
 -- Fields: task status outcome fence (read); status outcome updated_at nesting fence
---         call (set); lease lease_until paused_reason attempt guard awaiting released
---         (deleted)
+--         steps_until (set); lease lease_until paused_reason attempt guard awaiting
+--         released frontier deaths due recovered, nesting unless replaced, seed when the
+--         steps go now (deleted)
 -- Returns  nil when this call finished the invocation,
 --          else {status, outcome} that an earlier call recorded.
 --          Errors: GONE (nothing is written: a forced finish would otherwise make a
@@ -49,22 +53,41 @@ if ARGV[3] == 'replaced' then
   table.insert(fields, 'nesting')
   table.insert(fields, ARGV[7])
 end
-if ARGV[8] ~= '' then
-  table.insert(fields, 'call')
-  table.insert(fields, ARGV[8])
+local keep_ms, steps_ms = tonumber(ARGV[6]), math.min(tonumber(ARGV[9]), tonumber(ARGV[6]))
+if steps_ms < keep_ms then
+  -- The steps go before the outcome: show and restart say so, not that there were none.
+  local t = redis.call('TIME')
+  table.insert(fields, 'steps_until')
+  table.insert(fields, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + steps_ms)
 end
 redis.call('HSET', meta, unpack(fields))
 -- A running invocation finished by its own execution holds only its lease; what else a
 -- finish clears (a pause, a pending attempt, what it awaited) is there otherwise.
+-- What only a live invocation reads (crash loops, retries, recovery) goes too: a
+-- finished one keeps what exactly-once completion and people need.
 if forced then
   redis.call('HDEL', meta, 'lease', 'lease_until', 'paused_reason', 'attempt', 'guard', 'awaiting',
-             'released')
+             'released', 'frontier', 'deaths', 'due', 'recovered')
 else
-  redis.call('HDEL', meta, 'lease', 'lease_until')
+  redis.call('HDEL', meta, 'lease', 'lease_until', 'frontier', 'deaths', 'due', 'recovered')
 end
-redis.call('PEXPIRE', meta, ARGV[6])
-redis.call('PEXPIRE', journal, ARGV[6])
-redis.call('PEXPIRE', KEYS[3], ARGV[6])
+if ARGV[3] ~= 'replaced' then
+  redis.call('HDEL', meta, 'nesting')
+end
+redis.call('PEXPIRE', meta, keep_ms)
+if steps_ms > 0 then
+  if ARGV[8] ~= '' then
+    redis.call('SET', KEYS[9], ARGV[8], 'PX', steps_ms)
+  else
+    redis.call('PEXPIRE', KEYS[9], steps_ms)
+  end
+  redis.call('PEXPIRE', journal, steps_ms)
+  redis.call('PEXPIRE', KEYS[3], steps_ms)
+else
+  -- Only the steps need the seed (a restart replays them with it).
+  redis.call('DEL', journal, KEYS[3], KEYS[9])
+  redis.call('HDEL', meta, 'seed')
+end
 local live = {running = KEYS[5], suspended = KEYS[6], paused = KEYS[7]}
 redis.call('ZREM', live[status] or KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[8], ARGV[1])  -- a timer that lost a race wakes nothing now

@@ -6,6 +6,7 @@
 -- KEYS[1]  meta hash of the invocation          KEYS[2]  its journal list
 -- KEYS[3]  its completions hash
 -- KEYS[4]  index of all invocations             KEYS[5]  index of paused ones
+-- KEYS[6]  its call (a string)
 -- ARGV[1]  task id (the index member)
 -- ARGV[2]  the status it was read with: completed or failed
 -- ARGV[3]  the outcome that was refused, JSON text
@@ -26,6 +27,7 @@ redis.call('HSET', meta, 'status', 'paused', 'paused_reason', ARGV[4], 'updated_
 redis.call('PERSIST', meta)
 redis.call('PERSIST', KEYS[2])
 redis.call('PERSIST', KEYS[3])
+redis.call('PERSIST', KEYS[6])
 redis.call('ZADD', KEYS[4], f[3], ARGV[1])
 redis.call('ZADD', KEYS[5], f[3], ARGV[1])
 return 'paused'
