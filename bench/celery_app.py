@@ -84,9 +84,7 @@ def values(self: DurableTask, n: int, size: int) -> int:
     return sum(len(run(STEP_NAMES[i], value_of, size)) for i in range(n))
 
 
-@app.task(
-    base=DurableTask, bind=True, name="bench.values_no_journal", durable_journal_retention=0
-)
+@app.task(base=DurableTask, bind=True, name="bench.values_no_journal", durable_journal_retention=0)
 def values_no_journal(self: DurableTask, n: int, size: int) -> int:
     """``bench.values`` whose steps are dropped when it finishes."""
     run = self.ctx.run

@@ -325,6 +325,13 @@ def resume_invocation(app: Any, task_id: str, publish: bool = True) -> Resumed:
             f"invocation {task_id} is {done.status}; only a paused or failed invocation can be "
             f"resumed. {_HINTS.get(done.status, '')}".rstrip()
         )
+    if done.state == "dropped":
+        raise InvocationStateError(
+            f"invocation {task_id} is {done.status}, but its steps were dropped after "
+            "durable_journal_retention; only its outcome is kept. Resuming it would run "
+            "every step again, so nothing was changed. Send the task again with a new "
+            "task id to run it anew."
+        )
     if done.state == "no-call":
         raise InvocationStateError(
             f"invocation {task_id} is {done.status} but has no recorded call to publish (it "
@@ -371,6 +378,14 @@ def restart_invocation(
             "there is nothing to restart. Check the id with `celery -A <your app> durable ls`."
         )
     meta, entries, completions = found
+    steps_until = meta.get(MetaField.STEPS_UNTIL)
+    if steps_until and int(steps_until) <= time.time() * 1000:
+        raise InvocationStateError(
+            f"invocation {task_id} is {meta.get(MetaField.STATUS)}, but its steps (journal, "
+            "arguments and options) were dropped after durable_journal_retention; only its "
+            "outcome is kept, and a restart needs the steps. Send the task again yourself "
+            "with a new task id."
+        )
     if isinstance(from_step, bool) or not isinstance(from_step, int):
         raise InvocationStateError(f"from_step={from_step!r} must be an int.")
     if not 0 <= from_step <= len(entries):

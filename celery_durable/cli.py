@@ -137,8 +137,13 @@ def show(ctx: click.Context, invocation_id: str, as_json: bool) -> None:
         click.echo(f"{label('awaiting')}    {_runnable(ctx, shown(line))}")
     for name, line in display.flow_lines(inv, slots, now):
         click.echo(f"{label(name.ljust(11))} {shown(line)}")
+    kept = display.steps_line(inv, now)
+    if kept is not None:
+        click.echo(f"{label('steps')}       {kept}")
     click.echo("")
-    if inv.steps:
+    if inv.steps_dropped:
+        click.echo("(steps: dropped after journal retention)")
+    elif inv.steps:
         rows = [
             [
                 str(s.index),

@@ -118,10 +118,11 @@ class MetaField:
     CONCURRENCY_KEY = "ckey"
     """The concurrency key whose slot the invocation holds or waits for. Set on creation."""
     CALL = "call"
-    """Not a field of the meta hash: the name under which the store's readers hand the
-    call (``InvocationKeys.call``) back with the meta fields. What a wake-up, the recovery
-    sweep or a resume re-publishes: task name, arguments, options (JSON). Stored at
-    creation, and again when a retry changes the arguments."""
+    """The name under which the store's readers hand the call (``InvocationKeys.call``)
+    back with the meta fields. No longer written to the meta hash; an invocation started
+    by an earlier release keeps its call there, and every reader falls back to it. What
+    a wake-up, the recovery sweep or a resume re-publishes: task name, arguments,
+    options (JSON). Stored at creation, and again when a retry changes the arguments."""
     STEPS_UNTIL = "steps_until"
     """When a finished invocation's steps (journal, completions, call) expire, in ms of
     Redis's clock; set at finish when ``durable_journal_retention`` is shorter than

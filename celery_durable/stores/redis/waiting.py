@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery_durable.journal.store import now
+from celery_durable.keys import MetaField
 from celery_durable.stores.redis import scripts
 from celery_durable.stores.redis.base import RedisBase, ms
 
@@ -89,10 +90,11 @@ class Waiting(RedisBase):
         k = self._keys.invocation(task_id)
         with self._errors(task_id, "read the call of"):
             pipe = self._client.pipeline(transaction=False)
-            pipe.execute_command("HGET", k.meta, "status")
+            pipe.execute_command("HMGET", k.meta, "status", MetaField.CALL)
             pipe.execute_command("GET", k.call)
-            status, call = pipe.execute()
-        return None if status is None else (status, call or "")
+            (status, legacy), call = pipe.execute()
+        # An invocation started before the call had a key of its own keeps it in meta.
+        return None if status is None else (status, call or legacy or "")
 
     def ack_wakeup(self, task_id: str, claim: str) -> None:
         with self._errors(task_id, "acknowledge the wake-up of"):

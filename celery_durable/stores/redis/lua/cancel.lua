@@ -9,7 +9,7 @@
 -- ARGV[1]  task id (the wake-up and deadline member)
 -- ARGV[2]  why it is cancelled
 -- ARGV[3]  now, seconds since the epoch
--- Fields: status cancel lease lease_until (read); cancel updated_at (set);
+-- Fields: status cancel lease lease_until call (read); cancel updated_at (set);
 --         released deaths (set when paused)
 -- Returns  {'gone'}                      no such invocation
 --          {'finished', status}          it finished: nothing changed
@@ -31,7 +31,7 @@ if status == 'completed' or status == 'failed' or status == 'cancelled'
   return {'finished', status}
 end
 local already = 0
-if f[3] then
+if f[2] then
   already = 1
 else
   redis.call('HSET', meta, 'cancel', ARGV[2], 'updated_at', ARGV[3])
@@ -53,4 +53,6 @@ local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 if f[3] and (tonumber(f[4]) or 0) > now_ms then
   return {'requested', status, already, 0, ''}
 end
-return {'requested', status, already, 0, redis.call('GET', KEYS[4]) or ''}
+-- An invocation started before the call had a key of its own keeps it in 'call'.
+return {'requested', status, already, 0,
+        redis.call('GET', KEYS[4]) or redis.call('HGET', meta, 'call') or ''}

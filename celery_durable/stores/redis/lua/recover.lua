@@ -6,7 +6,7 @@
 -- long queue is published again now and then, not at every sweep.
 -- KEYS[1]  meta hash of the invocation          KEYS[2]  its call (a string)
 -- ARGV[1]  durable_recovery_after, milliseconds
--- Fields: status lease_until due fence recovered (read); recovered (set)
+-- Fields: status lease_until due fence recovered call (read); recovered (set)
 -- Returns  the stored call (JSON), '' when there is none (claimed all the same), or
 --          false when it is gone, not running, or not lost: its lease is live, its retry
 --          is not ARGV[1] ms past due, or the last claim is too recent
@@ -32,4 +32,5 @@ if last_fence == fence then
 end
 local wait = after * 2 ^ math.min(count - 1, 5)
 redis.call('HSET', meta, 'recovered', fence .. ':' .. count .. ':' .. (now_ms + wait))
-return redis.call('GET', KEYS[2]) or ''
+-- An invocation started before the call had a key of its own keeps it in 'call'.
+return redis.call('GET', KEYS[2]) or redis.call('HGET', meta, 'call') or ''

@@ -13,7 +13,7 @@
 -- ARGV[2]  now, seconds since the epoch
 -- ARGV[3]  the paused reason to record (why it waits now)
 -- ARGV[4]  '1' to refuse an invocation that has no stored call, '0' to go on
--- Fields: status created_at steps_until (read); status paused_reason updated_at deaths fence
+-- Fields: status created_at steps_until call (read); status paused_reason updated_at deaths fence
 --         released (set); outcome attempt guard lease lease_until awaiting steps_until
 --         (deleted)
 -- Returns  {'resumed', status before, call or '', the dropped entry or '', its index or -1}
@@ -37,7 +37,8 @@ if f[2] then
     return {'dropped', status}
   end
 end
-local call = redis.call('GET', KEYS[6])
+-- An invocation started before the call had a key of its own keeps it in 'call'.
+local call = redis.call('GET', KEYS[6]) or redis.call('HGET', meta, 'call')
 if ARGV[4] == '1' and not call then
   return {'no-call', status}
 end
