@@ -32,7 +32,8 @@ def configure(redis_url: str, prefix: str, queue: str, journal_url: str | None =
         result_backend_transport_options={"global_keyprefix": f"{prefix}:result:"},
         result_expires=600,
         durable_redis_url=journal_url or redis_url,
-        durable_key_prefix=f"{prefix}:durable",
+        # A journal Redis of its own has the default prefix: the keys' own length counts.
+        durable_key_prefix="durable" if journal_url else f"{prefix}:durable",
         durable_retention=600,
     )
     return app

@@ -14,7 +14,10 @@ shape that stays stable (``tests/operator/test_cli.py`` pins it):
   ``result``, ``error``, ``created_at``, ``updated_at``, ``seed``, ``paused_reason``,
   ``awaiting`` (``kind``, ``name``, ``index``, a timer's ``until``, an awakeable's
   ``awakeable_id``), ``cancel_reason``, ``deadline``, ``concurrency_key``,
-  ``concurrency_limit``; times are ISO 8601 text in UTC, or null. An invocation with a
+  ``concurrency_limit``, ``steps_until`` (when a finished invocation's steps are, or
+  were, dropped: ``durable_journal_retention``; null when they go with the outcome),
+  ``steps_dropped`` (true once they were: ``steps`` is empty then); times are ISO 8601
+  text in UTC, or null. An invocation with a
   concurrency key also has ``concurrency``: ``{"key", "holders", "waiting"}``, who holds
   its key's slots and who waits for one, in order.
 - ``ls``: a list of those, newest first.
