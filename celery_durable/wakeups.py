@@ -89,6 +89,8 @@ def decode_call(call: str) -> dict[str, Any]:
     options = decoded["options"]
     if "task_id" in options and "root_id" not in options:
         options["root_id"] = options["task_id"]
+    for name, value in _IMPLIED.items():
+        options.setdefault(name, type(value)() if isinstance(value, dict) else value)
     return decoded
 
 

@@ -241,8 +241,10 @@ class MemoryJournalStore(Waiting, Operators, Recovery, FlowControl):
             if call:
                 meta[F.CALL] = call
             for name in (F.LEASE, F.LEASE_UNTIL, F.PAUSED_REASON, F.ATTEMPT, F.GUARD, F.AWAITING,
-                         F.RELEASED, F.FRONTIER, F.DEATHS, F.DUE, F.RECOVERED):  # fmt: skip
+                         F.RELEASED, F.FRONTIER, F.DUE, F.RECOVERED):  # fmt: skip
                 meta.pop(name, None)
+            if meta.get(F.DEATHS, "0") == "0":
+                meta.pop(F.DEATHS, None)
             if status != "replaced":
                 meta.pop(F.NESTING, None)
             self.expires_at[task_id] = time.monotonic() + retention

@@ -16,17 +16,17 @@
 -- ARGV[8]  the call, to re-publish it when resumed (JSON), or '' to keep what is stored
 -- ARGV[9]  journal retention in milliseconds (durable_journal_retention), at most ARGV[6]:
 --          the steps' (journal, completions, call); 0 deletes them now
--- Fields: task status outcome fence (read); status outcome updated_at nesting fence
+-- Fields: task status outcome fence deaths (read); status outcome updated_at nesting fence
 --         steps_until (set); lease lease_until paused_reason attempt guard awaiting
---         released frontier deaths due recovered, nesting unless replaced, seed when the
---         steps go now (deleted)
+--         released frontier due recovered, deaths when 0, nesting unless replaced, seed
+--         when the steps go now (deleted)
 -- Returns  nil when this call finished the invocation,
 --          else {status, outcome} that an earlier call recorded.
 --          Errors: GONE (nothing is written: a forced finish would otherwise make a
 --          meta hash of a few fields), FENCED (another execution holds it), NOTRUNNING
 --          (its execution paused or suspended it).
 local meta, journal = KEYS[1], KEYS[2]
-local prior = redis.call('HMGET', meta, 'task', 'status', 'outcome', 'fence')
+local prior = redis.call('HMGET', meta, 'task', 'status', 'outcome', 'fence', 'deaths')
 if not prior[1] then
   return redis.error_reply('GONE the invocation no longer exists (forgotten or expired)')
 end
@@ -64,16 +64,21 @@ redis.call('HSET', meta, unpack(fields))
 -- A running invocation finished by its own execution holds only its lease; what else a
 -- finish clears (a pause, a pending attempt, what it awaited) is there otherwise.
 -- What only a live invocation reads (crash loops, retries, recovery) goes too: a
--- finished one keeps what exactly-once completion and people need.
+-- finished one keeps what exactly-once completion and people need (deaths, when some
+-- execution died).
+local gone = {'lease', 'lease_until', 'frontier', 'due', 'recovered'}
 if forced then
-  redis.call('HDEL', meta, 'lease', 'lease_until', 'paused_reason', 'attempt', 'guard', 'awaiting',
-             'released', 'frontier', 'deaths', 'due', 'recovered')
-else
-  redis.call('HDEL', meta, 'lease', 'lease_until', 'frontier', 'deaths', 'due', 'recovered')
+  for _, name in ipairs({'paused_reason', 'attempt', 'guard', 'awaiting', 'released'}) do
+    table.insert(gone, name)
+  end
+end
+if (tonumber(prior[5]) or 0) == 0 then
+  table.insert(gone, 'deaths')
 end
 if ARGV[3] ~= 'replaced' then
-  redis.call('HDEL', meta, 'nesting')
+  table.insert(gone, 'nesting')
 end
+redis.call('HDEL', meta, unpack(gone))
 redis.call('PEXPIRE', meta, keep_ms)
 if steps_ms > 0 then
   if ARGV[8] ~= '' then
