@@ -106,3 +106,25 @@ def test_a_failed_invocation_resumed_before_its_steps_go_keeps_them(store: Journ
     time.sleep(0.4)  # past the journal retention it had: paused, it keeps its steps
     assert journal(store) == [ok(0)]
     assert meta(store)[F.CALL] == CALL
+
+
+def test_an_unreadable_outcome_paused_before_its_steps_go_keeps_them(store: JournalStore) -> None:
+    started = run(store)
+    store.append("inv", started.fence, 0, ok(0), False)
+    store.finish("inv", started.fence, "completed", "?", 60, call=CALL, journal_retention=0.3)
+
+    assert store.pause_finished("inv", "completed", "?", "its outcome is unreadable") == "paused"
+    assert F.STEPS_UNTIL not in meta(store)
+    time.sleep(0.4)  # past the journal retention it had: paused, it keeps its steps
+    assert journal(store) == [ok(0)]
+    assert store.resume("inv", "resumed").state == "resumed"
+
+
+def test_an_unreadable_outcome_paused_after_its_steps_went_is_not_resumed(
+    store: JournalStore,
+) -> None:
+    started = run(store)
+    store.finish("inv", started.fence, "completed", "?", 60, call=CALL, journal_retention=0)
+
+    assert store.pause_finished("inv", "completed", "?", "its outcome is unreadable") == "paused"
+    assert store.resume("inv", "resumed").state == "dropped"

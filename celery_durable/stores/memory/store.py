@@ -283,7 +283,8 @@ class MemoryJournalStore(Waiting, Operators, Recovery, FlowControl):
                 return meta[F.STATUS]
             meta.update({F.STATUS: "paused", F.PAUSED_REASON: reason, F.UPDATED_AT: now()})
             self.expires_at.pop(task_id, None)
-            self.steps_expire_at.pop(task_id, None)
+            if self.steps_expire_at.pop(task_id, None) is not None:  # still kept: they stay
+                meta.pop(F.STEPS_UNTIL, None)
             return "paused"
 
 

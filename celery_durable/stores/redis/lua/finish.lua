@@ -19,7 +19,7 @@
 -- Fields: task status outcome fence deaths (read); status outcome updated_at nesting fence
 --         steps_until (set); lease lease_until paused_reason attempt guard awaiting
 --         released frontier due recovered, deaths when 0, nesting unless replaced, seed
---         when the steps go now (deleted)
+--         and call when the steps go now (deleted)
 -- Returns  nil when this call finished the invocation,
 --          else {status, outcome} that an earlier call recorded.
 --          Errors: GONE (nothing is written: a forced finish would otherwise make a
@@ -89,9 +89,10 @@ if steps_ms > 0 then
   redis.call('PEXPIRE', journal, steps_ms)
   redis.call('PEXPIRE', KEYS[3], steps_ms)
 else
-  -- Only the steps need the seed (a restart replays them with it).
+  -- Only the steps need the seed (a restart replays them with it); 'call' is where an
+  -- invocation started by an earlier release kept its call.
   redis.call('DEL', journal, KEYS[3], KEYS[9])
-  redis.call('HDEL', meta, 'seed')
+  redis.call('HDEL', meta, 'seed', 'call')
 end
 local live = {running = KEYS[5], suspended = KEYS[6], paused = KEYS[7]}
 redis.call('ZREM', live[status] or KEYS[5], ARGV[1])
