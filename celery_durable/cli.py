@@ -132,7 +132,7 @@ def show(ctx: click.Context, invocation_id: str, as_json: bool) -> None:
     click.echo(f"{label('status')}      {_style(ctx, shown(inv.status), fg=colour, bold=True)}")
     click.echo(f"{label('created')}     {display.when(inv.created_at, now)}")
     click.echo(f"{label('updated')}     {display.when(inv.updated_at, now)}")
-    click.echo(f"{label('seed')}        {inv.seed}")
+    click.echo(f"{label('seed')}        {'-' if inv.seed is None else inv.seed}")
     if inv.paused_reason:
         reason = _runnable(ctx, inv.paused_reason)
         click.echo(f"{label('paused')}      {display.wrapped(reason)}")
