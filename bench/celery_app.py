@@ -20,8 +20,9 @@ STEP_NAMES = [f"step-{i}" for i in range(10_000)]
 app = Celery("bench", set_as_current=False)
 
 
-def configure(redis_url: str, prefix: str, queue: str) -> Celery:
-    """Point ``app`` at ``redis_url``, with broker, result and journal keys under ``prefix``."""
+def configure(redis_url: str, prefix: str, queue: str, journal_url: str | None = None) -> Celery:
+    """Point ``app`` at ``redis_url``, with broker, result and journal keys under ``prefix``
+    (the journals on ``journal_url`` when given: ``memory.py`` keeps them apart)."""
     app.conf.update(
         broker_url=redis_url,
         result_backend=redis_url,
@@ -30,8 +31,9 @@ def configure(redis_url: str, prefix: str, queue: str) -> Celery:
         broker_transport_options={"global_keyprefix": f"{prefix}:kombu:"},
         result_backend_transport_options={"global_keyprefix": f"{prefix}:result:"},
         result_expires=600,
-        durable_redis_url=redis_url,
-        durable_key_prefix=f"{prefix}:durable",
+        durable_redis_url=journal_url or redis_url,
+        # A journal Redis of its own has the default prefix: the keys' own length counts.
+        durable_key_prefix="durable" if journal_url else f"{prefix}:durable",
         durable_retention=600,
     )
     return app
@@ -71,6 +73,25 @@ def nap(self: DurableTask, seconds: float) -> None:
     self.ctx.sleep(seconds)
 
 
+def value_of(size: int) -> str:
+    """A step's value of ``size`` bytes of text."""
+    return "v" * size
+
+
+@app.task(base=DurableTask, bind=True, name="bench.values")
+def values(self: DurableTask, n: int, size: int) -> int:
+    """``n`` steps that return ``size`` bytes each (``memory.py``'s finished invocations)."""
+    run = self.ctx.run
+    return sum(len(run(STEP_NAMES[i], value_of, size)) for i in range(n))
+
+
+@app.task(base=DurableTask, bind=True, name="bench.values_no_journal", durable_journal_retention=0)
+def values_no_journal(self: DurableTask, n: int, size: int) -> int:
+    """``bench.values`` whose steps are dropped when it finishes."""
+    run = self.ctx.run
+    return sum(len(run(STEP_NAMES[i], value_of, size)) for i in range(n))
+
+
 @app.task(name="bench.plain")
 def plain(n: int) -> int:
     return sum(step(i) for i in range(n))
@@ -87,6 +108,7 @@ if "BENCH_REDIS_URL" in os.environ:
         os.environ["BENCH_REDIS_URL"],
         os.environ.get("BENCH_PREFIX", "bench"),
         os.environ.get("BENCH_QUEUE", "bench"),
+        os.environ.get("BENCH_JOURNAL_URL"),
     )
 
 

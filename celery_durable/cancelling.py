@@ -35,6 +35,7 @@ from celery_durable.journal.entries import encode_completion, encode_outcome, pa
 from celery_durable.journal.failures import record_of
 from celery_durable.journal.store import JournalStore
 from celery_durable.keys import MetaField
+from celery_durable.runtime import journal_retention_for
 from celery_durable.wakeups import decode_call, publish, publish_due
 
 logger = logging.getLogger("celery_durable")
@@ -156,8 +157,10 @@ def _kill(app: Any, store: JournalStore, task_id: str, reason: str, retention: f
     error = InvocationCancelled.because(reason)
     record = record_of(error)
     try:
-        earlier = store.finish(task_id, None, "cancelled", encode_outcome("json", None, record),
-                               retention)  # fmt: skip
+        earlier = store.finish(
+            task_id, None, "cancelled", encode_outcome("json", None, record), retention,
+            journal_retention=journal_retention_for(app, meta.get(MetaField.TASK, "")),
+        )  # fmt: skip
     except LeaseLost:
         return Cancelled(task_id, "gone")  # forgotten since it was read
     if earlier is not None:

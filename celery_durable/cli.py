@@ -14,7 +14,10 @@ shape that stays stable (``tests/operator/test_cli.py`` pins it):
   ``result``, ``error``, ``created_at``, ``updated_at``, ``seed``, ``paused_reason``,
   ``awaiting`` (``kind``, ``name``, ``index``, a timer's ``until``, an awakeable's
   ``awakeable_id``), ``cancel_reason``, ``deadline``, ``concurrency_key``,
-  ``concurrency_limit``; times are ISO 8601 text in UTC, or null. An invocation with a
+  ``concurrency_limit``, ``steps_until`` (when a finished invocation's steps are, or
+  were, dropped: ``durable_journal_retention``; null when they go with the outcome),
+  ``steps_dropped`` (true once they were: ``steps`` is empty then); times are ISO 8601
+  text in UTC, or null. An invocation with a
   concurrency key also has ``concurrency``: ``{"key", "holders", "waiting"}``, who holds
   its key's slots and who waits for one, in order.
 - ``ls``: a list of those, newest first.
@@ -129,7 +132,7 @@ def show(ctx: click.Context, invocation_id: str, as_json: bool) -> None:
     click.echo(f"{label('status')}      {_style(ctx, shown(inv.status), fg=colour, bold=True)}")
     click.echo(f"{label('created')}     {display.when(inv.created_at, now)}")
     click.echo(f"{label('updated')}     {display.when(inv.updated_at, now)}")
-    click.echo(f"{label('seed')}        {inv.seed}")
+    click.echo(f"{label('seed')}        {'-' if inv.seed is None else inv.seed}")
     if inv.paused_reason:
         reason = _runnable(ctx, inv.paused_reason)
         click.echo(f"{label('paused')}      {display.wrapped(reason)}")
@@ -137,8 +140,13 @@ def show(ctx: click.Context, invocation_id: str, as_json: bool) -> None:
         click.echo(f"{label('awaiting')}    {_runnable(ctx, shown(line))}")
     for name, line in display.flow_lines(inv, slots, now):
         click.echo(f"{label(name.ljust(11))} {shown(line)}")
+    kept = display.steps_line(inv, now)
+    if kept is not None:
+        click.echo(f"{label('steps')}       {kept}")
     click.echo("")
-    if inv.steps:
+    if inv.steps_dropped:
+        click.echo("(steps: dropped after journal retention)")
+    elif inv.steps:
         rows = [
             [
                 str(s.index),

@@ -121,6 +121,18 @@ def awaited(item: dict[str, Any]) -> str:
     return what
 
 
+def steps_line(inv: Invocation, now: float) -> str | None:
+    """What ``show`` and the console say of steps kept for a journal retention of their
+    own (``durable_journal_retention``): dropped, or until when they are kept."""
+    if inv.steps_until is None:
+        return None
+    at = clock(inv.steps_until)
+    if inv.steps_dropped:
+        return f"dropped after journal retention ({at}); the outcome is kept"
+    due = age(datetime.fromtimestamp(now, UTC), inv.steps_until.timestamp())
+    return f"kept until {at} (journal retention, in {due}), then dropped"
+
+
 def flow_lines(inv: Invocation, slots: Any, now: float) -> list[tuple[str, str]]:
     """``show``'s lines on flow control: a cancel, a deadline, a concurrency key (with
     ``slots``, a ``ConcurrencySlots``: who holds its slots and who waits)."""

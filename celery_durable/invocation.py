@@ -120,6 +120,7 @@ def begin(
     retention: float,
     call: Callable[[], str] = str,
     execution_type: type[Execution] = Execution,
+    journal_retention: float | None = None,
 ) -> Execution | Finished | Busy:
     """Start an execution: the execution to run the body in, or why there is none.
 
@@ -143,7 +144,10 @@ def begin(
             store.pause(task_id, started.fence, reason, call())
             return Finished("paused", None)
         outcome = encode_outcome("json", None, lost)
-        earlier = store.finish(task_id, started.fence, "failed", outcome, retention, call=call())
+        earlier = store.finish(
+            task_id, started.fence, "failed", outcome, retention, call=call(),
+            journal_retention=journal_retention,
+        )  # fmt: skip
         return Finished(*(earlier or ("failed", outcome)))
     if started.state in ("done", "paused"):
         return Finished(started.status, started.outcome)
@@ -193,7 +197,12 @@ def _crash_loop(task_id: str, started: Started, policy: RetryPolicy) -> ErrorRec
 
 
 def complete(
-    store: JournalStore, ex: Execution, value: Any, codec: Codec[Any], retention: float
+    store: JournalStore,
+    ex: Execution,
+    value: Any,
+    codec: Codec[Any],
+    retention: float,
+    journal_retention: float | None = None,
 ) -> Any:
     """Journal the body's return value; return it as decoded from the journal.
 
@@ -211,13 +220,21 @@ def complete(
     outcome = encode_outcome(codec.name, payload, None)
     # The call that an operator's restart publishes is stored already: at creation, and
     # by a retry that changed the arguments.
-    earlier = store.finish(ex.id, ex.fence, "completed", outcome, retention)
+    earlier = store.finish(
+        ex.id, ex.fence, "completed", outcome, retention, journal_retention=journal_retention
+    )
     if earlier is None:
         return codec.decode(parse(payload))
     return finished_outcome(store, ex.id, Finished(*earlier), codec)  # another's, first
 
 
-def fail(store: JournalStore, ex: Execution, exc: BaseException, retention: float) -> str:
+def fail(
+    store: JournalStore,
+    ex: Execution,
+    exc: BaseException,
+    retention: float,
+    journal_retention: float | None = None,
+) -> str:
     """Journal that the body failed for good with ``exc``, and its call, to resume it;
     return the status it ends with: ``cancelled`` for an ``InvocationCancelled`` (its own
     cancel, or a child's that it let through), else ``failed``.
@@ -230,5 +247,8 @@ def fail(store: JournalStore, ex: Execution, exc: BaseException, retention: floa
         raise ex.paused_by
     status = "cancelled" if isinstance(exc, InvocationCancelled) else "failed"
     outcome = encode_outcome("json", None, record_of(exc))
-    store.finish(ex.id, ex.fence, status, outcome, retention, call=ex.call())
+    store.finish(
+        ex.id, ex.fence, status, outcome, retention, call=ex.call(),
+        journal_retention=journal_retention,
+    )  # fmt: skip
     return status

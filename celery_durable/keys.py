@@ -29,6 +29,13 @@ class InvocationKeys:
     done: str
     """Hash: completions that came from outside (a child's outcome, an awakeable's value)
     by journal index, and ``<index>:sent`` once a child was published."""
+    call: str
+    """String: what a wake-up, the recovery sweep, a resume or a restart publishes (task
+    name, arguments, options; JSON). Kept apart from ``meta`` so that the meta hash, all
+    of its values short, stays a listpack in Redis (a value longer than
+    ``hash-max-listpack-value``, 64 B by default, turns the whole hash into a hash table,
+    at about twice the bytes). It lives as long as the steps (``MetaField.STEPS_UNTIL``):
+    a restart needs both."""
     tombstone: str
     """String: the last fence of a forgotten (or purged) invocation, kept for
     ``journal.store.TOMBSTONE_TTL``, so that one created anew under its id starts above
@@ -111,8 +118,16 @@ class MetaField:
     CONCURRENCY_KEY = "ckey"
     """The concurrency key whose slot the invocation holds or waits for. Set on creation."""
     CALL = "call"
-    """What a wake-up, the recovery sweep or a resume re-publishes: task name, arguments,
+    """The name under which the store's readers hand the call (``InvocationKeys.call``)
+    back with the meta fields. No longer written to the meta hash; an invocation started
+    by an earlier release keeps its call there, and every reader falls back to it. What
+    a wake-up, the recovery sweep or a resume re-publishes: task name, arguments,
     options (JSON). Stored at creation, and again when a retry changes the arguments."""
+    STEPS_UNTIL = "steps_until"
+    """When a finished invocation's steps (journal, completions, call) expire, in ms of
+    Redis's clock; set at finish when ``durable_journal_retention`` is shorter than
+    ``durable_retention``. Past it (at once for a journal retention of 0) only the meta
+    hash is left: status, outcome, times, fingerprint."""
     AWAITING = "awaiting"
     """What a suspended invocation waits for (JSON list), for people reading it."""
     DUE = "due"
@@ -171,7 +186,7 @@ class KeySpace:
             base = f"{self.prefix}:{{{task_id}}}:"
         return InvocationKeys(
             meta=base + "meta", journal=base + "journal", done=base + "done",
-            tombstone=base + "tombstone",
+            call=base + "call", tombstone=base + "tombstone",
         )  # fmt: skip
 
     @property

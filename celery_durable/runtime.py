@@ -6,6 +6,7 @@ import threading
 import weakref
 from typing import Any
 
+from celery_durable.errors import ConfigurationError
 from celery_durable.keys import KeySpace
 from celery_durable.settings import DurableSettings
 from celery_durable.stores.memory import MemoryJournalStore
@@ -46,6 +47,19 @@ class Runtime:
 
 
 _runtimes: weakref.WeakKeyDictionary[Any, Runtime] = weakref.WeakKeyDictionary()
+
+
+def journal_retention_for(app: Any, task_name: str) -> float:
+    """Seconds the steps of a finished invocation of ``task_name`` are kept: the task's
+    ``durable_journal_retention``, else the app's (for the paths that finish an
+    invocation without its task running it: a kill, a time limit, a revoke)."""
+    settings = runtime_for(app).settings
+    task = app.tasks.get(task_name) if task_name else None
+    override = getattr(task, "durable_journal_retention", None)
+    try:
+        return settings.steps_retention(override, f"{task_name}.durable_journal_retention")
+    except ConfigurationError:  # refused where the task runs; here the outcome must be written
+        return settings.steps_retention()
 
 
 def runtime_for(app: Any) -> Runtime:

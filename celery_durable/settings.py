@@ -42,6 +42,7 @@ KNOWN = frozenset(
         "durable_wait_aof",
         "durable_wait_timeout",
         "durable_recovery_after",
+        "durable_journal_retention",
     }
 )
 REDIS_SCHEMES = ("redis://", "rediss://", "unix://", "sentinel://")
@@ -61,7 +62,11 @@ class DurableSettings:
     key_prefix: str = "durable"
     """First part of every key."""
     retention: float = 86400.0
-    """Seconds a finished journal is kept."""
+    """Seconds a finished invocation's outcome is kept (status, result or error,
+    fingerprint, times): a later delivery of its task id returns it."""
+    journal_retention: float | None = None
+    """Seconds a finished invocation's steps are kept (journal, completions, call), at
+    most ``retention``; 0 drops them when it finishes; None: ``retention``."""
     lease_ttl: float = 30.0
     """Seconds an execution owns its invocation without renewing; a heartbeat renews it
     every third of that while the execution runs."""
@@ -120,13 +125,14 @@ class DurableSettings:
             )
         options = _redis_options(conf)
         url = _tls_url(_redis_url(conf), options)
+        retention = (
+            _seconds("durable_retention", conf.get("durable_retention", conf.get("result_expires")))
+            or 86400.0
+        )
         return cls(
             redis_url=url,
             key_prefix=_key_prefix(conf.get("durable_key_prefix", "durable")),
-            retention=_seconds(
-                "durable_retention", conf.get("durable_retention", conf.get("result_expires"))
-            )
-            or 86400.0,
+            retention=retention,
             lease_ttl=_seconds("durable_lease_ttl", conf.get("durable_lease_ttl", 30.0)) or 30.0,
             codec=resolve_codec(conf.get("durable_codec", "json"), "durable_codec"),
             eviction_check=_choice(
@@ -152,7 +158,23 @@ class DurableSettings:
             wait_timeout=_seconds("durable_wait_timeout", conf.get("durable_wait_timeout", 1.0))
             or 1.0,
             recovery_after=_recovery_after(conf.get("durable_recovery_after", 60.0)),
+            journal_retention=journal_retention(
+                "durable_journal_retention", conf.get("durable_journal_retention"), retention
+            ),
         )
+
+    def steps_retention(self, override: Any = None, name: str = "") -> float:
+        """Seconds a finished invocation's steps are kept: ``override`` (a task's
+        ``durable_journal_retention``, validated as ``name``) or the app's setting.
+
+        Raises:
+            ConfigurationError: ``override`` is not a valid journal retention.
+        """
+        if override is not None:
+            value = journal_retention(name, override, self.retention)
+            if value is not None:
+                return value
+        return self.retention if self.journal_retention is None else self.journal_retention
 
 
 def redacted(url: str) -> str:
@@ -306,6 +328,31 @@ def _seconds(name: str, value: Any) -> float | None:
             f"{name}={value!r} must be a positive number of seconds or a timedelta."
         )
     return float(value)
+
+
+def journal_retention(name: str, value: Any, retention: float) -> float | None:
+    """``value`` as a journal retention in seconds (None: the retention's), checked.
+
+    Raises:
+        ConfigurationError: not a number of seconds of 0 or more, or longer than
+            ``retention``.
+    """
+    if value is None:
+        return None
+    seconds = value.total_seconds() if isinstance(value, timedelta) else value
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or seconds < 0:
+        raise ConfigurationError(
+            f"{name}={value!r} must be a number of seconds of 0 or more (or a timedelta), or "
+            "None for durable_retention's; 0 drops a finished invocation's steps when it "
+            "finishes."
+        )
+    if seconds > retention:
+        raise ConfigurationError(
+            f"{name}={value!r} is longer than durable_retention ({retention:g} s): a finished "
+            "invocation's steps cannot be kept longer than its outcome. Shorten it, or "
+            "lengthen durable_retention."
+        )
+    return float(seconds)
 
 
 def _recovery_after(value: Any) -> float | None:

@@ -16,6 +16,7 @@ import time
 import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
+from datetime import timedelta
 from typing import Any, NoReturn
 
 from celery.exceptions import Ignore
@@ -91,6 +92,12 @@ class DurableTask(CeleryFlow):
     #: (as ``cancel_invocation`` does); None for none. A parent's ``ctx.call(sig,
     #: timeout=...)`` replaces it for that child.
     durable_timeout: float | None = None
+
+    #: Seconds a finished invocation of this task keeps its steps (journal, completions,
+    #: call), at most ``durable_retention``; 0 drops them when it finishes. Its outcome
+    #: stays until ``durable_retention`` either way. None means the app's
+    #: ``durable_journal_retention`` setting.
+    durable_journal_retention: float | timedelta | None = None
 
     #: At most ``durable_concurrency_limit`` invocations with the same key hold a slot at
     #: a time, from their first step to their finish; the others wait, suspended, in
@@ -235,11 +242,12 @@ class DurableTask(CeleryFlow):
         def call() -> str:
             return stored_call
 
+        steps = self._steps_retention(settings)
         try:
             started = invocation.begin(
                 store, task_id, start, codec, self._default_policy(settings.retry),
                 settings.retention, call,
-                ReplayEachStep if settings.replay_each_step else Execution,
+                ReplayEachStep if settings.replay_each_step else Execution, steps,
             )  # fmt: skip
         except JournalUnavailableError as exc:
             raise Outage(exc, None) from exc
@@ -264,7 +272,7 @@ class DurableTask(CeleryFlow):
         ex.fingerprint = start.fingerprint
         ex.call = call
         if oversize is not None:
-            self._fail_before_the_body(ex, store, settings.retention, oversize)
+            self._fail_before_the_body(ex, store, settings, oversize)
         ex.host = CeleryHost(self.app, task_id, store, eager=not shared)
         # Only a journal other processes share needs its lease kept alive.
         lease = (
@@ -306,7 +314,7 @@ class DurableTask(CeleryFlow):
         kwargs: dict[str, Any],
         slot: tuple[str, int],
     ) -> Any:
-        retention = settings.retention
+        retention, steps = settings.retention, self._steps_retention(settings)
         try:
             try:
                 if slot[0]:  # the body runs holding a slot of its concurrency key
@@ -322,7 +330,7 @@ class DurableTask(CeleryFlow):
             if must_replay(ex):  # async steps journaled: replay them once before the end
                 raise AbandonExecution.of(ex, len(ex.entries) - 1)
             try:
-                result = invocation.complete(store, ex, value, codec, retention)
+                result = invocation.complete(store, ex, value, codec, retention, steps)
             except CodecError as exc:
                 if type(exc) is not CodecError:
                     raise  # too large: plain Celery would have stored it
@@ -350,7 +358,7 @@ class DurableTask(CeleryFlow):
                 if must_replay(ex):
                     self._release(ex)
                     raise AbandonExecution.of(ex, len(ex.entries) - 1) from exc
-                status = invocation.fail(store, ex, exc, retention)
+                status = invocation.fail(store, ex, exc, retention, steps)
             except JournalUnavailableError as outage:
                 raise Outage(outage, ex) from exc
             concurrency.give_back(self.app, store, ex.id, *slot)
@@ -359,7 +367,11 @@ class DurableTask(CeleryFlow):
             raise
 
     def _fail_before_the_body(
-        self, ex: Execution, store: JournalStore, retention: float, error: ValueTooLargeError
+        self,
+        ex: Execution,
+        store: JournalStore,
+        settings: DurableSettings,
+        error: ValueTooLargeError,
     ) -> NoReturn:
         """Fail the invocation with ``error`` without running its body; it keeps no call.
 
@@ -367,7 +379,7 @@ class DurableTask(CeleryFlow):
             ValueTooLargeError: ``error``, once the failure is journaled.
         """
         try:
-            invocation.fail(store, ex, error, retention)
+            invocation.fail(store, ex, error, settings.retention, self._steps_retention(settings))
         except JournalUnavailableError as outage:
             raise Outage(outage, ex) from error
         raise error
@@ -405,6 +417,16 @@ class DurableTask(CeleryFlow):
         if cached is None:
             cached = self.__dict__["_durable_celery_policy"] = RetryPolicy.from_celery_options(self)
         return cached
+
+    def _steps_retention(self, settings: DurableSettings) -> float:
+        """This task's journal retention (``durable_journal_retention``), checked.
+
+        Raises:
+            ConfigurationError: the task's ``durable_journal_retention`` is wrong.
+        """
+        return settings.steps_retention(
+            self.durable_journal_retention, f"{self.name}.durable_journal_retention"
+        )
 
     def _codec(self, default: Codec[Any]) -> Codec[Any]:
         if self.durable_codec is None:

@@ -22,7 +22,7 @@ from celery_durable.errors import ValueTooLargeError
 logger = logging.getLogger("celery_durable")
 
 # Typed once here: kombu leaves them untyped.
-_dumps: Callable[[Any], str] = kombu_json.dumps
+_dumps: Callable[..., str] = kombu_json.dumps
 _loads: Callable[[str], Any] = kombu_json.loads
 
 #: Execution options a re-published call keeps, as Celery's ``send_task`` takes them.
@@ -35,16 +35,30 @@ _OPTIONS = frozenset({
     "routing_key",
 })  # fmt: skip
 
+#: Options whose value here is what publishing without them gives: left out of a call.
+_IMPLIED: dict[str, Any] = {"headers": {}, "retries": 0, "replaced_task_nesting": 0}
+_NONE = object()
+
 #: Seconds a claimed wake-up stays hidden from other claimers while it is published.
 CLAIM_VISIBILITY = 30.0
 
 
 def encode_call(task_name: str, args: Any, kwargs: Any, options: Mapping[str, Any]) -> str:
-    """Return the JSON of a call, as a wake-up re-publishes it (kombu's JSON types too)."""
-    kept = {k: v for k, v in options.items() if k in _OPTIONS and v is not None}
+    """Return the JSON of a call, as a wake-up re-publishes it (kombu's JSON types too).
+
+    Kept short, since every invocation stores one: no spaces, and no option that says
+    what publishing without it says (``_IMPLIED``; ``root_id`` when it is ``task_id``,
+    which ``decode_call`` puts back)."""
+    kept = {
+        k: v
+        for k, v in options.items()
+        if k in _OPTIONS and v is not None and _IMPLIED.get(k, _NONE) != v
+    }
+    if kept.get("root_id") is not None and kept.get("root_id") == kept.get("task_id"):
+        del kept["root_id"]
     call = {"task": task_name, "args": list(args or ()), "kwargs": dict(kwargs or {}),
             "options": kept}  # fmt: skip
-    return _dumps(call)
+    return _dumps(call, separators=(",", ":"))
 
 
 def check_call_size(call: str, limit: int, task_name: str, refused: str) -> None:
@@ -72,12 +86,17 @@ def decode_call(call: str) -> dict[str, Any]:
     """Return a stored call as ``encode_call`` took it: ``task``, ``args``, ``kwargs``,
     ``options``."""
     decoded: dict[str, Any] = _loads(call)
+    options = decoded["options"]
+    if "task_id" in options and "root_id" not in options:
+        options["root_id"] = options["task_id"]
+    for name, value in _IMPLIED.items():
+        options.setdefault(name, type(value)() if isinstance(value, dict) else value)
     return decoded
 
 
 def publish(app: Any, call: str) -> None:
     """Publish a stored call again, under its task id, to its queue."""
-    decoded = _loads(call)
+    decoded = decode_call(call)
     app.send_task(decoded["task"], decoded["args"], decoded["kwargs"], **decoded["options"])
 
 

@@ -31,7 +31,7 @@ from celery_durable import concurrency, deadlines
 from celery_durable.errors import JournalError, LeaseLost
 from celery_durable.journal.entries import encode_outcome
 from celery_durable.recovery import interval, recover_lost
-from celery_durable.runtime import runtime_for
+from celery_durable.runtime import journal_retention_for, runtime_for
 from celery_durable.task import DurableTask, holder_id
 from celery_durable.wakeups import publish_due
 
@@ -106,8 +106,9 @@ def _finish_for(task: Any, task_id: str, status: str, error_type: str, message: 
     }  # fmt: skip
     try:
         runtime.store.finish(
-            task_id, None, status, encode_outcome("json", None, record), runtime.settings.retention
-        )
+            task_id, None, status, encode_outcome("json", None, record), runtime.settings.retention,
+            journal_retention=journal_retention_for(task.app, task.name),
+        )  # fmt: skip
     except JournalError as exc:
         logger.warning("celery-durable: could not journal %s[%s] as %s: %s",
                        task.name, task_id, status, exc)  # fmt: skip

@@ -77,6 +77,16 @@ class Invocation:
     """The concurrency key it holds a slot of, or waits for (``durable_concurrency_key``)."""
     concurrency_limit: int | None = None
     """How many invocations of that key may hold a slot at a time."""
+    steps_until: datetime | None = None
+    """When its steps (journal, completions, call) are dropped, or were: a finished
+    invocation whose ``durable_journal_retention`` is shorter than its retention keeps
+    only its outcome after that."""
+
+    @property
+    def steps_dropped(self) -> bool:
+        """Its steps were dropped after its journal retention: ``steps`` is empty, and it
+        can be neither resumed nor restarted; its outcome is kept."""
+        return self.steps_until is not None and self.steps_until <= datetime.now(UTC)
 
     def as_dict(self) -> dict[str, Any]:
         """The invocation as JSON types, its steps as ``Step.as_dict``, times as ISO 8601
@@ -97,6 +107,8 @@ class Invocation:
             "deadline": _iso(self.deadline),
             "concurrency_key": self.concurrency_key,
             "concurrency_limit": self.concurrency_limit,
+            "steps_until": _iso(self.steps_until),
+            "steps_dropped": self.steps_dropped,
         }
 
 
@@ -251,6 +263,9 @@ def parse_invocation(
         deadline=_when(_int(meta.get("deadline"), 0) / 1000) if meta.get("deadline") else None,
         concurrency_key=key if limit else None,
         concurrency_limit=_int(limit, None) if limit else None,
+        steps_until=_when(_int(meta.get("steps_until"), 0) / 1000)
+        if meta.get("steps_until")
+        else None,
     )
 
 

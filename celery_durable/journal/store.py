@@ -59,8 +59,9 @@ def not_running(task_id: str, action: str, status: str) -> str:
 
 
 def now() -> str:
-    """Now, in seconds since the epoch, as the stores keep times (``created_at``...)."""
-    return f"{time.time():.6f}"
+    """Now, in seconds since the epoch, as the stores keep times (``created_at``...): to
+    the millisecond, which is what people and the listing need, in 14 bytes."""
+    return f"{time.time():.3f}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,9 +148,11 @@ class Reopening:
 class Resumption:
     """What ``JournalStore.resume`` did."""
 
-    state: Literal["resumed", "refused", "no-call", "gone"]
+    state: Literal["resumed", "refused", "no-call", "dropped", "gone"]
     """``resumed``; ``refused``: neither paused nor failed; ``no-call``: no stored call
-    (with ``require_call``); ``gone``: no such invocation. Only ``resumed`` changed it."""
+    (with ``require_call``); ``dropped``: its steps were dropped after its journal
+    retention, so that running it again would run them again; ``gone``: no such
+    invocation. Only ``resumed`` changed it."""
     status: str = ""
     """Its status before the call (none when gone)."""
     call: str = ""
@@ -290,12 +293,18 @@ class JournalStore(FlowControlStore, Protocol):
         retention: float,
         nesting: int = 0,
         call: str = "",
+        journal_retention: float | None = None,
     ) -> tuple[str, str] | None:
         """Record the final outcome and let the invocation expire after ``retention``.
 
         ``fence`` None finishes it for an execution that cannot (revoked, killed by a
         time limit) and fences that execution out. A non-empty ``call`` is stored, so
         that a failed invocation can be resumed.
+
+        Its steps (journal, completions, call) expire after ``journal_retention``
+        (None: ``retention``; at most ``retention``; 0 deletes them now). When they go
+        first, the meta hash records when (``MetaField.STEPS_UNTIL``); what stays is
+        what exactly-once completion needs: status, outcome, times, fingerprint.
 
         Returns:
             None when this call finished the invocation, else the (status, outcome)

@@ -153,7 +153,7 @@ def test_keys_in_several_slots_are_a_journal_error_not_a_raw_one(
         def invocation(self, task_id: str) -> InvocationKeys:
             base = f"{self.prefix}:{{{task_id}}}:"
             return InvocationKeys(
-                base + "meta", base + "journal", base + "done", base + "tombstone"
+                base + "meta", base + "journal", base + "done", base + "call", base + "tombstone"
             )
 
     spread = RedisJournalStore.from_url(redis_cluster.url, SpreadKeys(cluster_prefix, cluster=True))

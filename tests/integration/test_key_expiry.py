@@ -83,6 +83,17 @@ def test_every_key_of_an_invocation_that_ended_expires(
         self.ctx.run("first", lambda: 1)
         return str(self.ctx.run("charge", charge, retry=PAUSING))
 
+    @app.task(base=DurableTask, bind=True, shared=False, durable_journal_retention=0)
+    def steps_dropped(self: DurableTask) -> int:
+        ctx = self.ctx
+        ctx.run("first", lambda: 1)
+        ctx.sleep(0.2)  # it has a call, a wake-up, and a completions hash to drop
+        return int(ctx.call(child.s(2)).result())
+
+    @app.task(base=DurableTask, bind=True, shared=False, durable_journal_retention=25)
+    def steps_kept_less(self: DurableTask) -> int:
+        return int(self.ctx.run("first", lambda: 7))
+
     @app.task(base=DurableTask, bind=True, shared=False)
     def forgotten(self: DurableTask) -> str:
         self.ctx.run("first", lambda: 1)
@@ -95,10 +106,14 @@ def test_every_key_of_an_invocation_that_ended_expires(
             "cancelled": revoked.delay(),
             "replaced": replaced.delay(),
             "resumed-completed": pauses.delay(),
+            "steps-dropped": steps_dropped.delay(),
+            "steps-kept-less": steps_kept_less.delay(),
         }
         ids = {how: result.id for how, result in ended.items()}
         assert ended["completed"].get(timeout=TIMEOUT) == 42
         assert ended["replaced"].get(timeout=TIMEOUT) == 2
+        assert ended["steps-dropped"].get(timeout=TIMEOUT) == 4
+        assert ended["steps-kept-less"].get(timeout=TIMEOUT) == 7
 
         wait_for(lambda: _status(app, ids["cancelled"], "running"), "the retry to be due")
         app.control.revoke(ids["cancelled"])
@@ -133,7 +148,7 @@ def test_every_key_of_an_invocation_that_ended_expires(
             late.append(how)
 
     # The children: one of "completes" (its own id) and the replacement of "replaced".
-    children = [f"{ids['completed']}/2"]
+    children = [f"{ids['completed']}/2", f"{ids['steps-dropped']}/2"]
     keys = list(redis_client.scan_iter(f"{key_prefix}:*", count=1000))
     by_invocation: dict[str, list[str]] = {}
     shared: list[str] = []
@@ -151,7 +166,21 @@ def test_every_key_of_an_invocation_that_ended_expires(
     assert set(by_invocation) <= {*ids.values(), *children, barrier.id}, by_invocation
     for how in ("completed", "failed", "cancelled", "replaced", "resumed-completed"):
         parts = {key.rpartition(":")[2] for key in by_invocation[ids[how]]}
-        assert {"meta", "journal"} <= parts, (how, parts)
+        assert {"meta", "journal", "call"} <= parts, (how, parts)
+    # The call lives as long as the steps, which a restart needs; the outcome outlives
+    # them by as much as durable_journal_retention is shorter than durable_retention.
+    meta_key = f"{key_prefix}:{{{ids['completed']}}}:meta"
+    for part in ("journal", "call", "done"):
+        key = f"{key_prefix}:{{{ids['completed']}}}:{part}"
+        assert abs(redis_client.pttl(key) - redis_client.pttl(meta_key)) < 2000, part
+    kept_less = {key.rpartition(":")[2]: key for key in by_invocation[ids["steps-kept-less"]]}
+    assert set(kept_less) == {"meta", "journal", "call"}, kept_less
+    assert 0 < redis_client.pttl(kept_less["journal"]) <= 25_000
+    assert 0 < redis_client.pttl(kept_less["call"]) <= 25_000
+    assert redis_client.pttl(kept_less["meta"]) > 60_000
+    # durable_journal_retention=0: only the outcome is left, at once.
+    dropped = sorted(key.rpartition(":")[2] for key in by_invocation[ids["steps-dropped"]])
+    assert dropped == ["meta"], dropped
     assert {key.rpartition(":")[2] for key in by_invocation[ids["completed"]]} >= {"done"}
     # The forgotten one left its tombstone only (its fence, for a later one of its id).
     assert [key.rpartition(":")[2] for key in by_invocation[ids["forgotten"]]] == ["tombstone"]

@@ -23,6 +23,9 @@ def wait_for_due(redis_client: redis.Redis, meta_key: str) -> dict[str, str]:
     while "due" not in (meta := dict(redis_client.hgetall(meta_key))):
         assert time.monotonic() < deadline, f"no retry was recorded in {meta_key}"
         time.sleep(0.05)
+    # The call has a key of its own (InvocationKeys.call), beside the meta hash.
+    assert "call" not in meta
+    meta["call"] = redis_client.get(meta_key.removesuffix(":meta") + ":call")
     return meta
 
 

@@ -31,6 +31,8 @@ INVOCATION_KEYS = {
     "id", "task_name", "status", "steps", "result", "error", "created_at", "updated_at",
     "seed", "paused_reason", "awaiting", "cancel_reason", "deadline", "concurrency_key",
     "concurrency_limit",
+    "steps_until",
+    "steps_dropped",
 }  # fmt: skip
 STEP_KEYS = {
     "index", "name", "kind", "status", "attempts", "value", "error", "started_at", "finished_at",

@@ -152,7 +152,7 @@ def test_an_overlapping_delivery_defers_and_runs_nothing_twice(
     ]
     assert [s.value for s in inv.steps] == result["steps"]
     meta = system.meta(task_id)
-    assert meta["deaths"] == "0"
+    assert meta.get("deaths", "0") == "0"  # a finished one keeps a count above 0 only
     assert "attempt" not in meta and "guard" not in meta
     assert meta["fence"] == first_fence, "no other execution ever took the lease"
     assert_finished_with_retention(system, task_id)

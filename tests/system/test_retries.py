@@ -407,7 +407,7 @@ def test_a_death_after_the_retry_reopened_the_step_leaves_the_new_journal(
         ("prepare", "completed", 1),
         ("fetch", "completed", 2),
     ]
-    assert system.meta(task_id).get("deaths") == "0", "a released lease is no death"
+    assert system.meta(task_id).get("deaths", "0") == "0", "a released lease is no death"
 
 
 def test_a_death_before_the_retry_leaves_the_old_journal_whose_failure_replays(

@@ -55,6 +55,9 @@ def test_a_non_redis_broker_falls_back_with_a_warning_when_the_journal_is_used()
         ("durable_recovery_after", 0.5, "durable_recovery_after=0.5 must be a number of seconds"),
         ("durable_recovery_after", "60", "durable_recovery_after='60' must be a number of second"),
         ("durable_recovery_after", True, "or None to turn recovery off"),
+        ("durable_journal_retention", -1, "durable_journal_retention=-1 must be a number of sec"),
+        ("durable_journal_retention", "0", "durable_journal_retention='0' must be a number of"),
+        ("durable_journal_retention", 86401, "is longer than durable_retention \\(86400 s\\)"),
     ],
 )
 def test_a_wrong_setting_is_named(name: str, value: Any, message: str) -> None:
@@ -124,3 +127,15 @@ def test_recovery_defaults_to_a_minute_and_none_turns_it_off() -> None:
     assert read(durable_recovery_after=None).recovery_after is None
     assert read(durable_recovery_after=timedelta(minutes=5)).recovery_after == 300.0
     assert read(durable_recovery_after=1).recovery_after == 1.0
+
+
+def test_journal_retention_defaults_to_the_retention_and_may_be_0() -> None:
+    assert read(durable_retention=3600).steps_retention() == 3600.0
+    assert read(durable_journal_retention=0).steps_retention() == 0.0
+    settings = read(durable_retention=3600, durable_journal_retention=timedelta(minutes=10))
+    assert settings.steps_retention() == 600.0
+    # A task's own: None keeps the app's; a wrong one is named as the task's.
+    assert settings.steps_retention(None, "shop.order.durable_journal_retention") == 600.0
+    assert settings.steps_retention(0, "shop.order.durable_journal_retention") == 0.0
+    with pytest.raises(ConfigurationError, match=r"shop\.order\.durable_journal_retention=7200 is"):
+        settings.steps_retention(7200, "shop.order.durable_journal_retention")

@@ -143,6 +143,19 @@ def test_the_invocation_page_has_the_timeline_values_and_tracebacks(
     assert web.get("/invocation/step", params={"id": "inv-h", "index": "9"}).status_code == 404
 
 
+def test_a_page_says_the_steps_were_dropped_after_the_journal_retention(app: Celery) -> None:
+    app.conf.durable_journal_retention = 0  # read at the app's first durable use, below
+    completed(app, "inv-d")
+    with client(create_app(app)) as web:
+        html = web.get("/invocation", params={"id": "inv-d"}).text
+        shown = web.get("/api/invocation", params={"id": "inv-d"}).json()
+    assert "Steps: dropped after journal retention" in html
+    assert "No journal entries yet" not in html
+    # Neither resume nor restart can run it again without its steps: no buttons for them.
+    assert "Run again from the start" not in html
+    assert (shown["steps"], shown["steps_dropped"], shown["status"]) == ([], True, "completed")
+
+
 def test_hidden_values_show_shapes_on_pages_and_in_the_api(app: Celery) -> None:
     app.tasks[HOSTILE].apply(args=("o-secret",), task_id="inv-h")
     with client(create_app(app, hide_values=True)) as web:

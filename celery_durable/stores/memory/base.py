@@ -20,6 +20,8 @@ class MemoryBase:
         self.wakeups: dict[str, int] = {}
         """Suspended invocations by when to wake them, ms (a sorted set in Redis)."""
         self.expires_at: dict[str, float] = {}
+        self.steps_expire_at: dict[str, float] = {}
+        """When finished invocations' steps go, before their outcome (monotonic)."""
         self.tombstones: dict[str, tuple[int, float]] = {}
         """The last fence of forgotten invocations, and when it is dropped (monotonic)."""
         self.deadlines: dict[str, int] = {}
@@ -37,7 +39,20 @@ class MemoryBase:
         expires = self.expires_at.get(task_id)
         if expires is not None and expires <= time.monotonic():
             self._drop(task_id)
+        steps = self.steps_expire_at.get(task_id)
+        if steps is not None and steps <= time.monotonic():
+            self._drop_steps(task_id)
         return self.meta.get(task_id)
+
+    def _drop_steps(self, task_id: str) -> None:
+        """Keep only what exactly-once completion needs of a finished invocation (the
+        journal retention, as finish.lua deletes or expires its keys)."""
+        self.steps_expire_at.pop(task_id, None)
+        if task_id in self.meta:
+            self.journals[task_id] = []
+            self.done[task_id] = {}
+            self.meta[task_id].pop(F.CALL, None)
+            self.meta[task_id].pop(F.SEED, None)
 
     def _sweep(self) -> None:
         """Drop every invocation whose retention has passed, at most once a second."""
@@ -55,6 +70,7 @@ class MemoryBase:
         self.journals.pop(task_id, None)
         self.done.pop(task_id, None)
         self.expires_at.pop(task_id, None)
+        self.steps_expire_at.pop(task_id, None)
 
     def _fenced(self, task_id: str, fence: int, action: str) -> dict[str, str]:
         self.round_trips += 1

@@ -16,7 +16,7 @@ from celery_durable.journal.store import (
 )
 from celery_durable.keys import LIVE_STATUSES
 from celery_durable.keys import MetaField as F
-from celery_durable.stores.memory.base import MemoryBase
+from celery_durable.stores.memory.base import MemoryBase, now_ms
 
 
 class Operators(MemoryBase):
@@ -117,6 +117,8 @@ class Operators(MemoryBase):
             status = meta[F.STATUS]
             if status not in ("paused", "failed"):
                 return Resumption("refused", status)
+            if F.STEPS_UNTIL in meta and now_ms() >= int(meta[F.STEPS_UNTIL]):
+                return Resumption("dropped", status)
             if require_call and F.CALL not in meta:
                 return Resumption("no-call", status)
             journal = self.journals[task_id]
@@ -133,9 +135,11 @@ class Operators(MemoryBase):
                 F.PAUSED_REASON: reason, F.UPDATED_AT: now(), F.DEATHS: "0",
                 F.RELEASED: "resume",
             })  # fmt: skip
-            for name in (F.OUTCOME, F.ATTEMPT, F.GUARD, F.LEASE, F.LEASE_UNTIL, F.AWAITING):
+            for name in (F.OUTCOME, F.ATTEMPT, F.GUARD, F.LEASE, F.LEASE_UNTIL, F.AWAITING,
+                         F.STEPS_UNTIL):  # fmt: skip
                 meta.pop(name, None)
             self.expires_at.pop(task_id, None)
+            self.steps_expire_at.pop(task_id, None)
             return Resumption("resumed", status, meta.get(F.CALL, ""), dropped, dropped_at)
 
     def fork(self, task_id: str, fork: Fork) -> bool:

@@ -55,6 +55,7 @@ class MemoryJournalStore(Waiting, Operators, Recovery, FlowControl):
                 self.journals[task_id] = []
                 self.done[task_id] = {}
                 self.expires_at.pop(task_id, None)
+                self.steps_expire_at.pop(task_id, None)
                 return Started("run", created=True, fence=fence, seed=request.seed)
             status = meta[F.STATUS]
             if status == "replaced":
@@ -219,6 +220,7 @@ class MemoryJournalStore(Waiting, Operators, Recovery, FlowControl):
         retention: float,
         nesting: int = 0,
         call: str = "",
+        journal_retention: float | None = None,
     ) -> tuple[str, str] | None:
         with self._lock:
             self.round_trips += 1
@@ -239,9 +241,19 @@ class MemoryJournalStore(Waiting, Operators, Recovery, FlowControl):
             if call:
                 meta[F.CALL] = call
             for name in (F.LEASE, F.LEASE_UNTIL, F.PAUSED_REASON, F.ATTEMPT, F.GUARD, F.AWAITING,
-                         F.RELEASED):  # fmt: skip
+                         F.RELEASED, F.FRONTIER, F.DUE, F.RECOVERED):  # fmt: skip
                 meta.pop(name, None)
+            if meta.get(F.DEATHS, "0") == "0":
+                meta.pop(F.DEATHS, None)
+            if status != "replaced":
+                meta.pop(F.NESTING, None)
             self.expires_at[task_id] = time.monotonic() + retention
+            steps = retention if journal_retention is None else min(journal_retention, retention)
+            if steps < retention:
+                meta[F.STEPS_UNTIL] = str(now_ms() + int(steps * 1000))
+                self.steps_expire_at[task_id] = time.monotonic() + steps
+                if steps <= 0:
+                    self._drop_steps(task_id)
             self.wakeups.pop(task_id, None)
             return None
 
@@ -271,6 +283,8 @@ class MemoryJournalStore(Waiting, Operators, Recovery, FlowControl):
                 return meta[F.STATUS]
             meta.update({F.STATUS: "paused", F.PAUSED_REASON: reason, F.UPDATED_AT: now()})
             self.expires_at.pop(task_id, None)
+            if self.steps_expire_at.pop(task_id, None) is not None:  # still kept: they stay
+                meta.pop(F.STEPS_UNTIL, None)
             return "paused"
 
 

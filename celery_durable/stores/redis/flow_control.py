@@ -39,8 +39,8 @@ class FlowControl(RedisBase):
         k = self._keys.invocation(task_id)
         with self._errors(task_id, "cancel"):
             reply: list[Any] = self._write(
-                scripts.CANCEL, 3, k.meta, self._keys.wakeups_of(task_id),
-                self._keys.deadlines_of(task_id), task_id, reason, now(),
+                scripts.CANCEL, 4, k.meta, self._keys.wakeups_of(task_id),
+                self._keys.deadlines_of(task_id), k.call, task_id, reason, now(),
             )  # fmt: skip
             if self._keys.cluster:  # the copy the sweep reads (its slot's was dropped)
                 self._command("ZREM", self._keys.deadlines, task_id)

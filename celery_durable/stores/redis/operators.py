@@ -19,7 +19,7 @@ from celery_durable.journal.store import (
     Summary,
     now,
 )
-from celery_durable.keys import LIVE_STATUSES, IndexKeys
+from celery_durable.keys import LIVE_STATUSES, IndexKeys, MetaField
 from celery_durable.stores.redis import scripts
 from celery_durable.stores.redis.base import RedisBase, ms
 from celery_durable.stores.redis.checks import check_eviction_policy, check_replicas
@@ -33,8 +33,8 @@ class Operators(RedisBase):
         k = self._keys.invocation(task_id)
         with self._errors(task_id, "forget"):
             reply = self._eval(
-                scripts.FORGET, 9, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
-                self._keys.wakeups_of(task_id), k.tombstone, task_id, ms(TOMBSTONE_TTL),
+                scripts.FORGET, 10, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
+                self._keys.wakeups_of(task_id), k.tombstone, k.call, task_id, ms(TOMBSTONE_TTL),
             )  # fmt: skip
         return bool(reply)
 
@@ -48,10 +48,15 @@ class Operators(RedisBase):
             pipe.hgetall(k.meta)
             pipe.lrange(k.journal, 0, -1)
             pipe.hgetall(k.done)
+            pipe.get(k.call)
         with self._errors(",".join(task_ids[:3]), "read"):
             replies = pipe.execute()
-        found = zip(replies[::3], replies[1::3], replies[2::3], strict=True)
-        return [(meta, entries, done) if meta else None for meta, entries, done in found]
+        found: list[Stored | None] = []
+        for meta, entries, done, call in zip(*(replies[i::4] for i in range(4)), strict=True):
+            if call is not None:  # handed back with the meta fields (MetaField.CALL)
+                meta[MetaField.CALL] = call
+            found.append((meta, entries, done) if meta else None)
+        return found
 
     def _index_sets(self, status: str | None) -> list[str]:
         """The index keys that list ``status`` (all statuses for None or a finished one):
@@ -193,14 +198,16 @@ class Operators(RedisBase):
         flag = "1" if require_call else "0"
         with self._errors(task_id, "resume"):
             reply: list[Any] = self._eval(
-                scripts.RESUME, 5, k.meta, k.journal, k.done, ix.all, ix.paused,
+                scripts.RESUME, 6, k.meta, k.journal, k.done, ix.all, ix.paused, k.call,
                 task_id, now(), reason, flag,
             )  # fmt: skip
         if reply[0] == "resumed":
             return Resumption("resumed", reply[1], reply[2], reply[3] or None, int(reply[4]))
         if reply[0] == "gone":
             return Resumption("gone")
-        return Resumption("no-call" if reply[0] == "no-call" else "refused", reply[1])
+        if reply[0] in ("no-call", "dropped"):
+            return Resumption("no-call" if reply[0] == "no-call" else "dropped", reply[1])
+        return Resumption("refused", reply[1])
 
     def fork(self, task_id: str, fork: Fork) -> bool:
         k = self._keys.invocation(task_id)
@@ -208,8 +215,8 @@ class Operators(RedisBase):
         pairs = [part for item in sorted(fork.completions.items()) for part in item]
         with self._errors(task_id, "create the fork"):
             created = self._eval(
-                scripts.FORK, 6, k.meta, k.journal, k.done, ix.all, ix.paused, k.tombstone,
-                task_id, fork.task_name, fork.fingerprint, str(fork.seed), now(), fork.call,
+                scripts.FORK, 7, k.meta, k.journal, k.done, ix.all, ix.paused, k.tombstone,
+                k.call, task_id, fork.task_name, fork.fingerprint, str(fork.seed), now(), fork.call,
                 fork.reason, len(fork.entries), *fork.entries, *pairs,
             )  # fmt: skip
         if created:
@@ -220,8 +227,8 @@ class Operators(RedisBase):
         k = self._keys.invocation(task_id)
         with self._errors(task_id, "purge"):
             reply = self._eval(
-                scripts.FORGET_IF, 9, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
-                self._keys.wakeups_of(task_id), k.tombstone, task_id, status,
+                scripts.FORGET_IF, 10, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
+                self._keys.wakeups_of(task_id), k.tombstone, k.call, task_id, status,
                 f"{created_before:.6f}", ms(TOMBSTONE_TTL),
             )  # fmt: skip
         return int(reply)

@@ -35,8 +35,8 @@ class Recovery(RedisBase):
         def call() -> list[Any]:
             pipe = self._client.pipeline(transaction=False)
             for task_id in task_ids:
-                meta = self._keys.invocation(task_id).meta
-                pipe.execute_command("EVALSHA", scripts.RECOVER.sha, 1, meta, after_ms)
+                k = self._keys.invocation(task_id)
+                pipe.execute_command("EVALSHA", scripts.RECOVER.sha, 2, k.meta, k.call, after_ms)
             replies: list[Any] = pipe.execute()
             return replies
 

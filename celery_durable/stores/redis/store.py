@@ -53,7 +53,7 @@ class RedisJournalStore(Waiting, Operators, Recovery, FlowControl):
         k = self._keys.invocation(task_id)
         args = (
             k.meta, k.journal, k.done, *self._keys.indexes(task_id), self._keys.wakeups_of(task_id),
-            k.tombstone, self._keys.deadlines_of(task_id),
+            k.tombstone, self._keys.deadlines_of(task_id), k.call,
             task_id, request.task_name, request.fingerprint, str(request.seed),
             now(), ms(request.lease_ttl), request.holder, request.nesting, request.call,
             request.ended_fence, int(request.timeout * 1000), request.concurrency,
@@ -63,7 +63,7 @@ class RedisJournalStore(Waiting, Operators, Recovery, FlowControl):
         # level waits after EXEC, on the same connection: the entries handed back must
         # be as durable as a step's write before the body sees them.
         commands = (
-            ("EVALSHA", scripts.START.sha, 10, *args),
+            ("EVALSHA", scripts.START.sha, 11, *args),
             ("LRANGE", k.journal, 0, -1),
             ("HGETALL", k.done),
         )
@@ -200,14 +200,14 @@ class RedisJournalStore(Waiting, Operators, Recovery, FlowControl):
     ) -> bool | Cancelling:
         k = self._keys.invocation(task_id)
         due_in = max(0, int(retry_in * 1000))
-        args = (k.meta, k.journal, fence, fingerprint, now(), due_in, call)
+        args = (k.meta, k.journal, k.call, fence, fingerprint, now(), due_in, call)
         news = "1" if cancellable else "0"
         with self._errors(task_id, "release"):
             if reopen is None:
-                reply = self._eval(scripts.RELEASE, 2, *args, -1, "", "", news)
+                reply = self._eval(scripts.RELEASE, 3, *args, -1, "", "", news)
             else:  # it writes the journal: as durable as any journal write
                 reply = self._write(
-                    scripts.RELEASE, 2, *args, reopen.start, reopen.last, reopen.attempt, news
+                    scripts.RELEASE, 3, *args, reopen.start, reopen.last, reopen.attempt, news
                 )
         return Cancelling(reply[1]) if isinstance(reply, list) else bool(reply)
 
@@ -244,14 +244,18 @@ class RedisJournalStore(Waiting, Operators, Recovery, FlowControl):
         retention: float,
         nesting: int = 0,
         call: str = "",
+        journal_retention: float | None = None,
     ) -> tuple[str, str] | None:
         k = self._keys.invocation(task_id)
         token = "" if fence is None else fence
+        # 0 drops the steps now (ms() makes any other value at least 1 ms).
+        steps = ms(retention if journal_retention is None else journal_retention)
+        steps = 0 if journal_retention is not None and journal_retention <= 0 else steps
         with self._errors(task_id, "finish"):
             reply = self._hot_eval(
-                scripts.FINISH, 8, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
-                self._keys.wakeups_of(task_id),
-                task_id, token, status, outcome, now(), ms(retention), nesting, call,
+                scripts.FINISH, 9, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
+                self._keys.wakeups_of(task_id), k.call,
+                task_id, token, status, outcome, now(), ms(retention), nesting, call, steps,
             )  # fmt: skip
         return None if reply is None else (reply[0], reply[1])
 
@@ -262,7 +266,7 @@ class RedisJournalStore(Waiting, Operators, Recovery, FlowControl):
         ix = self._keys.indexes(task_id)
         with self._errors(task_id, "pause"):
             status: str = self._write(
-                scripts.PAUSE, 3, k.meta, ix.running, ix.paused,
+                scripts.PAUSE, 4, k.meta, ix.running, ix.paused, k.call,
                 task_id, fence, reason, now(), call, attempt,
             )  # fmt: skip
         return status
@@ -272,7 +276,7 @@ class RedisJournalStore(Waiting, Operators, Recovery, FlowControl):
         ix = self._keys.indexes(task_id)
         with self._errors(task_id, "pause"):
             now_status: str = self._write(
-                scripts.PAUSE_FINISHED, 5, k.meta, k.journal, k.done, ix.all, ix.paused,
+                scripts.PAUSE_FINISHED, 6, k.meta, k.journal, k.done, ix.all, ix.paused, k.call,
                 task_id, status, outcome, reason, now(),
             )  # fmt: skip
         return now_status

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from celery_durable.journal.store import now
+from celery_durable.keys import MetaField
 from celery_durable.stores.redis import scripts
 from celery_durable.stores.redis.base import RedisBase, ms
 
@@ -42,8 +43,8 @@ class Waiting(RedisBase):
         wake_ms = int(wake_at * 1000) if wake_at else 0
         with self._errors(task_id, "suspend"):
             state: str = self._write(
-                scripts.SUSPEND, 5, k.meta, k.done, ix.running, ix.suspended,
-                self._keys.wakeups_of(task_id),
+                scripts.SUSPEND, 6, k.meta, k.done, ix.running, ix.suspended,
+                self._keys.wakeups_of(task_id), k.call,
                 task_id, fence, awaiting, ",".join(map(str, indexes)), wake_ms, call, now(),
                 "1" if cancellable else "0",
             )  # fmt: skip
@@ -86,10 +87,14 @@ class Waiting(RedisBase):
         return claimed, float(next_ms) / 1000 if float(next_ms) >= 0 else -1.0
 
     def wake_state(self, task_id: str) -> tuple[str, str] | None:
-        meta = self._keys.invocation(task_id).meta
+        k = self._keys.invocation(task_id)
         with self._errors(task_id, "read the call of"):
-            status, call = self._command("HMGET", meta, "status", "call")
-        return None if status is None else (status, call or "")
+            pipe = self._client.pipeline(transaction=False)
+            pipe.execute_command("HMGET", k.meta, "status", MetaField.CALL)
+            pipe.execute_command("GET", k.call)
+            (status, legacy), call = pipe.execute()
+        # An invocation started before the call had a key of its own keeps it in meta.
+        return None if status is None else (status, call or legacy or "")
 
     def ack_wakeup(self, task_id: str, claim: str) -> None:
         with self._errors(task_id, "acknowledge the wake-up of"):

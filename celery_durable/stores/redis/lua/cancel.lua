@@ -5,10 +5,11 @@
 -- KEYS[1]  meta hash of the invocation
 -- KEYS[2]  the wake-ups sorted set of its slot (the one wake-ups set on one Redis)
 -- KEYS[3]  the deadlines sorted set of its slot (the one deadlines set on one Redis)
+-- KEYS[4]  its call (a string)
 -- ARGV[1]  task id (the wake-up and deadline member)
 -- ARGV[2]  why it is cancelled
 -- ARGV[3]  now, seconds since the epoch
--- Fields: status call cancel lease lease_until (read); cancel updated_at (set);
+-- Fields: status cancel lease lease_until call (read); cancel updated_at (set);
 --         released deaths (set when paused)
 -- Returns  {'gone'}                      no such invocation
 --          {'finished', status}          it finished: nothing changed
@@ -20,7 +21,7 @@ local meta, id = KEYS[1], ARGV[1]
 -- A deadline is acted on once, whatever follows: the sweep that found it due, or an
 -- operator before it, cancels it now.
 redis.call('ZREM', KEYS[3], id)
-local f = redis.call('HMGET', meta, 'status', 'call', 'cancel', 'lease', 'lease_until')
+local f = redis.call('HMGET', meta, 'status', 'cancel', 'lease', 'lease_until')
 local status = f[1]
 if not status then
   return {'gone'}
@@ -30,7 +31,7 @@ if status == 'completed' or status == 'failed' or status == 'cancelled'
   return {'finished', status}
 end
 local already = 0
-if f[3] then
+if f[2] then
   already = 1
 else
   redis.call('HSET', meta, 'cancel', ARGV[2], 'updated_at', ARGV[3])
@@ -49,7 +50,9 @@ end
 -- lease's renewal. When no live lease holds it, no execution will soon: publish it now.
 local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if f[4] and (tonumber(f[5]) or 0) > now_ms then
+if f[3] and (tonumber(f[4]) or 0) > now_ms then
   return {'requested', status, already, 0, ''}
 end
-return {'requested', status, already, 0, f[2] or ''}
+-- An invocation started before the call had a key of its own keeps it in 'call'.
+return {'requested', status, already, 0,
+        redis.call('GET', KEYS[4]) or redis.call('HGET', meta, 'call') or ''}

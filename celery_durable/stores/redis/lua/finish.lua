@@ -4,25 +4,29 @@
 -- KEYS[4]  index of all invocations             KEYS[5]  index of running ones
 -- KEYS[6]  index of suspended ones              KEYS[7]  index of paused ones
 -- KEYS[8]  the wake-ups sorted set of its slot (the one wake-ups set on one Redis)
+-- KEYS[9]  its call (a string)
 -- ARGV[1]  task id (the index member)
 -- ARGV[2]  the finisher's fencing token, or '' when the worker finishes it for a
 --          holder that cannot (revoked, hard time limit): the holder is fenced out
 -- ARGV[3]  final status: completed, failed, cancelled or replaced
 -- ARGV[4]  the outcome, JSON text, or ''
 -- ARGV[5]  now, seconds since the epoch
--- ARGV[6]  retention in milliseconds
+-- ARGV[6]  retention in milliseconds (durable_retention): the meta hash's
 -- ARGV[7]  replaced_task_nesting of the request (kept for 'replaced')
 -- ARGV[8]  the call, to re-publish it when resumed (JSON), or '' to keep what is stored
--- Fields: task status outcome fence (read); status outcome updated_at nesting fence
---         call (set); lease lease_until paused_reason attempt guard awaiting released
---         (deleted)
+-- ARGV[9]  journal retention in milliseconds (durable_journal_retention), at most ARGV[6]:
+--          the steps' (journal, completions, call); 0 deletes them now
+-- Fields: task status outcome fence deaths (read); status outcome updated_at nesting fence
+--         steps_until (set); lease lease_until paused_reason attempt guard awaiting
+--         released frontier due recovered, deaths when 0, nesting unless replaced, seed
+--         and call when the steps go now (deleted)
 -- Returns  nil when this call finished the invocation,
 --          else {status, outcome} that an earlier call recorded.
 --          Errors: GONE (nothing is written: a forced finish would otherwise make a
 --          meta hash of a few fields), FENCED (another execution holds it), NOTRUNNING
 --          (its execution paused or suspended it).
 local meta, journal = KEYS[1], KEYS[2]
-local prior = redis.call('HMGET', meta, 'task', 'status', 'outcome', 'fence')
+local prior = redis.call('HMGET', meta, 'task', 'status', 'outcome', 'fence', 'deaths')
 if not prior[1] then
   return redis.error_reply('GONE the invocation no longer exists (forgotten or expired)')
 end
@@ -49,22 +53,47 @@ if ARGV[3] == 'replaced' then
   table.insert(fields, 'nesting')
   table.insert(fields, ARGV[7])
 end
-if ARGV[8] ~= '' then
-  table.insert(fields, 'call')
-  table.insert(fields, ARGV[8])
+local keep_ms, steps_ms = tonumber(ARGV[6]), math.min(tonumber(ARGV[9]), tonumber(ARGV[6]))
+if steps_ms < keep_ms then
+  -- The steps go before the outcome: show and restart say so, not that there were none.
+  local t = redis.call('TIME')
+  table.insert(fields, 'steps_until')
+  table.insert(fields, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + steps_ms)
 end
 redis.call('HSET', meta, unpack(fields))
 -- A running invocation finished by its own execution holds only its lease; what else a
 -- finish clears (a pause, a pending attempt, what it awaited) is there otherwise.
+-- What only a live invocation reads (crash loops, retries, recovery) goes too: a
+-- finished one keeps what exactly-once completion and people need (deaths, when some
+-- execution died).
+local gone = {'lease', 'lease_until', 'frontier', 'due', 'recovered'}
 if forced then
-  redis.call('HDEL', meta, 'lease', 'lease_until', 'paused_reason', 'attempt', 'guard', 'awaiting',
-             'released')
-else
-  redis.call('HDEL', meta, 'lease', 'lease_until')
+  for _, name in ipairs({'paused_reason', 'attempt', 'guard', 'awaiting', 'released'}) do
+    table.insert(gone, name)
+  end
 end
-redis.call('PEXPIRE', meta, ARGV[6])
-redis.call('PEXPIRE', journal, ARGV[6])
-redis.call('PEXPIRE', KEYS[3], ARGV[6])
+if (tonumber(prior[5]) or 0) == 0 then
+  table.insert(gone, 'deaths')
+end
+if ARGV[3] ~= 'replaced' then
+  table.insert(gone, 'nesting')
+end
+redis.call('HDEL', meta, unpack(gone))
+redis.call('PEXPIRE', meta, keep_ms)
+if steps_ms > 0 then
+  if ARGV[8] ~= '' then
+    redis.call('SET', KEYS[9], ARGV[8], 'PX', steps_ms)
+  else
+    redis.call('PEXPIRE', KEYS[9], steps_ms)
+  end
+  redis.call('PEXPIRE', journal, steps_ms)
+  redis.call('PEXPIRE', KEYS[3], steps_ms)
+else
+  -- Only the steps need the seed (a restart replays them with it); 'call' is where an
+  -- invocation started by an earlier release kept its call.
+  redis.call('DEL', journal, KEYS[3], KEYS[9])
+  redis.call('HDEL', meta, 'seed', 'call')
+end
 local live = {running = KEYS[5], suspended = KEYS[6], paused = KEYS[7]}
 redis.call('ZREM', live[status] or KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[8], ARGV[1])  -- a timer that lost a race wakes nothing now

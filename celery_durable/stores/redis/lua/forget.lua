@@ -5,7 +5,7 @@
 -- KEYS[3]  its completions hash
 -- KEYS[4..7]  the indexes: all, running, suspended, paused
 -- KEYS[8]  the wake-ups sorted set of its slot (the one wake-ups set on one Redis)
--- KEYS[9]  its tombstone
+-- KEYS[9]  its tombstone                       KEYS[10] its call (a string)
 -- ARGV[1]  task id (the index member)
 -- ARGV[2]  how long the tombstone is kept, milliseconds
 -- Fields: fence (read)
@@ -14,7 +14,7 @@ local fence = redis.call('HGET', KEYS[1], 'fence')
 if fence then
   redis.call('SET', KEYS[9], fence, 'PX', ARGV[2])
 end
-local existed = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+local existed = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[10])
 for i = 4, 8 do
   redis.call('ZREM', KEYS[i], ARGV[1])
 end

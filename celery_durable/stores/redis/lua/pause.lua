@@ -5,13 +5,14 @@
 -- KEYS[1]  meta hash of the invocation
 -- KEYS[2]  index of running ones
 -- KEYS[3]  index of paused ones
+-- KEYS[4]  its call (a string)
 -- ARGV[1]  task id (the index member)
 -- ARGV[2]  the holder's fencing token
 -- ARGV[3]  why it is paused
 -- ARGV[4]  now, seconds since the epoch
--- ARGV[5]  the call, to re-publish it when resumed (JSON), or ''
+-- ARGV[5]  the call, to re-publish it when resumed (JSON, into KEYS[4]), or ''
 -- ARGV[6]  the failed attempts of the step that paused it (JSON), or '' (optional)
--- Fields: fence status created_at (read); status paused_reason updated_at call attempt
+-- Fields: fence status created_at (read); status paused_reason updated_at attempt
 --         (set); lease lease_until (deleted)
 -- Returns  the status after the call: 'paused', or the status it had when it was not
 --          running (nothing changed). Errors: GONE, FENCED.
@@ -26,7 +27,7 @@ end
 redis.call('HSET', meta, 'status', 'paused', 'paused_reason', ARGV[3], 'updated_at', ARGV[4])
 redis.call('HDEL', meta, 'lease', 'lease_until')
 if ARGV[5] ~= '' then
-  redis.call('HSET', meta, 'call', ARGV[5])
+  redis.call('SET', KEYS[4], ARGV[5])
 end
 if ARGV[6] and ARGV[6] ~= '' then
   redis.call('HSET', meta, 'attempt', ARGV[6])

@@ -6,16 +6,18 @@
 -- KEYS[1]  meta hash of the invocation          KEYS[2]  its journal list
 -- KEYS[3]  its completions hash
 -- KEYS[4]  index of all invocations             KEYS[5]  index of paused ones
+-- KEYS[6]  its call (a string)
 -- ARGV[1]  task id (the index member)
 -- ARGV[2]  the status it was read with: completed or failed
 -- ARGV[3]  the outcome that was refused, JSON text
 -- ARGV[4]  why it is paused
 -- ARGV[5]  now, seconds since the epoch
--- Fields: status outcome created_at (read); status paused_reason updated_at (set)
+-- Fields: status outcome created_at steps_until (read); status paused_reason updated_at
+--         (set); steps_until while the steps are kept (deleted)
 -- Returns  'paused', the status it has now when that or its outcome changed since it
 --          was read (nothing changed), or '' when it does not exist.
 local meta = KEYS[1]
-local f = redis.call('HMGET', meta, 'status', 'outcome', 'created_at')
+local f = redis.call('HMGET', meta, 'status', 'outcome', 'created_at', 'steps_until')
 if not f[1] then
   return ''
 end
@@ -26,6 +28,12 @@ redis.call('HSET', meta, 'status', 'paused', 'paused_reason', ARGV[4], 'updated_
 redis.call('PERSIST', meta)
 redis.call('PERSIST', KEYS[2])
 redis.call('PERSIST', KEYS[3])
+redis.call('PERSIST', KEYS[6])
+-- Steps still kept stay with it now (resume needs them); ones already dropped stay gone.
+local t = redis.call('TIME')
+if f[4] and tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) < tonumber(f[4]) then
+  redis.call('HDEL', meta, 'steps_until')
+end
 redis.call('ZADD', KEYS[4], f[3], ARGV[1])
 redis.call('ZADD', KEYS[5], f[3], ARGV[1])
 return 'paused'

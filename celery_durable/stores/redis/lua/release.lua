@@ -5,19 +5,21 @@
 -- retry idiom: the body retries after a step it ran) drops them in the same write.
 -- KEYS[1]  meta hash of the invocation
 -- KEYS[2]  journal list of the invocation
+-- KEYS[3]  its call (a string)
 -- ARGV[1]  the holder's fencing token
 -- ARGV[2]  new argument fingerprint, or '' to keep it
 -- ARGV[3]  now, seconds since the epoch
 -- ARGV[4]  milliseconds until the next delivery is due (the retry's countdown), or 0:
 --          the recovery sweep leaves the invocation alone until then
--- ARGV[5]  the call that re-publishes it with the new arguments (JSON), or '' to keep it
+-- ARGV[5]  the call that re-publishes it with the new arguments (JSON, into KEYS[3]), or
+--          '' to keep it
 -- ARGV[6]  index of the first entry to re-open (every entry from it on is dropped), or
 --          -1 to keep the journal as it is
 -- ARGV[7]  the journal's last entry as the holder wrote it: nothing is dropped unless
 --          it is still the last one
 -- ARGV[8]  the attempt record of the re-opened step(s), JSON, set with the drop
 -- ARGV[9]  '1' while the execution has raised no cancel, else '0' (suspend.lua)
--- Fields: fence status cancel (read); updated_at due fingerprint call attempt (set);
+-- Fields: fence status cancel (read); updated_at due fingerprint attempt (set);
 --         lease lease_until (deleted)
 -- Deaths before it at this frontier still count: this clean end adds none.
 -- Returns  1 when released ({'cancel', reason} when the invocation is cancelled: its next
@@ -44,7 +46,7 @@ if ARGV[2] ~= '' then
   redis.call('HSET', meta, 'fingerprint', ARGV[2])
 end
 if ARGV[5] ~= '' then
-  redis.call('HSET', meta, 'call', ARGV[5])
+  redis.call('SET', KEYS[3], ARGV[5])
 end
 local start = tonumber(ARGV[6])
 if start >= 0 and start < redis.call('LLEN', journal)

@@ -8,11 +8,12 @@
 -- KEYS[8]  the wake-ups sorted set of its slot (the one wake-ups set on one Redis)
 -- KEYS[9]  its tombstone: the last fence of a forgotten incarnation (forget.lua)
 -- KEYS[10] the deadlines sorted set of its slot (the one deadlines set on one Redis)
+-- KEYS[11] its call (a string)
 -- ARGV[1]  task id (the index member)           ARGV[2]  task name
 -- ARGV[3]  argument fingerprint                 ARGV[4]  seed, stored on creation only
 -- ARGV[5]  now, seconds since the epoch         ARGV[6]  lease ttl, milliseconds
 -- ARGV[7]  who takes the lease (host:pid)       ARGV[8]  replaced_task_nesting of the request
--- ARGV[9]  the call to store on creation (JSON), or ''
+-- ARGV[9]  the call to store on creation (JSON, in KEYS[11]), or ''
 -- ARGV[10] the fence of an execution that ended in an outage unable to release its
 --          lease (a header of the retry it published), or 0: that lease counts as
 --          released, neither live nor a death
@@ -20,7 +21,7 @@
 --          creation, with the deadline in KEYS[10]
 -- ARGV[12] '<limit>:<key>' of its concurrency key, or '': stored on creation
 -- Fields: task fingerprint seed status outcome created_at updated_at fence lease
---         lease_until frontier deaths attempt guard nesting paused_reason call released
+--         lease_until frontier deaths attempt guard nesting paused_reason released
 --         cancel (read); deadline ckey (set on creation)
 -- Returns one of
 --   {'run', fence, status, seed, length, deaths, attempt|false, guard|false, created,
@@ -53,13 +54,14 @@ local until_ms = now_ms + tonumber(ARGV[6])
 
 local function create(floor)
   local fence = math.max(floor + 1, now_ms)
-  redis.call('DEL', meta, journal, KEYS[3])  -- a journal without its metadata is a leftover
+  -- A journal without its metadata is a leftover.
+  redis.call('DEL', meta, journal, KEYS[3], KEYS[11])
   redis.call('HSET', meta, 'task', ARGV[2], 'fingerprint', ARGV[3], 'seed', ARGV[4],
              'status', 'running', 'created_at', ARGV[5], 'updated_at', ARGV[5],
              'fence', fence, 'lease', ARGV[7], 'lease_until', until_ms,
              'frontier', 0, 'deaths', 0, 'nesting', ARGV[8])
   if ARGV[9] ~= '' then
-    redis.call('HSET', meta, 'call', ARGV[9])
+    redis.call('SET', KEYS[11], ARGV[9])
   end
   -- Flow control, on creation only: the deadline counts from here, whatever comes after.
   if tonumber(ARGV[11]) > 0 then

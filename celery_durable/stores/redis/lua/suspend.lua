@@ -3,18 +3,18 @@
 -- completed in the meantime: the caller then delivers it again at once.
 -- KEYS[1]  meta hash of the invocation          KEYS[2]  its completions hash
 -- KEYS[3]  index of running ones                KEYS[4]  index of suspended ones
--- KEYS[5]  the wake-ups sorted set
+-- KEYS[5]  the wake-ups sorted set               KEYS[6]  its call (a string)
 -- ARGV[1]  task id (the index and wake-up member)
 -- ARGV[2]  the holder's fencing token
 -- ARGV[3]  what it awaits, JSON for people (the meta's 'awaiting')
 -- ARGV[4]  the journal indexes of the awaited completions, comma-separated, or ''
 -- ARGV[5]  when the earliest awaited timer is due, ms of Redis's clock, or 0
--- ARGV[6]  the call a wake-up re-publishes (JSON): this delivery's, which a retry
+-- ARGV[6]  the call a wake-up re-publishes (JSON, into KEYS[6]): this delivery's, which a retry
 --          with new arguments may have changed since the last suspension
 -- ARGV[7]  now, seconds since the epoch
 -- ARGV[8]  '1' while the execution has raised no cancel (a cancel would be news to it),
 --          else '0': it raised it already, and runs its compensation
--- Fields: fence status created_at cancel (read); status awaiting updated_at call (set);
+-- Fields: fence status created_at cancel (read); status awaiting updated_at (set);
 --         lease lease_until (deleted)
 -- Returns  'suspended', or 'ready' when an awaited completion is there, the timer is due,
 --          or the invocation was cancelled meanwhile (the lease is released either way).
@@ -28,7 +28,8 @@ if f[2] ~= 'running' then
   return not_running(f[2])
 end
 redis.call('HDEL', meta, 'lease', 'lease_until')
-redis.call('HSET', meta, 'updated_at', ARGV[7], 'call', ARGV[6])
+redis.call('HSET', meta, 'updated_at', ARGV[7])
+redis.call('SET', KEYS[6], ARGV[6])
 -- A cancel that came while it ran woke nothing (cancel.lua wakes only the suspended): it
 -- runs again now, and raises the cancel where it waits.
 if f[4] and ARGV[8] == '1' then
