@@ -9,8 +9,6 @@ suspension, ``Task.replace``) is in ``flow``.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import sys
 import time
 import uuid
@@ -21,12 +19,11 @@ from typing import Any, NoReturn
 
 from celery.exceptions import Ignore
 
-from celery_durable import concurrency, invocation
+from celery_durable import concurrency, delivery, invocation
 from celery_durable.celery_errors import Escape, ResultEncodeError, escaped, shield_from_autoretry
-from celery_durable.children import TIMEOUT_HEADER, CeleryHost
+from celery_durable.children import CeleryHost
 from celery_durable.codec import Codec, resolve_codec
 from celery_durable.context import DurableContext
-from celery_durable.deadlines import timeout_of
 from celery_durable.engine.execution import Execution
 from celery_durable.engine.lease import KEEPER
 from celery_durable.engine.replay_each_step import AbandonExecution, ReplayEachStep, must_replay
@@ -46,17 +43,15 @@ from celery_durable.errors import (
 from celery_durable.fingerprint import fingerprint
 from celery_durable.flow import (
     CONTROL_FLOW,
-    ENDED_FENCE_HEADER,
     NOT_FINAL,
     OWN_FROM_HEADER,
     CeleryFlow,
     EagerWait,
     Outage,
     current,
-    replacing,
     retrying,
 )
-from celery_durable.journal.store import FINISHED, JournalStore, StartRequest
+from celery_durable.journal.store import FINISHED, JournalStore
 from celery_durable.policy import RetryPolicy
 from celery_durable.runtime import Runtime, runtime_for
 from celery_durable.settings import DurableSettings
@@ -213,31 +208,10 @@ class DurableTask(CeleryFlow):
     ) -> Any:
         settings = runtime.settings
         codec = self._codec(settings.codec)
-        request = self.request
-        replaced = replacing.get()
-        nesting = int(request.get("replaced_task_nesting") or 0)
-        if replaced is not None and replaced[0] == task_id:
-            nesting = replaced[1]  # eager apply() does not carry the nesting: we do
-        # Encoded once per execution: stored when this start creates the invocation, so
-        # that even one whose message is lost can be published again (worker.Recovery),
-        # and reused by whatever ends the execution (suspend, pause, finish).
-        stored_call = self._call() if shared else ""
-        oversize = _oversize(stored_call, settings.max_value_bytes, self.name)
-        if oversize is not None:
-            stored_call = ""  # never stored: the invocation fails at once (below)
-        key, limit = concurrency.concurrency_of(self, args, kwargs)
-        start = StartRequest(
-            task_name=self.name,
-            fingerprint=fingerprint(args, kwargs),
-            seed=int.from_bytes(os.urandom(8), "little"),
-            lease_ttl=settings.lease_ttl,
-            holder=holder_id(),
-            nesting=nesting,
-            call=stored_call,
-            ended_fence=int(request.get(ENDED_FENCE_HEADER) or 0),
-            timeout=timeout_of(self, request.get(TIMEOUT_HEADER)),
-            concurrency=concurrency.encode(key, limit) if key else "",
+        start, oversize, key, limit = delivery.prepare_start(
+            self, task_id, shared, settings, args, kwargs
         )
+        stored_call = start.call
 
         def call() -> str:
             return stored_call
@@ -265,7 +239,7 @@ class DurableTask(CeleryFlow):
             return invocation.finished_outcome(store, task_id, started, codec, settings.codec)
 
         ex = started
-        _take_over(ex, own_from)
+        delivery.take_over(ex, own_from)
         ex.task_name = self.name
         ex.passthrough = CONTROL_FLOW
         ex.max_value_bytes = settings.max_value_bytes
@@ -434,41 +408,11 @@ class DurableTask(CeleryFlow):
         return resolve_codec(self.durable_codec, f"{self.name}.durable_codec")
 
 
-def _take_over(ex: Execution, own_from: str | None) -> None:
-    """Count the entries that the execution before this one journaled and ended without
-    acting on as this one's own (``OWN_FROM_HEADER``): only if that execution held the
-    lease just before this one."""
-    fence, _, index = (own_from or "").partition(":")
-    if fence.isdigit() and index.isdigit() and int(fence) == ex.fence - 1:
-        ex.own_from = min(ex.own_from, int(index))
-
-
 def _failure(exc: BaseException | None) -> BaseException | None:
     """What ended an execution, if it is a failure, not Celery's or our control flow."""
     if not isinstance(exc, Exception) or isinstance(exc, CONTROL_FLOW):
         return None
     return exc
-
-
-def _oversize(call: str, limit: int, task_name: str) -> ValueTooLargeError | None:
-    """The error of a call over ``durable_max_value_bytes`` (sent without
-    ``apply_async``'s check, or before the setting was lowered), or None."""
-    try:
-        check_call_size(call, limit, task_name, "the invocation failed without running its body")
-    except ValueTooLargeError as exc:
-        return exc
-    return None
-
-
-def holder_id() -> str:
-    """Who holds a lease: this host and process, so that a worker can tell a dead child."""
-    pid = os.getpid()
-    if _holder[0] != pid:  # a name lookup per execution would be a system call each
-        _holder[:] = [pid, f"{socket.gethostname()}:{pid}"]
-    return str(_holder[1])
-
-
-_holder: list[Any] = [0, ""]
 
 
 #: Whether the eager ``apply()`` running now raises the task's errors to its caller.

@@ -28,11 +28,12 @@ from celery import bootsteps, signals
 from celery.worker.request import Request
 
 from celery_durable import concurrency, deadlines
+from celery_durable.delivery import holder_id
 from celery_durable.errors import JournalError, LeaseLost
 from celery_durable.journal.entries import encode_outcome
 from celery_durable.recovery import interval, recover_lost
 from celery_durable.runtime import journal_retention_for, runtime_for
-from celery_durable.task import DurableTask, holder_id
+from celery_durable.task import DurableTask
 from celery_durable.wakeups import publish_due
 
 logger = logging.getLogger("celery_durable")
