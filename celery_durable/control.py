@@ -72,10 +72,7 @@ def cancel_invocation(
     why = reason if reason else DEFAULT_REASON
     done = cancelling.cancel(app, runtime.store, task_id, why, kill, runtime.settings.retention)
     if done.state == "gone":
-        raise InvocationStateError(
-            f"no invocation {task_id} is kept (it expired, was forgotten, or never started); "
-            "there is nothing to cancel. Check the id with `celery -A <your app> durable ls`."
-        )
+        raise InvocationStateError.not_kept(task_id, "cancel")
     if done.state == "finished":
         raise InvocationStateError(
             f"invocation {task_id} is {done.previous_status}: it has finished, and a cancel "

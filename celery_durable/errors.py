@@ -225,6 +225,14 @@ class InvocationStateError(DurableError):
     changed; the message says what the state is and what to do.
     """
 
+    @classmethod
+    def not_kept(cls, task_id: str, action: str) -> InvocationStateError:
+        """The error of an ``action`` (resume, restart, cancel) on an id nothing keeps."""
+        return cls(
+            f"no invocation {task_id} is kept (it expired, was forgotten, or never started); "
+            f"there is nothing to {action}. Check the id with `celery -A <your app> durable ls`."
+        )
+
 
 # -- Control flow: never catch these ------------------------------------------------
 

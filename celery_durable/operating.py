@@ -74,10 +74,7 @@ def resume_invocation(app: Any, task_id: str, publish: bool = True) -> Resumed:
         )
     done = store.resume(task_id, reason, require_call=publish)
     if done.state == "gone":
-        raise InvocationStateError(
-            f"no invocation {task_id} is kept (it expired, was forgotten, or never started); "
-            "there is nothing to resume. Check the id with `celery -A <your app> durable ls`."
-        )
+        raise InvocationStateError.not_kept(task_id, "resume")
     if done.state == "refused":
         raise InvocationStateError(
             f"invocation {task_id} is {done.status}; only a paused or failed invocation can be "
@@ -131,10 +128,7 @@ def restart_invocation(
     store = runtime_for(app).store
     found = store.read(task_id)
     if found is None:
-        raise InvocationStateError(
-            f"no invocation {task_id} is kept (it expired, was forgotten, or never started); "
-            "there is nothing to restart. Check the id with `celery -A <your app> durable ls`."
-        )
+        raise InvocationStateError.not_kept(task_id, "restart")
     meta, entries, completions = found
     steps_until = meta.get(MetaField.STEPS_UNTIL)
     if steps_until and int(steps_until) <= time.time() * 1000:
