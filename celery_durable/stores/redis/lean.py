@@ -77,25 +77,57 @@ def _is_connected(conn: Any) -> bool:
     return bool(conn._sock is not None if connected is None else connected)
 
 
+class _Held:
+    """A thread's connection. Python drops it when the thread ends, and a finalizer then
+    hands the connection on to the next new thread."""
+
+    __slots__ = ("__weakref__", "conn")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+
+
 class LeanConnection:
-    """A connection of the store's pool held by each thread that uses it."""
+    """A connection of the store's pool held by each thread that uses it.
+
+    A connection made outside the pool's checkout counts against its ``max_connections``
+    for good (redis-py 8's default is 100), and ``run_async`` steps run in threads that
+    each execution starts anew: a thread that ends hands its connection to the next new
+    one, so the connections made are as many as the threads alive at once.
+    """
 
     def __init__(self, client: redis.Redis) -> None:
         self._pool = client.connection_pool
         self._local = threading.local()
         # Outside the pool's checkout, so the pool does not close them: close() does.
         self._made: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._idle: list[Any] = []
+        """Connections of threads that ended, for new threads to take."""
 
     def connection(self) -> Any:
         # Any: redis-py leaves the connection's methods untyped.
-        conn: Any = getattr(self._local, "conn", None)
-        if conn is None or conn.pid != os.getpid():  # new thread, or a forked child
-            conn = self._local.conn = self._pool.make_connection()
-            self._made.add(conn)
+        held: _Held | None = getattr(self._local, "held", None)
+        if held is None or held.conn.pid != os.getpid():  # new thread, or a forked child
+            held = self._local.held = _Held(self._take())
+            weakref.finalize(held, self._idle.append, held.conn)
+        conn = held.conn
         if not _is_connected(conn):
             # Before a send would: send_packed_command connects without connect(), where
             # a Sentinel-managed connection asks the sentinels for the primary.
             conn.connect()
+        return conn
+
+    def _take(self) -> Any:
+        """An idle connection of this process, or a new one."""
+        while self._idle:
+            try:
+                conn = self._idle.pop()
+            except IndexError:  # another new thread took the last one
+                break
+            if conn.pid == os.getpid():  # a forked parent's is the parent's
+                return conn
+        conn = self._pool.make_connection()
+        self._made.add(conn)
         return conn
 
     def call(self, packed: bytes | list[bytes]) -> Any:
