@@ -101,7 +101,9 @@ def test_a_timer_of_any_slot_is_claimed_from_the_one_wakeups_set(
     store: RedisJournalStore, cluster_prefix: str
 ) -> None:
     keys = KeySpace(cluster_prefix, cluster=True)
-    due = time.time() + 0.1
+    # Due late enough that the last of the three suspends comes before it, under load too
+    # (a timer already due makes the suspension 'ready').
+    due = time.time() + 2.0
     for task_id in IDS:
         assert store.suspend(task_id, _start(store, task_id), "[]", [], due, "{}") == "suspended"
         assert store.client.zscore(keys.wakeups_of(task_id), task_id) is not None
