@@ -4,6 +4,8 @@ broker, journals in this process, no Redis)."""
 
 from __future__ import annotations
 
+import time
+
 from collections import Counter
 from typing import Any
 
@@ -107,6 +109,7 @@ def test_get_and_list_invocations_read_eager_journals_and_no_redis(durable_app: 
         return int(self.ctx.run("double", lambda: x * 2))
 
     first = double.delay(1)
+    time.sleep(0.002)  # listings order by creation time to the ms (ties by id): a later ms
     second = double.delay(2)
     # pytest turns warnings into errors here: a "durable_redis_url is not set" would fail.
     inv = get_invocation(durable_app, second.id)
