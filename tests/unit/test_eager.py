@@ -5,7 +5,6 @@ broker, journals in this process, no Redis)."""
 from __future__ import annotations
 
 import time
-
 from collections import Counter
 from typing import Any
 
