@@ -92,7 +92,9 @@ def test_every_key_of_an_invocation_that_ended_expires(
 
     @app.task(base=DurableTask, bind=True, shared=False, durable_journal_retention=25)
     def steps_kept_less(self: DurableTask) -> int:
-        return int(self.ctx.run("first", lambda: 7))
+        self.ctx.run("first", lambda: 1)
+        self.ctx.run("second", lambda: 2)  # three entries: packed, they take less room
+        return int(self.ctx.run("third", lambda: 7))
 
     @app.task(base=DurableTask, bind=True, shared=False)
     def forgotten(self: DurableTask) -> str:
@@ -164,19 +166,27 @@ def test_every_key_of_an_invocation_that_ended_expires(
     ]
     assert no_ttl == [], "keys of invocations that ended, with no TTL"
     assert set(by_invocation) <= {*ids.values(), *children, barrier.id}, by_invocation
-    for how in ("completed", "failed", "cancelled", "replaced", "resumed-completed"):
+    # A completed invocation keeps its journal and call packed in one key when that is
+    # smaller; one that may be resumed keeps them, and so does a journal of one entry
+    # (replaced ends as its replacement, completed, under its id: one step).
+    for how in ("failed", "cancelled", "replaced"):
         parts = {key.rpartition(":")[2] for key in by_invocation[ids[how]]}
         assert {"meta", "journal", "call"} <= parts, (how, parts)
+        assert "steps" not in parts, (how, parts)
+    for how in ("completed", "resumed-completed"):
+        parts = {key.rpartition(":")[2] for key in by_invocation[ids[how]]}
+        assert {"meta", "steps"} <= parts, (how, parts)
+        assert not {"journal", "call"} & parts, (how, parts)
     # The call lives as long as the steps, which a restart needs; the outcome outlives
     # them by as much as durable_journal_retention is shorter than durable_retention.
-    meta_key = f"{key_prefix}:{{{ids['completed']}}}:meta"
-    for part in ("journal", "call", "done"):
-        key = f"{key_prefix}:{{{ids['completed']}}}:{part}"
-        assert abs(redis_client.pttl(key) - redis_client.pttl(meta_key)) < 2000, part
+    for how, parts in (("completed", ("steps", "done")), ("failed", ("journal", "call"))):
+        meta_key = f"{key_prefix}:{{{ids[how]}}}:meta"
+        for part in parts:
+            key = f"{key_prefix}:{{{ids[how]}}}:{part}"
+            assert abs(redis_client.pttl(key) - redis_client.pttl(meta_key)) < 2000, part
     kept_less = {key.rpartition(":")[2]: key for key in by_invocation[ids["steps-kept-less"]]}
-    assert set(kept_less) == {"meta", "journal", "call"}, kept_less
-    assert 0 < redis_client.pttl(kept_less["journal"]) <= 25_000
-    assert 0 < redis_client.pttl(kept_less["call"]) <= 25_000
+    assert set(kept_less) == {"meta", "steps"}, kept_less
+    assert 0 < redis_client.pttl(kept_less["steps"]) <= 25_000
     assert redis_client.pttl(kept_less["meta"]) > 60_000
     # durable_journal_retention=0: only the outcome is left, at once.
     dropped = sorted(key.rpartition(":")[2] for key in by_invocation[ids["steps-dropped"]])

@@ -4,7 +4,7 @@
 -- KEYS[4]  index of all invocations             KEYS[5]  index of running ones
 -- KEYS[6]  index of suspended ones              KEYS[7]  index of paused ones
 -- KEYS[8]  the wake-ups sorted set of its slot (the one wake-ups set on one Redis)
--- KEYS[9]  its call (a string)
+-- KEYS[9]  its call (a string)                KEYS[10] its packed steps (a string)
 -- ARGV[1]  task id (the index member)
 -- ARGV[2]  the finisher's fencing token, or '' when the worker finishes it for a
 --          holder that cannot (revoked, hard time limit): the holder is fenced out
@@ -16,10 +16,15 @@
 -- ARGV[8]  the call, to re-publish it when resumed (JSON), or '' to keep what is stored
 -- ARGV[9]  journal retention in milliseconds (durable_journal_retention), at most ARGV[6]:
 --          the steps' (journal, completions, call); 0 deletes them now
+-- ARGV[10] the journal's entries compressed (stores/redis/packing.py), or '' (always for
+--          a status but completed): with the stored call, they replace the journal and
+--          the call (one string, KEYS[10]) when the steps are kept, if the journal still
+--          has ARGV[11] entries (the pack was made of what is stored); else both stay
+-- ARGV[11] how many entries the pack holds
 -- Fields: task status outcome fence deaths (read); status outcome updated_at nesting fence
 --         steps_until (set); lease lease_until paused_reason attempt guard awaiting
 --         released frontier due recovered, deaths when 0, nesting unless replaced, seed
---         and call when the steps go now (deleted)
+--         and call when the steps go now (deleted); packed when packed (set)
 -- Returns  nil when this call finished the invocation,
 --          else {status, outcome} that an earlier call recorded.
 --          Errors: GONE (nothing is written: a forced finish would otherwise make a
@@ -88,6 +93,14 @@ if steps_ms > 0 then
   end
   redis.call('PEXPIRE', journal, steps_ms)
   redis.call('PEXPIRE', KEYS[3], steps_ms)
+  -- Packed only when it is made of exactly what is stored: never lose an entry.
+  if ARGV[10] ~= '' and redis.call('LLEN', journal) == tonumber(ARGV[11]) then
+    -- An invocation started by an earlier release keeps its call in meta: it stays there.
+    local call = redis.call('GET', KEYS[9]) or ''
+    redis.call('SET', KEYS[10], '\1' .. #call .. ':' .. call .. ARGV[10], 'PX', steps_ms)
+    redis.call('DEL', journal, KEYS[9])
+    redis.call('HSET', meta, 'packed', ARGV[11])
+  end
 else
   -- Only the steps need the seed (a restart replays them with it); 'call' is where an
   -- invocation started by an earlier release kept its call.
