@@ -53,6 +53,7 @@ def test_every_reader_sees_the_steps_of_a_completed_invocation(store: JournalSto
     assert (stored[F.STATUS], stored[F.OUTCOME], stored[F.CALL]) == (
         "completed", OK_OUTCOME, CALL,
     )  # fmt: skip
+    assert stored[F.SEED] == "11"  # a restart replays them with it
     assert F.PACKED not in stored  # how a store keeps them is its own business
     assert completions == {"0:sent": "1"}
     assert store.completions("inv") == {"0:sent": "1"}
@@ -99,11 +100,15 @@ def summary_steps(store: JournalStore) -> int:
     return summary[1]
 
 
-def test_a_journal_too_small_to_gain_is_kept(store: JournalStore) -> None:
-    entries = completed(store, steps=1)
+def test_a_journal_that_would_not_shrink_is_kept(store: JournalStore) -> None:
+    started = run(store)
+    entries = ["{}"]  # deflate's own bytes are more than that
+    store.append("inv", started.fence, 0, entries[0], False)
+    store.finish("inv", started.fence, "completed", OK_OUTCOME, 60, entries=entries)
     assert journal(store) == entries
     if isinstance(store, RedisJournalStore):
-        assert keys_of(store) == {"meta", "done", "journal", "call"}
+        assert keys_of(store) == {"meta", "journal", "call"}
+        assert meta(store)[F.SEED] == "11"
 
 
 def test_a_packed_invocation_forks_from_what_it_read(store: JournalStore) -> None:
@@ -122,9 +127,10 @@ def test_a_packed_invocation_paused_for_its_outcome_gets_its_journal_back(
     entries = completed(store)
     assert store.pause_finished("inv", "completed", OK_OUTCOME, "unreadable") == "paused"
     assert journal(store) == entries
-    assert meta(store)[F.CALL] == CALL
+    assert (meta(store)[F.CALL], meta(store)[F.SEED]) == (CALL, "11")
     if isinstance(store, RedisJournalStore):
         assert keys_of(store) == {"meta", "done", "journal", "call"}
+        assert store.client.hget(store._keys.invocation("inv").meta, F.SEED) == "11"
         if server_kind != "redis-acl":  # the documented ACL has no PTTL
             k = store._keys.invocation("inv")
             assert store.client.pttl(k.journal) == -1  # kept until an operator acts
@@ -145,7 +151,7 @@ def test_a_pause_of_a_packed_invocation_that_changed_since_does_nothing(
     # What a caller passes when the pack it read and unpacked is not the one there now.
     status = store._eval(
         scripts.PAUSE_FINISHED, 7, k.meta, k.journal, k.done, ix.all, ix.paused, k.call,
-        k.steps, "inv", "completed", OK_OUTCOME, "unreadable", 0, "0" * 40, CALL, ok(0),
+        k.steps, "inv", "completed", OK_OUTCOME, "unreadable", 0, "0" * 40, "11", CALL, ok(0),
     )  # fmt: skip
     assert status == "completed"  # nothing changed
     assert meta(store)[F.STATUS] == "completed"

@@ -66,13 +66,15 @@ class Operators(RedisBase):
                     entries = []
                 else:
                     try:
-                        call, entries = unpack_steps(packed)
+                        seed, call, entries = unpack_steps(packed)
                     except ValueError as exc:
                         raise JournalError(
                             f"the packed steps of invocation {task_id} in {self._where} are "
                             f"unreadable: {exc}"
                         ) from None
                     call = call or None
+                    if seed:
+                        meta[MetaField.SEED] = seed
                 del meta[MetaField.PACKED]
             if call is not None:  # handed back with the meta fields (MetaField.CALL)
                 meta[MetaField.CALL] = call

@@ -260,17 +260,15 @@ class RedisJournalStore(Waiting, Operators, Recovery, FlowControl):
         # 0 drops the steps now (ms() makes any other value at least 1 ms).
         steps_ms = ms(retention if journal_retention is None else journal_retention)
         steps_ms = 0 if journal_retention is not None and journal_retention <= 0 else steps_ms
-        packed: bytes | str = ""
-        count = 0
+        packed: bytes | None = None
         if entries is not None and status == "completed" and steps_ms > 0:
-            packed = packing.pack_entries(entries)
-            packed, count = (packed, len(entries)) if packing.pays(packed, entries) else ("", 0)
+            packed = packing.compress_entries(entries)
         with self._errors(task_id, "finish"):
             reply = self._hot_eval(
                 scripts.FINISH, 10, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
                 self._keys.wakeups_of(task_id), k.call, k.steps,
                 task_id, token, status, outcome, now(), ms(retention), nesting, call, steps_ms,
-                packed, count,
+                packed or "", 0 if packed is None else len(entries or ()),
             )  # fmt: skip
         return None if reply is None else (reply[0], reply[1])
 
@@ -295,16 +293,16 @@ class RedisJournalStore(Waiting, Operators, Recovery, FlowControl):
             pipe.hget(k.meta, MetaField.PACKED)
             pipe.execute_command("GET", k.steps, **{NEVER_DECODE: []})
             count, pack = pipe.execute()
-        unpacked: tuple[str, ...] = ("", "")
+        unpacked: tuple[str, ...] = ("", "", "")
         if count is not None and pack is not None:
             try:
-                call, entries = packing.unpack(pack)
+                seed, call, entries = packing.unpack(pack)
             except ValueError as exc:
                 raise JournalError(
                     f"the packed steps of invocation {task_id} in {self._where} are "
                     f"unreadable: {exc}"
                 ) from None
-            unpacked = (packing.digest(pack), call, *entries)
+            unpacked = (packing.digest(pack), seed, call, *entries)
         with self._errors(task_id, "pause"):
             now_status: str = self._write(
                 scripts.PAUSE_FINISHED, 7, k.meta, k.journal, k.done, ix.all, ix.paused, k.call,

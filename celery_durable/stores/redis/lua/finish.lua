@@ -17,14 +17,16 @@
 -- ARGV[9]  journal retention in milliseconds (durable_journal_retention), at most ARGV[6]:
 --          the steps' (journal, completions, call); 0 deletes them now
 -- ARGV[10] the journal's entries compressed (stores/redis/packing.py), or '' (always for
---          a status but completed): with the stored call, they replace the journal and
---          the call (one string, KEYS[10]) when the steps are kept, if the journal still
---          has ARGV[11] entries (the pack was made of what is stored); else both stay
+--          a status but completed): with the stored seed and call, they replace the
+--          journal, the call and the seed (one string, KEYS[10]) when the steps are kept,
+--          if the journal still has ARGV[11] entries (the pack was made of what is
+--          stored); else all stay
 -- ARGV[11] how many entries the pack holds
 -- Fields: task status outcome fence deaths (read); status outcome updated_at nesting fence
 --         steps_until (set); lease lease_until paused_reason attempt guard awaiting
 --         released frontier due recovered, deaths when 0, nesting unless replaced, seed
---         and call when the steps go now (deleted); packed when packed (set)
+--         and call when the steps go now (deleted); seed when packed (deleted), packed
+--         when packed (set)
 -- Returns  nil when this call finished the invocation,
 --          else {status, outcome} that an earlier call recorded.
 --          Errors: GONE (nothing is written: a forced finish would otherwise make a
@@ -97,8 +99,11 @@ if steps_ms > 0 then
   if ARGV[10] ~= '' and redis.call('LLEN', journal) == tonumber(ARGV[11]) then
     -- An invocation started by an earlier release keeps its call in meta: it stays there.
     local call = redis.call('GET', KEYS[9]) or ''
-    redis.call('SET', KEYS[10], '\1' .. #call .. ':' .. call .. ARGV[10], 'PX', steps_ms)
+    local seed = redis.call('HGET', meta, 'seed') or ''
+    redis.call('SET', KEYS[10], '\1' .. seed .. ':' .. #call .. ':' .. call .. ARGV[10],
+               'PX', steps_ms)
     redis.call('DEL', journal, KEYS[9])
+    redis.call('HDEL', meta, 'seed')
     redis.call('HSET', meta, 'packed', ARGV[11])
   end
 else

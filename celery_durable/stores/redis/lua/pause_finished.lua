@@ -13,11 +13,12 @@
 -- ARGV[4]  why it is paused
 -- ARGV[5]  now, seconds since the epoch
 -- ARGV[6]  SHA-1 of the packed steps the caller read and unpacked, or ''
--- ARGV[7]  their call                           ARGV[8 ..] their entries, in order
---          (a resume needs them as a list and a string: they are put back, and the
---          pack goes, if it is still the one read)
+-- ARGV[7]  their seed         ARGV[8]  their call         ARGV[9 ..]  their entries
+--          (a resume needs them as a list, a string and a field: they are put back,
+--          and the pack goes, if it is still the one read)
 -- Fields: status outcome created_at steps_until packed (read); status paused_reason
---         updated_at (set); steps_until while the steps are kept, packed (deleted)
+--         updated_at, seed when unpacked (set); steps_until while the steps are kept,
+--         packed (deleted)
 -- Returns  'paused', the status it has now when that or its outcome changed since it
 --          was read (nothing changed), or '' when it does not exist.
 local meta = KEYS[1]
@@ -35,11 +36,14 @@ end
 if f[5] then
   if pack then
     redis.call('DEL', KEYS[2], KEYS[7])
-    for i = 8, #ARGV do
+    for i = 9, #ARGV do
       redis.call('RPUSH', KEYS[2], ARGV[i])
     end
     if ARGV[7] ~= '' then
-      redis.call('SET', KEYS[6], ARGV[7])
+      redis.call('HSET', meta, 'seed', ARGV[7])
+    end
+    if ARGV[8] ~= '' then
+      redis.call('SET', KEYS[6], ARGV[8])
     end
   end
   redis.call('HDEL', meta, 'packed')
