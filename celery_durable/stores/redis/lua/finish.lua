@@ -95,17 +95,6 @@ if steps_ms > 0 then
   end
   redis.call('PEXPIRE', journal, steps_ms)
   redis.call('PEXPIRE', KEYS[3], steps_ms)
-  -- Packed only when it is made of exactly what is stored: never lose an entry.
-  if ARGV[10] ~= '' and redis.call('LLEN', journal) == tonumber(ARGV[11]) then
-    -- An invocation started by an earlier release keeps its call in meta: it stays there.
-    local call = redis.call('GET', KEYS[9]) or ''
-    local seed = redis.call('HGET', meta, 'seed') or ''
-    redis.call('SET', KEYS[10], '\1' .. seed .. ':' .. #call .. ':' .. call .. ARGV[10],
-               'PX', steps_ms)
-    redis.call('DEL', journal, KEYS[9])
-    redis.call('HDEL', meta, 'seed')
-    redis.call('HSET', meta, 'packed', ARGV[11])
-  end
 else
   -- Only the steps need the seed (a restart replays them with it); 'call' is where an
   -- invocation started by an earlier release kept its call.
@@ -117,4 +106,20 @@ redis.call('ZREM', live[status] or KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[8], ARGV[1])  -- a timer that lost a race wakes nothing now
 -- Keep the index of all invocations as long as the journals it lists.
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (tonumber(ARGV[5]) - tonumber(ARGV[6]) / 1000))
+-- Last, the steps of a completed invocation packed, when the caller packed them.
+if ARGV[10] == '' or steps_ms == 0 then
+  return false
+end
+-- Only if the pack is made of exactly what is stored: never lose an entry.
+if redis.call('LLEN', journal) ~= tonumber(ARGV[11]) then
+  return false
+end
+-- An invocation started by an earlier release keeps its call in meta: it stays there.
+local call = redis.call('GET', KEYS[9]) or ''
+local seed = redis.call('HGET', meta, 'seed') or ''
+redis.call('SET', KEYS[10], '\1' .. seed .. ':' .. #call .. ':' .. call .. ARGV[10],
+           'PX', steps_ms)
+redis.call('DEL', journal, KEYS[9])
+redis.call('HDEL', meta, 'seed')
+redis.call('HSET', meta, 'packed', ARGV[11])
 return false
