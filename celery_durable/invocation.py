@@ -222,7 +222,7 @@ def complete(
     # by a retry that changed the arguments.
     earlier = store.finish(
         ex.id, ex.fence, "completed", outcome, retention, journal_retention=journal_retention,
-        entries=ex.entries,
+        entries=ex.entries, held_call=ex.call(),
     )  # fmt: skip
     if earlier is None:
         return codec.decode(parse(payload))

@@ -147,6 +147,7 @@ class JournalStore(FlowControlStore, Protocol):
         call: str = "",
         journal_retention: float | None = None,
         entries: Sequence[str] | None = None,
+        held_call: str = "",
     ) -> tuple[str, str] | None:
         """Record the final outcome and let the invocation expire after ``retention``.
 
@@ -163,6 +164,8 @@ class JournalStore(FlowControlStore, Protocol):
         store may keep a ``completed`` invocation's kept steps in a smaller form made of
         them (the Redis store packs them with its call), if the journal still holds that
         many; its readers (``read_many``, ``summaries``) see no difference.
+        ``held_call`` is the call as the finisher knows it: packed with them if it is
+        the stored one (else the stored one is kept as it is).
 
         Returns:
             None when this call finished the invocation, else the (status, outcome)

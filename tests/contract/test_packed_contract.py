@@ -19,7 +19,11 @@ STEPS = 10
 
 
 def completed(
-    store: JournalStore, task_id: str = "inv", steps: int = STEPS, journal_retention: float = 60
+    store: JournalStore,
+    task_id: str = "inv",
+    steps: int = STEPS,
+    journal_retention: float = 60,
+    held_call: str = CALL,
 ) -> list[str]:
     """A completed invocation of ``steps`` entries, finished with them in hand."""
     started = run(store, task_id)
@@ -29,7 +33,7 @@ def completed(
     store.mark_sent(task_id, started.fence, 0)  # something in the completions hash
     assert store.finish(
         task_id, started.fence, "completed", OK_OUTCOME, 60, entries=entries,
-        journal_retention=journal_retention,
+        journal_retention=journal_retention, held_call=held_call,
     ) is None  # fmt: skip
     return entries
 
@@ -66,6 +70,26 @@ def test_every_reader_sees_the_steps_of_a_completed_invocation(store: JournalSto
     # A later delivery of the same id gets the outcome, not the steps.
     again = store.start("inv", StartRequest("shop.checkout", "fp", 11, 30.0, "host:2"))
     assert (again.state, again.status, again.outcome) == ("done", "completed", OK_OUTCOME)
+
+
+def test_the_stored_call_is_kept_whatever_call_the_finisher_holds(store: JournalStore) -> None:
+    # A wake-up re-publishes the stored call: the request the finisher runs under can
+    # have other options. What a restart publishes is the stored call.
+    entries = completed(store, held_call=CALL.replace("o-1", "o-2"))
+    assert (journal(store), meta(store)[F.CALL]) == (entries, CALL)
+    if isinstance(store, RedisJournalStore):
+        assert keys_of(store) == {"meta", "done", "steps"}
+        value = store.client.execute_command(
+            "GET", store._keys.invocation("inv").steps, NEVER_DECODE=[]
+        )
+        assert value[:1] == b"\x01"  # the call apart, as stored
+    completed(store, "other")
+    if isinstance(store, RedisJournalStore):
+        value = store.client.execute_command(
+            "GET", store._keys.invocation("other").steps, NEVER_DECODE=[]
+        )
+        assert value[:1] == b"\x02"  # the same call: compressed with the entries
+        assert CALL.encode() not in value
 
 
 @pytest.mark.parametrize("status", ["failed", "cancelled"])

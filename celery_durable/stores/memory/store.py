@@ -222,6 +222,7 @@ class MemoryJournalStore(Waiting, Operators, Recovery, FlowControl):
         call: str = "",
         journal_retention: float | None = None,
         entries: Sequence[str] | None = None,
+        held_call: str = "",
     ) -> tuple[str, str] | None:
         # Kept as they are: the memory store has nothing to gain from packing them.
         with self._lock:

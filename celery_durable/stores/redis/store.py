@@ -254,21 +254,25 @@ class RedisJournalStore(Waiting, Operators, Recovery, FlowControl):
         call: str = "",
         journal_retention: float | None = None,
         entries: Sequence[str] | None = None,
+        held_call: str = "",
     ) -> tuple[str, str] | None:
         k = self._keys.invocation(task_id)
         token = "" if fence is None else fence
         # 0 drops the steps now (ms() makes any other value at least 1 ms).
         steps_ms = ms(retention if journal_retention is None else journal_retention)
         steps_ms = 0 if journal_retention is not None and journal_retention <= 0 else steps_ms
-        packed: bytes | None = None
+        packed: packing.Compressed | None = None
         if entries is not None and status == "completed" and steps_ms > 0:
-            packed = packing.compress_entries(entries)
+            packed = packing.compress(entries, held_call)
+        pack_args = ("", 0, "", "") if packed is None else (
+            packed.entries, len(entries or ()), packed.with_call, packed.call_digest
+        )  # fmt: skip
         with self._errors(task_id, "finish"):
             reply = self._hot_eval(
                 scripts.FINISH, 10, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
                 self._keys.wakeups_of(task_id), k.call, k.steps,
                 task_id, token, status, outcome, now(), ms(retention), nesting, call, steps_ms,
-                packed or "", 0 if packed is None else len(entries or ()),
+                *pack_args,
             )  # fmt: skip
         return None if reply is None else (reply[0], reply[1])
 

@@ -22,6 +22,9 @@
 --          if the journal still has ARGV[11] entries (the pack was made of what is
 --          stored); else all stay
 -- ARGV[11] how many entries the pack holds
+-- ARGV[12] the entries and the caller's call compressed together, or ''
+-- ARGV[13] SHA-1 of that call: ARGV[12] is packed in place of ARGV[10] and the stored
+--          call when the stored call has it
 -- Fields: task status outcome fence deaths (read); status outcome updated_at nesting fence
 --         steps_until (set); lease lease_until paused_reason attempt guard awaiting
 --         released frontier due recovered, deaths when 0, nesting unless replaced, seed
@@ -117,8 +120,11 @@ end
 -- An invocation started by an earlier release keeps its call in meta: it stays there.
 local call = redis.call('GET', KEYS[9]) or ''
 local seed = redis.call('HGET', meta, 'seed') or ''
-redis.call('SET', KEYS[10], '\1' .. seed .. ':' .. #call .. ':' .. call .. ARGV[10],
-           'PX', steps_ms)
+local packed = '\1' .. seed .. ':' .. #call .. ':' .. call .. ARGV[10]
+if ARGV[12] ~= '' and redis.sha1hex(call) == ARGV[13] then
+  packed = '\2' .. seed .. ':' .. ARGV[12]  -- the caller's call is the stored one
+end
+redis.call('SET', KEYS[10], packed, 'PX', steps_ms)
 redis.call('DEL', journal, KEYS[9])
 redis.call('HDEL', meta, 'seed')
 redis.call('HSET', meta, 'packed', ARGV[11])
