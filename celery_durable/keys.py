@@ -37,11 +37,12 @@ class InvocationKeys:
     at about twice the bytes). It lives as long as the steps (``MetaField.STEPS_UNTIL``):
     a restart needs both."""
     steps: str
-    """String: a completed invocation's journal and call, packed at finish (zlib of their
-    JSON; ``stores.redis.packing``) in place of ``journal`` and ``call``, when that is
-    smaller. ``MetaField.PACKED`` says it is there, and how many entries it holds. Only a
-    completed invocation is packed: nothing writes to its steps again (a failed one may
-    be resumed, which reads and trims its journal in Lua)."""
+    """String: a completed invocation's journal, call and seed, packed at finish
+    (compressed; ``stores.redis.packing``) in place of ``journal``, ``call`` and
+    ``MetaField.SEED``, when that is smaller. ``MetaField.PACKED`` says it is there, and
+    how many entries it holds. Only a completed invocation is packed: nothing writes to
+    its steps again (a failed one may be resumed, which reads and trims its journal in
+    Lua)."""
     tombstone: str
     """String: the last fence of a forgotten (or purged) invocation, kept for
     ``journal.store.TOMBSTONE_TTL``, so that one created anew under its id starts above
