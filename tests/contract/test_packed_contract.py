@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from celery_durable.errors import JournalError
 from celery_durable.journal.store import Fork, JournalStore, StartRequest
 from celery_durable.keys import MetaField as F
 from celery_durable.stores.redis import RedisJournalStore, scripts
@@ -196,6 +197,15 @@ def test_packed_steps_expire_with_the_journal_retention(store: JournalStore) -> 
     assert summary_steps(store) == 0  # none left to count
     if isinstance(store, RedisJournalStore):
         assert keys_of(store) == {"meta"}
+
+
+def test_packed_steps_that_cannot_be_read_are_a_journal_error(store: JournalStore) -> None:
+    if not isinstance(store, RedisJournalStore):
+        pytest.skip("the memory store keeps no pack")
+    completed(store)
+    store.client.set(store._keys.invocation("inv").steps, b"\x02" + b"garbage")
+    with pytest.raises(JournalError, match=r"packed steps of invocation inv .* unreadable"):
+        store.read("inv")
 
 
 def test_forget_deletes_the_packed_steps(store: JournalStore) -> None:

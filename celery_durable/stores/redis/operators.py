@@ -12,7 +12,6 @@ from typing import Any
 
 from redis.client import NEVER_DECODE
 
-from celery_durable.errors import JournalError
 from celery_durable.journal.store import (
     SUMMARY_FIELDS,
     TOMBSTONE_TTL,
@@ -28,7 +27,7 @@ from celery_durable.stores.redis import scripts
 from celery_durable.stores.redis.base import RedisBase, ms
 from celery_durable.stores.redis.checks import check_eviction_policy, check_replicas
 from celery_durable.stores.redis.lean import bulk
-from celery_durable.stores.redis.packing import unpack as unpack_steps
+from celery_durable.stores.redis.packing import unpack_stored
 
 
 class Operators(RedisBase):
@@ -55,7 +54,7 @@ class Operators(RedisBase):
             pipe.lrange(k.journal, 0, -1)
             pipe.hgetall(k.done)
             pipe.get(k.call)
-            pipe.execute_command("GET", k.steps, **{NEVER_DECODE: []})  # zlib: bytes
+            pipe.execute_command("GET", k.steps, **{NEVER_DECODE: []})  # bytes, not text
         with self._errors(",".join(task_ids[:3]), "read"):
             replies = pipe.execute()
         found: list[Stored | None] = []
@@ -65,13 +64,7 @@ class Operators(RedisBase):
                 if packed is None:  # expired with its steps (durable_journal_retention)
                     entries = []
                 else:
-                    try:
-                        seed, call, entries = unpack_steps(packed)
-                    except ValueError as exc:
-                        raise JournalError(
-                            f"the packed steps of invocation {task_id} in {self._where} are "
-                            f"unreadable: {exc}"
-                        ) from None
+                    seed, call, entries = unpack_stored(packed, task_id, self._where)
                     call = call or None
                     if seed:
                         meta[MetaField.SEED] = seed

@@ -24,6 +24,8 @@ import zlib
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from celery_durable.errors import JournalError
+
 #: First byte of each layout.
 WITH_CALL, CALL_APART = b"\x02", b"\x01"
 #: What deflate may refer back to before the first entry: the text entries and calls
@@ -111,6 +113,20 @@ def unpack(value: bytes) -> tuple[str, str, list[str]]:
             raise ValueError("not a pack of celery-durable steps (no call)")
         call = entries.pop()
     return seed.decode(), call, entries
+
+
+def unpack_stored(value: bytes, task_id: str, where: str) -> tuple[str, str, list[str]]:
+    """``unpack`` of what invocation ``task_id`` keeps in ``where``.
+
+    Raises:
+        JournalError: it is not a pack (written by hand, or by a later release).
+    """
+    try:
+        return unpack(value)
+    except ValueError as exc:
+        raise JournalError(
+            f"the packed steps of invocation {task_id} in {where} are unreadable: {exc}"
+        ) from None
 
 
 def digest(value: bytes) -> str:

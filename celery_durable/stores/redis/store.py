@@ -15,13 +15,7 @@ from typing import Any
 from redis.client import NEVER_DECODE
 
 from celery_durable.errors import JournalError
-from celery_durable.journal.store import (
-    Cancelling,
-    Reopening,
-    Started,
-    StartRequest,
-    now,
-)
+from celery_durable.journal.store import Cancelling, Reopening, Started, StartRequest, now
 from celery_durable.keys import KeySpace, MetaField
 from celery_durable.stores.redis import packing, scripts
 from celery_durable.stores.redis.base import ms, redact
@@ -299,13 +293,7 @@ class RedisJournalStore(Waiting, Operators, Recovery, FlowControl):
             count, pack = pipe.execute()
         unpacked: tuple[str, ...] = ("", "", "")
         if count is not None and pack is not None:
-            try:
-                seed, call, entries = packing.unpack(pack)
-            except ValueError as exc:
-                raise JournalError(
-                    f"the packed steps of invocation {task_id} in {self._where} are "
-                    f"unreadable: {exc}"
-                ) from None
+            seed, call, entries = packing.unpack_stored(pack, task_id, self._where)
             unpacked = (packing.digest(pack), seed, call, *entries)
         with self._errors(task_id, "pause"):
             now_status: str = self._write(
