@@ -8,6 +8,7 @@ step function the same number of times, so their difference is what durability c
 
 from __future__ import annotations
 
+import base64
 import os
 
 from celery import Celery
@@ -74,7 +75,11 @@ def nap(self: DurableTask, seconds: float) -> None:
 
 
 def value_of(size: int) -> str:
-    """A step's value of ``size`` bytes of text."""
+    """A step's value of ``size`` bytes of text: one letter repeated, or with
+    ``BENCH_RANDOM_VALUES=1`` random base64 text (which compresses about as little as
+    text can: 6 bits of every 8 are random)."""
+    if os.environ.get("BENCH_RANDOM_VALUES") == "1":
+        return base64.b64encode(os.urandom(size)).decode()[:size]
     return "v" * size
 
 

@@ -16,6 +16,10 @@ it, the median ``MEMORY USAGE`` of each key of an invocation.
 
     .venv/bin/python bench/memory.py --finished [--invocations 1000] [--json OUT]
 
+Steps return one letter repeated, which zlib compresses about 100 times (a completed
+invocation's journal is packed at finish); ``--random-values`` makes them random base64
+text, which it barely compresses: real values lie between the two.
+
 One invocation per (payload, N) is journaled through the library with N steps named
 ``reserve`` that return the payload. Per step: ``MEMORY USAGE <journal> SAMPLES 0`` / N,
 and the growth of ``INFO memory used_memory`` over the whole execution (journal, meta
@@ -89,6 +93,8 @@ def finished_cell(
 
 def finished(args: Any) -> None:
     from bench.celery_app import configure
+    from celery_durable.keys import KeySpace, MetaField
+    from celery_durable.stores.redis import RedisJournalStore
 
     prefix = c.unique_prefix("finished")
     data = tempfile.mkdtemp(prefix="bench-memory-")
@@ -101,6 +107,8 @@ def finished(args: Any) -> None:
         journal = redis.Redis.from_url(url, decode_responses=True)
         worker = c.Worker(broker, prefix, "--pool=prefork", "-c", "2")
         worker.env["BENCH_JOURNAL_URL"] = url
+        if args.random_values:
+            worker.env["BENCH_RANDOM_VALUES"] = "1"
         with worker:
             worker.wait_ready(app.tasks["bench.plain"])
             for keep in (True, False):  # warm-up: scripts loaded, indexes exist
@@ -128,10 +136,11 @@ def finished(args: Any) -> None:
                         print(" | ".join(map(str, rows[-1])), flush=True)
         last = cells_ids[-1]
         meta = journal.hgetall(f"durable:{{{last}}}:meta")
-        samples = {
-            "entry": journal.lindex(f"durable:{{{first_kept}}}:journal", 0),
-            "call": journal.get(f"durable:{{{first_kept}}}:call"),
-        }
+        # Read through the store: a completed invocation's journal and call may be packed.
+        store = RedisJournalStore.from_url(url, KeySpace("durable"))
+        kept_meta, kept_entries, _ = store.read(str(first_kept)) or ({}, [""], {})
+        store.close()
+        samples = {"entry": kept_entries[0], "call": kept_meta.get(MetaField.CALL)}
         journal.close()
         app.close()
     print()
@@ -157,6 +166,10 @@ def main() -> None:
     p.add_argument("--steps", type=int, nargs="+", default=list(STEPS), help="with --finished")
     p.add_argument("--values", nargs="+", default=list(VALUE_SIZES), help="with --finished")
     p.add_argument("--budget", type=int, default=20_000_000, help="step value bytes per cell")
+    p.add_argument(
+        "--random-values", action="store_true",
+        help="with --finished: steps return random base64 text, not one letter repeated",
+    )  # fmt: skip
     args = p.parse_args()
     if args.finished:
         finished(args)

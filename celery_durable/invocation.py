@@ -221,8 +221,9 @@ def complete(
     # The call that an operator's restart publishes is stored already: at creation, and
     # by a retry that changed the arguments.
     earlier = store.finish(
-        ex.id, ex.fence, "completed", outcome, retention, journal_retention=journal_retention
-    )
+        ex.id, ex.fence, "completed", outcome, retention, journal_retention=journal_retention,
+        entries=ex.entries, held_call=ex.call(),
+    )  # fmt: skip
     if earlier is None:
         return codec.decode(parse(payload))
     return finished_outcome(store, ex.id, Finished(*earlier), codec)  # another's, first

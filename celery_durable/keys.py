@@ -36,6 +36,13 @@ class InvocationKeys:
     ``hash-max-listpack-value``, 64 B by default, turns the whole hash into a hash table,
     at about twice the bytes). It lives as long as the steps (``MetaField.STEPS_UNTIL``):
     a restart needs both."""
+    steps: str
+    """String: a completed invocation's journal, call and seed, packed at finish
+    (compressed; ``stores.redis.packing``) in place of ``journal``, ``call`` and
+    ``MetaField.SEED``, when that is smaller. ``MetaField.PACKED`` says it is there, and
+    how many entries it holds. Only a completed invocation is packed: nothing writes to
+    its steps again (a failed one may be resumed, which reads and trims its journal in
+    Lua)."""
     tombstone: str
     """String: the last fence of a forgotten (or purged) invocation, kept for
     ``journal.store.TOMBSTONE_TTL``, so that one created anew under its id starts above
@@ -128,6 +135,9 @@ class MetaField:
     Redis's clock; set at finish when ``durable_journal_retention`` is shorter than
     ``durable_retention``. Past it (at once for a journal retention of 0) only the meta
     hash is left: status, outcome, times, fingerprint."""
+    PACKED = "packed"
+    """How many journal entries a completed invocation's ``InvocationKeys.steps`` holds:
+    set at finish when its journal and call were packed there (they are deleted)."""
     AWAITING = "awaiting"
     """What a suspended invocation waits for (JSON list), for people reading it."""
     DUE = "due"
@@ -186,7 +196,7 @@ class KeySpace:
             base = f"{self.prefix}:{{{task_id}}}:"
         return InvocationKeys(
             meta=base + "meta", journal=base + "journal", done=base + "done",
-            call=base + "call", tombstone=base + "tombstone",
+            call=base + "call", steps=base + "steps", tombstone=base + "tombstone",
         )  # fmt: skip
 
     @property

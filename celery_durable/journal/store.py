@@ -146,6 +146,8 @@ class JournalStore(FlowControlStore, Protocol):
         nesting: int = 0,
         call: str = "",
         journal_retention: float | None = None,
+        entries: Sequence[str] | None = None,
+        held_call: str = "",
     ) -> tuple[str, str] | None:
         """Record the final outcome and let the invocation expire after ``retention``.
 
@@ -157,6 +159,13 @@ class JournalStore(FlowControlStore, Protocol):
         (None: ``retention``; at most ``retention``; 0 deletes them now). When they go
         first, the meta hash records when (``MetaField.STEPS_UNTIL``); what stays is
         what exactly-once completion needs: status, outcome, times, fingerprint.
+
+        ``entries`` are the journal's entries as the finishing execution holds them: a
+        store may keep a ``completed`` invocation's kept steps in a smaller form made of
+        them (the Redis store packs them with its call), if the journal still holds that
+        many; its readers (``read_many``, ``summaries``) see no difference.
+        ``held_call`` is the call as the finisher knows it: packed with them if it is
+        the stored one (else the stored one is kept as it is).
 
         Returns:
             None when this call finished the invocation, else the (status, outcome)

@@ -155,8 +155,9 @@ def test_keys_in_several_slots_are_a_journal_error_not_a_raw_one(
         def invocation(self, task_id: str) -> InvocationKeys:
             base = f"{self.prefix}:{{{task_id}}}:"
             return InvocationKeys(
-                base + "meta", base + "journal", base + "done", base + "call", base + "tombstone"
-            )
+                meta=base + "meta", journal=base + "journal", done=base + "done",
+                call=base + "call", steps=base + "steps", tombstone=base + "tombstone",
+            )  # fmt: skip
 
     spread = RedisJournalStore.from_url(redis_cluster.url, SpreadKeys(cluster_prefix, cluster=True))
     try:

@@ -164,19 +164,26 @@ def test_every_key_of_an_invocation_that_ended_expires(
     ]
     assert no_ttl == [], "keys of invocations that ended, with no TTL"
     assert set(by_invocation) <= {*ids.values(), *children, barrier.id}, by_invocation
-    for how in ("completed", "failed", "cancelled", "replaced", "resumed-completed"):
+    # A completed invocation keeps its journal and call packed in one key (replaced ends
+    # as its replacement, completed, under its id); one that may be resumed keeps them.
+    for how in ("failed", "cancelled"):
         parts = {key.rpartition(":")[2] for key in by_invocation[ids[how]]}
         assert {"meta", "journal", "call"} <= parts, (how, parts)
+        assert "steps" not in parts, (how, parts)
+    for how in ("completed", "replaced", "resumed-completed"):
+        parts = {key.rpartition(":")[2] for key in by_invocation[ids[how]]}
+        assert {"meta", "steps"} <= parts, (how, parts)
+        assert not {"journal", "call"} & parts, (how, parts)
     # The call lives as long as the steps, which a restart needs; the outcome outlives
     # them by as much as durable_journal_retention is shorter than durable_retention.
-    meta_key = f"{key_prefix}:{{{ids['completed']}}}:meta"
-    for part in ("journal", "call", "done"):
-        key = f"{key_prefix}:{{{ids['completed']}}}:{part}"
-        assert abs(redis_client.pttl(key) - redis_client.pttl(meta_key)) < 2000, part
+    for how, parts in (("completed", ("steps", "done")), ("failed", ("journal", "call"))):
+        meta_key = f"{key_prefix}:{{{ids[how]}}}:meta"
+        for part in parts:
+            key = f"{key_prefix}:{{{ids[how]}}}:{part}"
+            assert abs(redis_client.pttl(key) - redis_client.pttl(meta_key)) < 2000, part
     kept_less = {key.rpartition(":")[2]: key for key in by_invocation[ids["steps-kept-less"]]}
-    assert set(kept_less) == {"meta", "journal", "call"}, kept_less
-    assert 0 < redis_client.pttl(kept_less["journal"]) <= 25_000
-    assert 0 < redis_client.pttl(kept_less["call"]) <= 25_000
+    assert set(kept_less) == {"meta", "steps"}, kept_less
+    assert 0 < redis_client.pttl(kept_less["steps"]) <= 25_000
     assert redis_client.pttl(kept_less["meta"]) > 60_000
     # durable_journal_retention=0: only the outcome is left, at once.
     dropped = sorted(key.rpartition(":")[2] for key in by_invocation[ids["steps-dropped"]])

@@ -240,10 +240,11 @@ def test_finished_journals_expire_and_a_lost_running_one_is_recovered_then_expir
     task.apply((True,), task_id="done")
     with pytest.raises(KeyboardInterrupt):
         task.apply((False,), task_id="running")
-    for part in ("meta", "journal"):
-        assert 0 < redis_client.ttl(f"{key_prefix}:{{done}}:{part}") <= 120
+    for done, running in (("meta", "meta"), ("steps", "journal")):
+        # (A completed invocation's journal is packed, into its steps key.)
+        assert 0 < redis_client.ttl(f"{key_prefix}:{{done}}:{done}") <= 120
         # A running journal never expires by itself...
-        assert redis_client.ttl(f"{key_prefix}:{{running}}:{part}") == -1
+        assert redis_client.ttl(f"{key_prefix}:{{running}}:{running}") == -1
     assert [i.id for i in list_invocations(app, status="running")] == ["running"]
 
     # ...but it does not stay running for ever: a worker's recovery sweep publishes it
@@ -255,7 +256,7 @@ def test_finished_journals_expire_and_a_lost_running_one_is_recovered_then_expir
             time.sleep(0.1)
     assert (inv.status, inv.result) == ("completed", "done")
     assert runs == {"a": 2, "interrupted": 1}  # step "a" of "running" ran once, then replayed
-    for part in ("meta", "journal"):
+    for part in ("meta", "steps"):
         assert 0 < redis_client.ttl(f"{key_prefix}:{{running}}:{part}") <= 120
 
 

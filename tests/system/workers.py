@@ -303,9 +303,13 @@ class System:
 
     def pttls(self, task_id: str) -> tuple[int, int]:
         """Milliseconds the meta hash and the journal list of ``task_id`` have left
-        (-1: no expiry, -2: no such key)."""
+        (-1: no expiry, -2: no such key); the journal's is its packed steps' once a
+        completed invocation's journal was packed (``InvocationKeys.steps``)."""
         keys = self.journal_keys(task_id)
-        return int(self.client.pttl(keys.meta)), int(self.client.pttl(keys.journal))
+        journal = int(self.client.pttl(keys.journal))
+        if journal == -2:
+            journal = int(self.client.pttl(keys.steps))
+        return int(self.client.pttl(keys.meta)), journal
 
     def expire_lease(self, task_id: str) -> None:
         """Expire the lease of ``task_id`` by hand, as if its holder stopped renewing it."""

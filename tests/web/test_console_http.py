@@ -27,6 +27,7 @@ from starlette.routing import Mount
 
 from celery_durable import admin, get_invocation
 from celery_durable.cli import durable
+from celery_durable.runtime import runtime_for
 from celery_durable.web import create_app
 from tests.processes import ROOT, environment, free_port, wait_for
 from tests.web.proj import APPROVAL, ENV_PREFIX, HOSTILE, IMG_VALUE, PAUSING, broken_key
@@ -154,6 +155,26 @@ def test_a_page_says_the_steps_were_dropped_after_the_journal_retention(app: Cel
     # Neither resume nor restart can run it again without its steps: no buttons for them.
     assert "Run again from the start" not in html
     assert (shown["steps"], shown["steps_dropped"], shown["status"]) == ([], True, "completed")
+
+
+def test_a_completed_invocation_is_shown_from_its_packed_steps(
+    app: Celery, web: httpx.Client, redis_client: redis.Redis
+) -> None:
+    completed(app, "inv-p")
+    keys = runtime_for(app).store._keys.invocation("inv-p")  # type: ignore[attr-defined]
+    kinds = {"meta": keys.meta, "journal": keys.journal, "call": keys.call, "steps": keys.steps}
+    found = {kind for kind, key in kinds.items() if redis_client.exists(key)}
+    assert found == {"meta", "steps"}  # the journal and the call, packed at finish
+    html = web.get("/invocation", params={"id": "inv-p"}).text
+    assert html.count('class="step"') == 2
+    assert "reserve" in html and "charge" in html
+    step = web.get("/invocation/step", params={"id": "inv-p", "index": "1", "partial": "1"})
+    assert step.status_code == 200 and "charge" in step.text
+    shown = web.get("/api/invocation", params={"id": "inv-p"}).json()
+    assert ([s["name"] for s in shown["steps"]], shown["steps_dropped"]) == (
+        ["reserve", "charge"], False,
+    )  # fmt: skip
+    assert "Run again from the start" in html  # a restart reads the packed steps
 
 
 def test_hidden_values_show_shapes_on_pages_and_in_the_api(app: Celery) -> None:

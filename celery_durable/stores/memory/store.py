@@ -221,7 +221,10 @@ class MemoryJournalStore(Waiting, Operators, Recovery, FlowControl):
         nesting: int = 0,
         call: str = "",
         journal_retention: float | None = None,
+        entries: Sequence[str] | None = None,
+        held_call: str = "",
     ) -> tuple[str, str] | None:
+        # Kept as they are: the memory store has nothing to gain from packing them.
         with self._lock:
             self.round_trips += 1
             meta = self._live(task_id)

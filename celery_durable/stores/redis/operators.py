@@ -6,8 +6,11 @@ which a listing reads in one pipeline per node.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
+
+from redis.client import NEVER_DECODE
 
 from celery_durable.journal.store import (
     SUMMARY_FIELDS,
@@ -24,6 +27,7 @@ from celery_durable.stores.redis import scripts
 from celery_durable.stores.redis.base import RedisBase, ms
 from celery_durable.stores.redis.checks import check_eviction_policy, check_replicas
 from celery_durable.stores.redis.lean import bulk
+from celery_durable.stores.redis.packing import unpack_stored
 
 
 class Operators(RedisBase):
@@ -33,8 +37,9 @@ class Operators(RedisBase):
         k = self._keys.invocation(task_id)
         with self._errors(task_id, "forget"):
             reply = self._eval(
-                scripts.FORGET, 10, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
-                self._keys.wakeups_of(task_id), k.tombstone, k.call, task_id, ms(TOMBSTONE_TTL),
+                scripts.FORGET, 11, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
+                self._keys.wakeups_of(task_id), k.tombstone, k.call, k.steps,
+                task_id, ms(TOMBSTONE_TTL),
             )  # fmt: skip
         return bool(reply)
 
@@ -49,10 +54,21 @@ class Operators(RedisBase):
             pipe.lrange(k.journal, 0, -1)
             pipe.hgetall(k.done)
             pipe.get(k.call)
+            pipe.execute_command("GET", k.steps, **{NEVER_DECODE: []})  # bytes, not text
         with self._errors(",".join(task_ids[:3]), "read"):
             replies = pipe.execute()
         found: list[Stored | None] = []
-        for meta, entries, done, call in zip(*(replies[i::4] for i in range(4)), strict=True):
+        rows = zip(task_ids, *(replies[i::5] for i in range(5)), strict=True)
+        for task_id, meta, entries, done, call, packed in rows:
+            if MetaField.PACKED in meta:  # a completed invocation's steps, packed at finish
+                if packed is None:  # expired with its steps (durable_journal_retention)
+                    entries = []
+                else:
+                    seed, call, entries = unpack_stored(packed, task_id, self._where)
+                    call = call or None
+                    if seed:
+                        meta[MetaField.SEED] = seed
+                del meta[MetaField.PACKED]
             if call is not None:  # handed back with the meta fields (MetaField.CALL)
                 meta[MetaField.CALL] = call
             found.append((meta, entries, done) if meta else None)
@@ -133,12 +149,17 @@ class Operators(RedisBase):
                 pipe = self._client.pipeline(transaction=False)
                 for task_id in task_ids:
                     k = self._keys.invocation(task_id)
-                    pipe.hmget(k.meta, SUMMARY_FIELDS)
+                    pipe.hmget(k.meta, _READ_FIELDS)
                     pipe.llen(k.journal)
                 replies = pipe.execute()
         found: list[Summary | None] = []
+        now_ms = time.time() * 1000
         for fields, length in zip(replies[::2], replies[1::2], strict=True):
-            meta = {f: v for f, v in zip(SUMMARY_FIELDS, fields, strict=True) if v is not None}
+            meta = {f: v for f, v in zip(_READ_FIELDS, fields, strict=True) if v is not None}
+            packed = meta.pop(MetaField.PACKED, None)  # its journal is in its packed steps
+            until = meta.pop(MetaField.STEPS_UNTIL, None)
+            if packed is not None and (until is None or float(until) > now_ms):
+                length = packed  # (by this host's clock: the count is for people)
             found.append((meta, int(length)) if meta else None)
         return found
 
@@ -227,8 +248,8 @@ class Operators(RedisBase):
         k = self._keys.invocation(task_id)
         with self._errors(task_id, "purge"):
             reply = self._eval(
-                scripts.FORGET_IF, 10, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
-                self._keys.wakeups_of(task_id), k.tombstone, k.call, task_id, status,
+                scripts.FORGET_IF, 11, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
+                self._keys.wakeups_of(task_id), k.tombstone, k.call, k.steps, task_id, status,
                 f"{created_before:.6f}", ms(TOMBSTONE_TTL),
             )  # fmt: skip
         return int(reply)
@@ -250,8 +271,11 @@ def _by_score(item: tuple[str, float]) -> tuple[float, str]:
     return (-item[1], item[0])
 
 
-_HMGET_SUMMARY = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(SUMMARY_FIELDS))
-_SUMMARY_FIELDS = b"".join(bulk(field.encode()) for field in SUMMARY_FIELDS)
+#: What a listing reads of the meta hash: ``SUMMARY_FIELDS``, and how many entries packed
+#: steps hold (``MetaField.PACKED``) until they expire (``MetaField.STEPS_UNTIL``).
+_READ_FIELDS = (*SUMMARY_FIELDS, MetaField.PACKED, MetaField.STEPS_UNTIL)
+_HMGET_SUMMARY = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(_READ_FIELDS))
+_SUMMARY_FIELDS = b"".join(bulk(field.encode()) for field in _READ_FIELDS)
 _LLEN = b"*2\r\n$4\r\nLLEN\r\n"
 
 

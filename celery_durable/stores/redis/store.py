@@ -12,10 +12,12 @@ import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from redis.client import NEVER_DECODE
+
 from celery_durable.errors import JournalError
 from celery_durable.journal.store import Cancelling, Reopening, Started, StartRequest, now
-from celery_durable.keys import KeySpace
-from celery_durable.stores.redis import scripts
+from celery_durable.keys import KeySpace, MetaField
+from celery_durable.stores.redis import packing, scripts
 from celery_durable.stores.redis.base import ms, redact
 from celery_durable.stores.redis.connect import client_for
 from celery_durable.stores.redis.durability import Durability
@@ -245,17 +247,26 @@ class RedisJournalStore(Waiting, Operators, Recovery, FlowControl):
         nesting: int = 0,
         call: str = "",
         journal_retention: float | None = None,
+        entries: Sequence[str] | None = None,
+        held_call: str = "",
     ) -> tuple[str, str] | None:
         k = self._keys.invocation(task_id)
         token = "" if fence is None else fence
         # 0 drops the steps now (ms() makes any other value at least 1 ms).
-        steps = ms(retention if journal_retention is None else journal_retention)
-        steps = 0 if journal_retention is not None and journal_retention <= 0 else steps
+        steps_ms = ms(retention if journal_retention is None else journal_retention)
+        steps_ms = 0 if journal_retention is not None and journal_retention <= 0 else steps_ms
+        packed: packing.Compressed | None = None
+        if entries is not None and status == "completed" and steps_ms > 0:
+            packed = packing.compress(entries, held_call)
+        pack_args = ("", 0, "", "") if packed is None else (
+            packed.entries, len(entries or ()), packed.with_call, packed.call_digest
+        )  # fmt: skip
         with self._errors(task_id, "finish"):
             reply = self._hot_eval(
-                scripts.FINISH, 9, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
-                self._keys.wakeups_of(task_id), k.call,
-                task_id, token, status, outcome, now(), ms(retention), nesting, call, steps,
+                scripts.FINISH, 10, k.meta, k.journal, k.done, *self._keys.indexes(task_id),
+                self._keys.wakeups_of(task_id), k.call, k.steps,
+                task_id, token, status, outcome, now(), ms(retention), nesting, call, steps_ms,
+                *pack_args,
             )  # fmt: skip
         return None if reply is None else (reply[0], reply[1])
 
@@ -275,8 +286,18 @@ class RedisJournalStore(Waiting, Operators, Recovery, FlowControl):
         k = self._keys.invocation(task_id)
         ix = self._keys.indexes(task_id)
         with self._errors(task_id, "pause"):
+            # A completed invocation's steps may be packed: a resume reads them as a list.
+            pipe = self._client.pipeline(transaction=False)
+            pipe.hget(k.meta, MetaField.PACKED)
+            pipe.execute_command("GET", k.steps, **{NEVER_DECODE: []})
+            count, pack = pipe.execute()
+        unpacked: tuple[str, ...] = ("", "", "")
+        if count is not None and pack is not None:
+            seed, call, entries = packing.unpack_stored(pack, task_id, self._where)
+            unpacked = (packing.digest(pack), seed, call, *entries)
+        with self._errors(task_id, "pause"):
             now_status: str = self._write(
-                scripts.PAUSE_FINISHED, 6, k.meta, k.journal, k.done, ix.all, ix.paused, k.call,
-                task_id, status, outcome, reason, now(),
+                scripts.PAUSE_FINISHED, 7, k.meta, k.journal, k.done, ix.all, ix.paused, k.call,
+                k.steps, task_id, status, outcome, reason, now(), *unpacked,
             )  # fmt: skip
         return now_status

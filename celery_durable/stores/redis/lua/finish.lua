@@ -4,7 +4,7 @@
 -- KEYS[4]  index of all invocations             KEYS[5]  index of running ones
 -- KEYS[6]  index of suspended ones              KEYS[7]  index of paused ones
 -- KEYS[8]  the wake-ups sorted set of its slot (the one wake-ups set on one Redis)
--- KEYS[9]  its call (a string)
+-- KEYS[9]  its call (a string)                KEYS[10] its packed steps (a string)
 -- ARGV[1]  task id (the index member)
 -- ARGV[2]  the finisher's fencing token, or '' when the worker finishes it for a
 --          holder that cannot (revoked, hard time limit): the holder is fenced out
@@ -16,10 +16,20 @@
 -- ARGV[8]  the call, to re-publish it when resumed (JSON), or '' to keep what is stored
 -- ARGV[9]  journal retention in milliseconds (durable_journal_retention), at most ARGV[6]:
 --          the steps' (journal, completions, call); 0 deletes them now
+-- ARGV[10] the journal's entries compressed (stores/redis/packing.py), or '' (always for
+--          a status but completed): with the stored seed and call, they replace the
+--          journal, the call and the seed (one string, KEYS[10]) when the steps are kept,
+--          if the journal still has ARGV[11] entries (the pack was made of what is
+--          stored); else all stay
+-- ARGV[11] how many entries the pack holds
+-- ARGV[12] the entries and the caller's call compressed together, or ''
+-- ARGV[13] SHA-1 of that call: ARGV[12] is packed in place of ARGV[10] and the stored
+--          call when the stored call has it
 -- Fields: task status outcome fence deaths (read); status outcome updated_at nesting fence
 --         steps_until (set); lease lease_until paused_reason attempt guard awaiting
 --         released frontier due recovered, deaths when 0, nesting unless replaced, seed
---         and call when the steps go now (deleted)
+--         and call when the steps go now (deleted); seed when packed (deleted), packed
+--         when packed (set)
 -- Returns  nil when this call finished the invocation,
 --          else {status, outcome} that an earlier call recorded.
 --          Errors: GONE (nothing is written: a forced finish would otherwise make a
@@ -99,4 +109,23 @@ redis.call('ZREM', live[status] or KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[8], ARGV[1])  -- a timer that lost a race wakes nothing now
 -- Keep the index of all invocations as long as the journals it lists.
 redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', '(' .. (tonumber(ARGV[5]) - tonumber(ARGV[6]) / 1000))
+-- Last, the steps of a completed invocation packed, when the caller packed them.
+if ARGV[10] == '' or steps_ms == 0 then
+  return false
+end
+-- Only if the pack is made of exactly what is stored: never lose an entry.
+if redis.call('LLEN', journal) ~= tonumber(ARGV[11]) then
+  return false
+end
+-- An invocation started by an earlier release keeps its call in meta: it stays there.
+local call = redis.call('GET', KEYS[9]) or ''
+local seed = redis.call('HGET', meta, 'seed') or ''
+local packed = '\1' .. seed .. ':' .. #call .. ':' .. call .. ARGV[10]
+if ARGV[12] ~= '' and redis.sha1hex(call) == ARGV[13] then
+  packed = '\2' .. seed .. ':' .. ARGV[12]  -- the caller's call is the stored one
+end
+redis.call('SET', KEYS[10], packed, 'PX', steps_ms)
+redis.call('DEL', journal, KEYS[9])
+redis.call('HDEL', meta, 'seed')
+redis.call('HSET', meta, 'packed', ARGV[11])
 return false

@@ -6,6 +6,7 @@
 -- KEYS[4..7]  the indexes: all, running, suspended, paused
 -- KEYS[8]  the wake-ups sorted set of its slot (the one wake-ups set on one Redis)
 -- KEYS[9]  its tombstone                       KEYS[10] its call (a string)
+-- KEYS[11] its packed steps (a string)
 -- ARGV[1]  task id (the index member)
 -- ARGV[2]  how long the tombstone is kept, milliseconds
 -- Fields: fence (read)
@@ -14,7 +15,7 @@ local fence = redis.call('HGET', KEYS[1], 'fence')
 if fence then
   redis.call('SET', KEYS[9], fence, 'PX', ARGV[2])
 end
-local existed = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[10])
+local existed = redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[10], KEYS[11])
 for i = 4, 8 do
   redis.call('ZREM', KEYS[i], ARGV[1])
 end

@@ -7,6 +7,7 @@
 -- KEYS[4..7]  the indexes: all, running, suspended, paused
 -- KEYS[8]  the wake-ups sorted set of its slot (the one wake-ups set on one Redis)
 -- KEYS[9]  its tombstone                       KEYS[10] its call (a string)
+-- KEYS[11] its packed steps (a string)
 -- ARGV[1]  task id (the index member)
 -- ARGV[2]  the status it must have
 -- ARGV[3]  it must have been created before this, seconds since the epoch
@@ -21,7 +22,7 @@ end
 if f[3] then
   redis.call('SET', KEYS[9], f[3], 'PX', ARGV[4])
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[10])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[10], KEYS[11])
 for i = 4, 8 do
   redis.call('ZREM', KEYS[i], ARGV[1])
 end
