@@ -56,53 +56,70 @@ def fill(url: str, prefix: str, count: int, steps: int) -> str:
     now = time.time()
     started = time.perf_counter()
 
-    def start(pipe: Any, task_id: str, created: float) -> Any:
-        k, ix = keys.invocation(task_id), keys.indexes(task_id)
-        call = f'{{"task":"{TASK}","args":["{task_id}"],"kwargs":{{}},"options":{{}}}}'
-        at = f"{created:.6f}"
-        pipe.evalsha(scripts.START.sha, 8, k.meta, k.journal, k.done, *ix, keys.wakeups,
-                     task_id, TASK, "fp", "7", at, 30000, "bench:1", 0, call, 0)  # fmt: skip
-        return k, ix
+    def start(task_ids: list[str], created: list[float]) -> list[str]:
+        """Start the invocations in one pipeline; return the fence each took (fences start
+        at Redis's clock in ms, so a writer must use the one its start handed out)."""
+        pipe = client.pipeline(transaction=False)
+        for task_id, at in zip(task_ids, created, strict=True):
+            k = keys.invocation(task_id)
+            call = f'{{"task":"{TASK}","args":["{task_id}"],"kwargs":{{}},"options":{{}}}}'
+            pipe.evalsha(scripts.START.sha, 11, k.meta, k.journal, k.done,
+                         *keys.indexes(task_id), keys.wakeups, k.tombstone,
+                         keys.deadlines_of(task_id), k.call, task_id, TASK, "fp", "7",
+                         f"{at:.6f}", 30000, "bench:1", 0, call, 0, 0, "")  # fmt: skip
+        pipe.execute()
+        pipe = client.pipeline(transaction=False)
+        for task_id in task_ids:
+            pipe.hget(keys.invocation(task_id).meta, "fence")
+        return [fence.decode() for fence in pipe.execute()]
 
-    def append(pipe: Any, k: Any, index: int, name: str, at: float, value: str) -> None:
+    def append(pipe: Any, k: Any, fence: str, index: int, name: str, at: float, value: str) -> None:
         entry = (f'{{"k":"run","n":"{name}","t":{int(at * 1000)},"d":{rand.randint(200, 90000)},'
                  f'"s":"ok","v":{value}}}')  # fmt: skip
-        pipe.evalsha(scripts.APPEND.sha, 2, k.meta, k.journal, 1, index, entry, "0")
+        pipe.evalsha(scripts.APPEND.sha, 2, k.meta, k.journal, fence, index, entry, "0")
+
+    def finish(pipe: Any, task_id: str, fence: str, status: str, outcome: str, at: str) -> None:
+        # As the store finishes them, less the packing of a completed one's steps (ARGV
+        # 10-13 empty): its journal stays a list, which the console reads the same way.
+        k, ix = keys.invocation(task_id), keys.indexes(task_id)
+        pipe.evalsha(scripts.FINISH.sha, 10, k.meta, k.journal, k.done, *ix, keys.wakeups,
+                     k.call, k.steps, task_id, fence, status, outcome, at, RETENTION_MS, 0,
+                     "", RETENTION_MS, "", 0, "", "")  # fmt: skip
 
     for first in range(0, count, BATCH):
+        numbers = range(first, min(first + BATCH, count))
+        task_ids = [f"order-{n:07d}" for n in numbers]
+        created = [now - SPREAD + SPREAD * n / count for n in numbers]
+        fences = start(task_ids, created)
         pipe = client.pipeline(transaction=False)
-        for n in range(first, min(first + BATCH, count)):
-            task_id = f"order-{n:07d}"
-            created = now - SPREAD + SPREAD * n / count
-            k, ix = start(pipe, task_id, created)
+        for task_id, at, fence in zip(task_ids, created, fences, strict=True):
+            k, ix = keys.invocation(task_id), keys.indexes(task_id)
             for i, name in enumerate(STEPS):
                 value = f'{{"order":"{task_id}","step":"{name}","ref":"{rand.getrandbits(48):x}"}}'
-                append(pipe, k, i, name, created + 0.01 * i, value)
+                append(pipe, k, fence, i, name, at + 0.01 * i, value)
             kind = rand.random()
             if kind < 0.005:
                 continue  # running
-            ended = f"{created + 1:.6f}"
+            ended = f"{at + 1:.6f}"
             if kind < 0.01:
                 why = "step 'charge' (index 1) gave up"
-                pipe.evalsha(scripts.PAUSE.sha, 3, k.meta, ix.running, ix.paused,
-                             task_id, 1, why, ended, "", "")  # fmt: skip
+                pipe.evalsha(scripts.PAUSE.sha, 4, k.meta, ix.running, ix.paused, k.call,
+                             task_id, fence, why, ended, "", "")  # fmt: skip
                 continue
             status, outcome = "completed", '{"s":"ok","v":{"ok":true}}'
             if kind < 0.03:
                 status, outcome = "failed", '{"s":"error","e":{"type":"ValueError","message":"no"}}'
-            pipe.evalsha(scripts.FINISH.sha, 8, k.meta, k.journal, k.done, *ix, keys.wakeups,
-                         task_id, 1, status, outcome, ended, RETENTION_MS, 0, "")  # fmt: skip
+            finish(pipe, task_id, fence, status, outcome, ended)
         pipe.execute()
 
     big = "journal-of-many-steps"
+    [fence] = start([big], [now - 60])
     pipe = client.pipeline(transaction=False)
-    k, ix = start(pipe, big, now - 60)
+    k = keys.invocation(big)
     for i in range(steps):
         value = f'{{"i":{i},"sku":"SKU-{i:05d}","qty":{i % 7 + 1},"note":"line {i} of the order"}}'
-        append(pipe, k, i, f"step-{i}", now - 60 + 0.05 * i, value)
-    pipe.evalsha(scripts.FINISH.sha, 8, k.meta, k.journal, k.done, *ix, keys.wakeups,
-                 big, 1, "completed", '{"s":"ok","v":{"lines":1000}}', f"{now:.6f}",
-                 RETENTION_MS, 0, "")  # fmt: skip
+        append(pipe, k, fence, i, f"step-{i}", now - 60 + 0.05 * i, value)
+    finish(pipe, big, fence, "completed", '{"s":"ok","v":{"lines":1000}}', f"{now:.6f}")
     pipe.execute()
     memory = client.info("memory")["used_memory_human"]
     client.close()
