@@ -13,7 +13,11 @@ from celery_durable.errors import JournalError
 from celery_durable.journal.store import Fork, JournalStore, StartRequest
 from celery_durable.keys import MetaField as F
 from celery_durable.stores.redis import RedisJournalStore, scripts
+from tests.conftest import SERVERS
 from tests.contract.test_operator_contract import CALL, journal, meta, ok, run
+
+#: Only the Redis store packs: these run on each server it supports, not on the memory store.
+REDIS_ONLY = pytest.mark.parametrize("server_kind", [*SERVERS, "redis-acl"], indirect=True)
 
 OK_OUTCOME = '{"s":"ok","v":3}'
 STEPS = 10
@@ -165,11 +169,11 @@ def test_a_packed_invocation_paused_for_its_outcome_gets_its_journal_back(
     assert (again.state, again.entries) == ("run", entries)
 
 
+@REDIS_ONLY
 def test_a_pause_of_a_packed_invocation_that_changed_since_does_nothing(
     store: JournalStore,
 ) -> None:
-    if not isinstance(store, RedisJournalStore):
-        pytest.skip("the memory store keeps no pack")
+    assert isinstance(store, RedisJournalStore)
     completed(store)
     k = store._keys.invocation("inv")
     ix = store._keys.indexes("inv")
@@ -199,9 +203,9 @@ def test_packed_steps_expire_with_the_journal_retention(store: JournalStore) -> 
         assert keys_of(store) == {"meta"}
 
 
+@REDIS_ONLY
 def test_packed_steps_that_cannot_be_read_are_a_journal_error(store: JournalStore) -> None:
-    if not isinstance(store, RedisJournalStore):
-        pytest.skip("the memory store keeps no pack")
+    assert isinstance(store, RedisJournalStore)
     completed(store)
     store.client.set(store._keys.invocation("inv").steps, b"\x02" + b"garbage")
     with pytest.raises(JournalError, match=r"packed steps of invocation inv .* unreadable"):
