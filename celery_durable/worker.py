@@ -169,15 +169,11 @@ def lease_outlasts_visibility(conf: Any, lease_ttl: float) -> str | None:
     )
 
 
-class WakeUps(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Worker component: publishes suspended invocations again when they are due.
+class _Background(bootsteps.StartStopStep):  # type: ignore[misc]
+    """A worker component that runs ``_run(app)`` in a thread of the worker's main
+    process, in workers whose app has durable tasks, until the worker stops."""
 
-    A thread of the worker's main process claims due wake-ups (claim.lua: one worker
-    per wake-up) and re-publishes their calls. Every worker runs one; between them a
-    due wake-up is picked up within ``WAKEUP_POLL`` seconds.
-    """
-
-    label = "durable wake-ups"
+    thread_name = "celery-durable"
 
     def __init__(self, worker: Any, **kwargs: Any) -> None:
         super().__init__(worker, **kwargs)
@@ -190,7 +186,7 @@ class WakeUps(bootsteps.StartStopStep):  # type: ignore[misc]
             return
         self._stop.clear()
         self._thread = threading.Thread(
-            target=self._run, args=(app,), name="celery-durable-wakeups", daemon=True
+            target=self._run, args=(app,), name=self.thread_name, daemon=True
         )
         self._thread.start()
 
@@ -198,6 +194,21 @@ class WakeUps(bootsteps.StartStopStep):  # type: ignore[misc]
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def _run(self, app: Any) -> None:
+        raise NotImplementedError
+
+
+class WakeUps(_Background):
+    """Worker component: publishes suspended invocations again when they are due.
+
+    A thread of the worker's main process claims due wake-ups (claim.lua: one worker
+    per wake-up) and re-publishes their calls. Every worker runs one; between them a
+    due wake-up is picked up within ``WAKEUP_POLL`` seconds.
+    """
+
+    label = "durable wake-ups"
+    thread_name = "celery-durable-wakeups"
 
     def _run(self, app: Any) -> None:
         store = runtime_for(app).store
@@ -224,7 +235,7 @@ class WakeUps(bootsteps.StartStopStep):  # type: ignore[misc]
             pause = WAKEUP_POLL if until_next < 0 else min(until_next, WAKEUP_POLL)
 
 
-class Recovery(bootsteps.StartStopStep):  # type: ignore[misc]
+class Recovery(_Background):
     """Worker component: the sweep. It publishes running invocations whose message was
     lost, and cancels invocations past their deadline.
 
@@ -237,26 +248,7 @@ class Recovery(bootsteps.StartStopStep):  # type: ignore[misc]
     """
 
     label = "durable recovery"
-
-    def __init__(self, worker: Any, **kwargs: Any) -> None:
-        super().__init__(worker, **kwargs)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self, worker: Any) -> None:
-        app = worker.app
-        if not any(isinstance(task, DurableTask) for task in app.tasks.values()):
-            return
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self._run, args=(app,), name="celery-durable-recovery", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self, worker: Any) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+    thread_name = "celery-durable-recovery"
 
     def _run(self, app: Any) -> None:
         runtime = runtime_for(app)
