@@ -218,7 +218,7 @@ def invocation_view(
     start = _start_of(inv)
     end = _end_of(inv, finished, now, start)
     span = max(end - start, 1e-3)
-    steps = [_step_view(step, start, end, span, now) for step in inv.steps]
+    steps = [_step_view(step, start, end, span, now, finished) for step in inv.steps]
     call = details.call
     arguments = queue = None
     if call is not None:
@@ -278,9 +278,14 @@ def _end_of(inv: Invocation, finished: bool, now: float, start: float) -> float:
     return max(stamps)
 
 
-def _step_view(step: Step, start: float, end: float, span: float, now: float) -> StepView:
+def _step_view(
+    step: Step, start: float, end: float, span: float, now: float, finished: bool
+) -> StepView:
     began = step.started_at.timestamp() if step.started_at is not None else start
-    open_ended = step.finished_at is None or step.finished_at.timestamp() > now
+    # A timer, child or awakeable still waiting when the invocation finished was never
+    # needed (it lost an any(), or the body stopped waiting): nothing will come of it.
+    unused = finished and step.status == "waiting"
+    open_ended = not unused and (step.finished_at is None or step.finished_at.timestamp() > now)
     ended = end if open_ended else _stamp(step.finished_at, end)
     left = min(max((began - start) / span * 100, 0.0), 100.0 - MIN_BAR)
     width = max(min((ended - began) / span * 100, 100.0 - left), MIN_BAR)
@@ -289,12 +294,12 @@ def _step_view(step: Step, start: float, end: float, span: float, now: float) ->
         index=step.index,
         name=step.name,
         kind=step.kind,
-        status=step.status,
+        status="unused" if unused else step.status,
         attempts=step.attempts,
         left=round(left, 3),
         width=round(width, 3),
         open_ended=open_ended,
-        took=_took(step, now),
+        took="not needed" if unused else _took(step, now),
         retry_marks=marks,
     )
 

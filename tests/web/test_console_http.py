@@ -177,6 +177,26 @@ def test_a_completed_invocation_is_shown_from_its_packed_steps(
     assert "Run again from the start" in html  # a restart reads the packed steps
 
 
+def test_a_timer_a_finished_invocation_never_needed_is_shown_unused(
+    app: Celery, web: httpx.Client
+) -> None:
+    # A sleep that lost an any(): still due in an hour when the invocation completed.
+    from celery_durable.journal.entries import encode_entry
+    from celery_durable.journal.store import StartRequest
+
+    store = runtime_for(app).store
+    started = store.start("inv-t", StartRequest(APPROVAL, "fp", 1, 30.0, "h:1"))
+    now = time.time()
+    until = json.dumps({"until": int((now + 3600) * 1000)})
+    store.append("inv-t", started.fence, 0, encode_entry("sleep", "timeout", now, now, "json",
+                                                         until), False)  # fmt: skip
+    store.finish("inv-t", started.fence, "completed", '{"s":"ok","v":1}', 600)
+    html = web.get("/invocation", params={"id": "inv-t"}).text
+    assert 'class="status s-unused">unused<' in html
+    assert "not needed" in html
+    assert "due in" not in html and "s-waiting" not in html
+
+
 def test_hidden_values_show_shapes_on_pages_and_in_the_api(app: Celery) -> None:
     app.tasks[HOSTILE].apply(args=("o-secret",), task_id="inv-h")
     with client(create_app(app, hide_values=True)) as web:
