@@ -1,12 +1,14 @@
-"""What one delivery of a ``DurableTask`` brings to its start: the ``StartRequest`` built
-from Celery's request, who holds the lease, and what it takes over from the execution
-before it. ``task`` runs the execution; this module only reads the request.
+"""What one delivery of a ``DurableTask`` brings to its start: where its journal is, the
+``StartRequest`` built from Celery's request, who holds the lease, and what it takes
+over from the execution before it. ``task`` runs the execution; this module only reads
+the request.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import uuid
 from typing import TYPE_CHECKING, Any
 
 from celery_durable import concurrency
@@ -16,8 +18,10 @@ from celery_durable.engine.execution import Execution
 from celery_durable.errors import ValueTooLargeError
 from celery_durable.fingerprint import fingerprint
 from celery_durable.flow import ENDED_FENCE_HEADER, replacing
-from celery_durable.journal.store import StartRequest
+from celery_durable.journal.store import JournalStore, StartRequest
+from celery_durable.runtime import Runtime
 from celery_durable.settings import DurableSettings
+from celery_durable.stores.memory import MemoryJournalStore
 from celery_durable.wakeups import check_call_size
 
 if TYPE_CHECKING:
@@ -61,6 +65,18 @@ def prepare_start(
         concurrency=concurrency.encode(key, limit) if key else "",
     )
     return start, oversize, key, limit
+
+
+def journal_of(request: Any, runtime: Runtime) -> tuple[JournalStore, str, bool]:
+    """The store of this delivery's journal, the invocation's id there, and whether other
+    processes share that store."""
+    if request.called_directly:
+        # Called as a plain function: nothing will deliver it again, so its journal lives
+        # in memory for this call only.
+        return MemoryJournalStore(), str(uuid.uuid4()), False
+    if request.is_eager and runtime.settings.eager_journal == "memory":
+        return runtime.eager_store, request.id, False
+    return runtime.store, request.id, True
 
 
 def take_over(ex: Execution, own_from: str | None) -> None:

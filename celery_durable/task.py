@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from contextvars import ContextVar
 from datetime import timedelta
@@ -56,8 +55,7 @@ from celery_durable.policy import RetryPolicy
 from celery_durable.runtime import Runtime, runtime_for
 from celery_durable.settings import DurableSettings
 from celery_durable.signals import observer_for
-from celery_durable.stores.memory import MemoryJournalStore
-from celery_durable.wakeups import check_call_size, encode_call
+from celery_durable.wakeups import check_arguments_size
 
 logger = logging.getLogger("celery_durable")
 
@@ -123,17 +121,9 @@ class DurableTask(CeleryFlow):
         # a running execution fingerprinted its arguments as its message was built.
         if retrying.get() is None:
             fingerprint(args or (), kwargs or {})
-            self._check_call_size(args, kwargs)
+            limit = runtime_for(self.app).settings.max_value_bytes
+            check_arguments_size(self.name, args, kwargs, limit)
         return super().apply_async(args, kwargs, **options)
-
-    def _check_call_size(self, args: Any, kwargs: Any) -> None:
-        """Refuse arguments over ``durable_max_value_bytes`` before anything is sent."""
-        try:
-            call = encode_call(self.name, args, kwargs, {})
-        except (TypeError, ValueError):
-            return  # not JSON: what stores the call says so, as it always did
-        limit = runtime_for(self.app).settings.max_value_bytes
-        check_call_size(call, limit, self.name, "nothing was sent")
 
     # -- One execution ------------------------------------------------------------------
 
@@ -168,7 +158,7 @@ class DurableTask(CeleryFlow):
     def _execute(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """Run one execution: replay the journal, run what is new, record the outcome."""
         runtime = runtime_for(self.app)
-        store, task_id, shared = self._journal(runtime)
+        store, task_id, shared = delivery.journal_of(self.request, runtime)
         own_from = self.request.get(OWN_FROM_HEADER)
         while True:
             try:
@@ -366,18 +356,6 @@ class DurableTask(CeleryFlow):
         finally:
             escaped.set(None)  # the autoretry wrapper is done with it: hold no traceback
         raise error  # outside the except block, so that its traceback stays its own
-
-    def _journal(self, runtime: Runtime) -> tuple[JournalStore, str, bool]:
-        """The store of this delivery's journal, the invocation's id there, and whether
-        other processes share that store."""
-        request = self.request
-        if request.called_directly:
-            # Called as a plain function: nothing will deliver it again, so its journal
-            # lives in memory for this call only.
-            return MemoryJournalStore(), str(uuid.uuid4()), False
-        if request.is_eager and runtime.settings.eager_journal == "memory":
-            return runtime.eager_store, request.id, False
-        return runtime.store, request.id, True
 
     # -- Options ------------------------------------------------------------------------
 

@@ -82,6 +82,19 @@ def check_call_size(call: str, limit: int, task_name: str, refused: str) -> None
     )
 
 
+def check_arguments_size(task_name: str, args: Any, kwargs: Any, limit: int) -> None:
+    """Refuse arguments whose call would be over ``limit`` bytes, before anything is sent.
+
+    Raises:
+        ValueTooLargeError: they are larger.
+    """
+    try:
+        call = encode_call(task_name, args, kwargs, {})
+    except (TypeError, ValueError):
+        return  # not JSON: what stores the call says so, as it always did
+    check_call_size(call, limit, task_name, "nothing was sent")
+
+
 def decode_call(call: str) -> dict[str, Any]:
     """Return a stored call as ``encode_call`` took it: ``task``, ``args``, ``kwargs``,
     ``options``."""
